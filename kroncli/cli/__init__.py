@@ -1,0 +1,24 @@
+"""The `kron` typer app: one thin module per subcommand, no logic here."""
+
+from __future__ import annotations
+
+import typer
+
+from . import env as _env
+from . import factorize as _factorize
+
+app = typer.Typer(
+    name="kron",
+    help="Compress pre-trained Transformers with Kronecker decomposition + knowledge distillation.\n\n"
+         "Example: kron factorize all-MiniLM-L6-v2 --ratio 19 --workspace runs/m19",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+app.command("factorize", no_args_is_help=False)(_factorize.factorize_cmd)
+app.command("env")(_env.env_cmd)
+
+
+def main() -> None:
+    app()

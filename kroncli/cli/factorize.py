@@ -1,0 +1,88 @@
+"""`kron factorize`: the student from the teacher, by shape search + nearest Kronecker product."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..factorize import FactorizeOptions, factorize, write_workspace
+from ..kron.search import PRESETS
+from ..sources import DEFAULT_MODEL, RANDOM_CONFIGS
+from ..workspace import Workspace
+from .common import ForceOpt, JsonOpt, emit_json, handle_errors, human_console, progress_factory, \
+    show_progress
+
+
+@handle_errors
+def factorize_cmd(
+    model: Annotated[Optional[str], typer.Argument(
+        help=f"Teacher: hub name, local folder, or the offline default {DEFAULT_MODEL}.")] = None,
+    workspace: Annotated[Optional[str], typer.Option("--workspace", "-w",
+                                                     help="Experiment folder to create.")] = None,
+    ratio: Annotated[Optional[float], typer.Option(help="Teacher params / student params "
+                                                        "(default 19).")] = None,
+    max_params: Annotated[Optional[int], typer.Option(help="Student parameter budget instead of "
+                                                           "--ratio.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help=f"Paper shapes: {', '.join(PRESETS)}.")] = None,
+    objective: Annotated[str, typer.Option(help="error: smallest reconstruction error; speed: also "
+                                                "fewer multiply-adds.")] = "error",
+    max_rank: Annotated[int, typer.Option(help="Largest number of Kronecker terms per matrix.")] = 1,
+    targets: Annotated[Optional[str], typer.Option(help="Regex (fullmatch) of module names to factor; "
+                                                        "default: BERT-family embeddings, Q/K/V/O, FFN.")]
+    = None,
+    exclude: Annotated[Optional[str], typer.Option(help="Regex of module names to keep dense.")] = None,
+    random_init: Annotated[Optional[str], typer.Option(
+        help=f"Random-weight teacher for speed work: {', '.join(RANDOM_CONFIGS)}.")] = None,
+    max_layer_ratio: Annotated[Optional[float], typer.Option(
+        help="Skip candidate shapes compressing one matrix more than this (default max(64, 4*ratio)).")]
+    = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Dry run: print the chosen shapes, write "
+                                                      "nothing.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for --random-init.")] = 0,
+    force: ForceOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Factor a teacher's embeddings, attention and FFN matrices into Kronecker products.
+
+    Example: kron factorize all-MiniLM-L6-v2 --ratio 19 --workspace runs/m19
+    """
+    if not plan and not workspace:
+        raise typer.BadParameter("--workspace is required (or pass --plan for a dry run)",
+                                 param_hint="--workspace")
+    ws = Workspace(workspace) if workspace else None
+    if ws and not plan:
+        ws.prepare_new(force)  # fail before the slow part
+    opts = FactorizeOptions(model=model, random_init=random_init, ratio=ratio, max_params=max_params,
+                            preset=preset, objective=objective, max_rank=max_rank, targets=targets,
+                            exclude=exclude, max_layer_ratio=max_layer_ratio, seed=seed)
+    progress = progress_factory(show_progress(json_out))
+    if plan:
+        result, _, _ = factorize(opts, plan_only=True, progress_factory=progress)
+    else:
+        with ws.lock():
+            result, student, tokenizer = factorize(opts, progress_factory=progress)
+            args = {k: v for k, v in vars(opts).items()}
+            write_workspace(ws, result, student, tokenizer, args, ["kron", *sys.argv[1:]], force)
+    summary = result.summary(str(ws.root) if ws and not plan else None)
+    summary["plan"] = plan
+    _print_table(result, summary, json_out)
+    if json_out:
+        emit_json(summary)
+
+
+def _print_table(result, summary: dict, json_out: bool) -> None:
+    console = human_console(json_out)
+    table = Table("layer", "n", "A (x) B (most common)", "params", "ratio", "error",
+                  title=("plan" if summary["plan"] else "factorized") + f": {summary['teacher']}")
+    for row in summary["by_type"]:
+        shapes = row["shapes"][0] + (f" +{len(row['shapes']) - 1}" if len(row["shapes"]) > 1 else "")
+        table.add_row(row["layer_type"], str(row["count"]), shapes, f"{row['params']:,}",
+                      f"{row['dense_params'] / row['params']:.1f}x",
+                      "n/a" if row["rel_error_mean"] != row["rel_error_mean"] else f"{row['rel_error_mean']:.3f}")
+    console.print(table)
+    where = f" -> {summary['workspace']}" if summary["workspace"] else " (plan only, nothing written)"
+    console.print(f"teacher {summary['teacher_params']:,} params -> student {summary['student_params']:,} "
+                  f"params: [bold]{summary['compression']:.2f}x[/] smaller{where}", highlight=False)

@@ -1,0 +1,180 @@
+"""`kron factorize`: teacher -> shape search -> nearest-Kronecker student -> workspace."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from . import sources
+from .errors import KronError
+from .kron import search
+from .kron.search import Choice, Target
+from .student import save_student
+from .surgery import apply_choices, count_params, find_targets
+from .workspace import Workspace, atomic_write_text
+
+CSV_COLUMNS = ["name", "layer_type", "kind", "m", "n", "m1", "n1", "m2", "n2", "rank", "params",
+               "dense_params", "rel_error", "macs"]
+
+
+@dataclass
+class FactorizeOptions:
+    """Everything `kron factorize` takes besides the workspace."""
+
+    model: str | None = None
+    random_init: str | None = None
+    ratio: float | None = None
+    max_params: int | None = None
+    preset: str | None = None
+    objective: str = "error"
+    max_rank: int = 1
+    targets: str | None = None
+    exclude: str | None = None
+    max_layer_ratio: float | None = None
+    seed: int = 0
+
+
+@dataclass
+class FactorizeResult:
+    teacher_params: int
+    student_params: int
+    choices: list[Choice]
+    source: sources.ModelSource
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def compression(self) -> float:
+        return self.teacher_params / self.student_params
+
+    @property
+    def rel_error_mean(self) -> float:
+        factored = [c.rel_error for c in self.choices if c.rank > 0]
+        return sum(factored) / len(factored) if factored else 0.0
+
+    def by_type(self) -> list[dict]:
+        groups: dict[str, list[Choice]] = defaultdict(list)
+        for c in self.choices:
+            groups[c.layer_type].append(c)
+        rows = []
+        for lt, cs in groups.items():
+            shapes = Counter("dense" if c.rank == 0 else f"{c.m1}x{c.n1} (x) {c.m2}x{c.n2}"
+                             + (f" r{c.rank}" if c.rank > 1 else "") for c in cs)
+            rows.append({"layer_type": lt, "count": len(cs), "shapes": [s for s, _ in shapes.most_common()],
+                         "params": sum(c.params for c in cs), "dense_params": sum(c.dense_params for c in cs),
+                         "rel_error_mean": sum(c.rel_error for c in cs) / len(cs)})
+        return rows
+
+    def summary(self, workspace: str | None) -> dict:
+        return {"teacher": self.source.requested, "teacher_params": self.teacher_params,
+                "student_params": self.student_params, "compression": round(self.compression, 4),
+                "rel_error_mean": round(self.rel_error_mean, 6), "workspace": workspace,
+                "layers": len([c for c in self.choices if c.rank > 0]), "by_type": self.by_type(),
+                "seconds": {k: round(v, 3) for k, v in self.timings.items()}}
+
+
+def _validate(opts: FactorizeOptions) -> None:
+    given = [k for k in ("ratio", "max_params", "preset") if getattr(opts, k) is not None]
+    if len(given) > 1:
+        raise KronError("choose one of --ratio, --max-params and --preset")
+    if opts.ratio is not None and opts.ratio < 1:
+        raise KronError(f"--ratio {opts.ratio:g} is below 1: a student cannot be larger than its teacher; "
+                        "pass a ratio >= 1, e.g. --ratio 19")
+    if opts.max_params is not None and opts.max_params <= 0:
+        raise KronError("--max-params must be a positive number of parameters")
+    if opts.preset is not None and opts.preset not in search.PRESETS:
+        raise KronError(f"unknown --preset {opts.preset!r}; choose one of {', '.join(search.PRESETS)}")
+    if opts.objective not in ("error", "speed"):
+        raise KronError(f"unknown --objective {opts.objective!r}; choose error or speed")
+    if opts.max_rank < 1:
+        raise KronError("--max-rank must be at least 1")
+    if not opts.preset and opts.ratio is None and opts.max_params is None:
+        opts.ratio = 19.0
+
+
+def _preset_plan(targets: list[Target], opts: FactorizeOptions) -> list[Choice]:
+    try:
+        shapes = search.preset_choices(targets, opts.preset)
+    except ValueError as e:
+        raise KronError(str(e)) from None
+    out = []
+    for t, m1, n1 in shapes:
+        m, n = t.shape
+        params = m1 * n1 + (m // m1) * (n // n1)
+        out.append(Choice(t.name, t.kind, t.layer_type, m, n, m1, n1, 1, params, m * n,
+                          search.layer_macs(t.kind, m, n, m1, n1, 1), search.estimate_error(t, m1, n1, 1)))
+    return out
+
+
+def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_params: int,
+                 progress=None) -> list[Choice]:
+    dense_targets = sum(t.weight.numel() for t in targets)
+    keep = teacher_params - dense_targets
+    if opts.ratio is not None:
+        total, asked = int(teacher_params / opts.ratio), f"--ratio {opts.ratio:g}"
+    else:
+        total, asked = opts.max_params, f"--max-params {opts.max_params}"
+    ratio = teacher_params / total
+    cap = opts.max_layer_ratio or max(search.DEFAULT_LAYER_RATIO_CAP, 4 * ratio)
+    smallest = sum(search.smallest_params(t) for t in targets)
+    if total - keep < smallest:
+        best = teacher_params / (keep + smallest)
+        raise KronError(f"{asked} cannot be met: the largest ratio possible for this model and these targets "
+                        f"is {best:.1f}x ({keep + smallest:,} parameters; {keep:,} of them are not factored)")
+    if total - keep < sum(search.smallest_params(t, cap) for t in targets):
+        cap = math.inf  # the budget needs shapes beyond the per-matrix cap: open them all
+    cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress)
+    return search.allocate(cands, total - keep, opts.objective)
+
+
+def factorize(opts: FactorizeOptions, plan_only: bool = False, progress_factory=None):
+    """Run the search (and, unless plan_only, the nearest-Kronecker init). Returns (result, model, tokenizer)."""
+    _validate(opts)
+    timings = {}
+    t0 = time.perf_counter()
+    source = sources.resolve(opts.model, opts.random_init)
+    model, tokenizer = sources.load_model(source, seed=opts.seed)
+    timings["load"] = time.perf_counter() - t0
+    teacher_params = count_params(model)
+    targets = find_targets(model, opts.targets, opts.exclude)
+
+    t0 = time.perf_counter()
+    if opts.preset:
+        choices = _preset_plan(targets, opts)
+    else:
+        with (progress_factory("searching shapes", len(targets)) if progress_factory else _null()) as adv:
+            choices = _search_plan(model, targets, opts, teacher_params, progress=adv)
+    timings["search"] = time.perf_counter() - t0
+    student_params = teacher_params - sum(c.dense_params - c.params for c in choices)
+    if not plan_only:
+        t0 = time.perf_counter()
+        with (progress_factory("initialising factors", len(choices)) if progress_factory else _null()) as adv:
+            apply_choices(model, choices, init=True, on_layer=(lambda c: adv(1)) if adv else None)
+        timings["init"] = time.perf_counter() - t0
+        student_params = count_params(model)
+    return FactorizeResult(teacher_params, student_params, choices, source, timings), model, tokenizer
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def write_workspace(ws: Workspace, result: FactorizeResult, model, tokenizer, args: dict, command: list[str],
+                    force: bool) -> None:
+    """Student, per-layer CSV and manifest; each write atomic."""
+    save_student(model, result.choices, ws.student_dir, tokenizer,
+                 extra={"teacher": result.source.describe(), "teacher_params": result.teacher_params})
+    rows = [{**c.row(), "layer_type": c.layer_type} for c in result.choices]
+    csv = pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(index=False)
+    atomic_write_text(ws.metrics_dir / "factorize.csv", csv)
+    ws.record_stage("factorize", {
+        "command": command, "args": args, "student_params": result.student_params,
+        "compression": result.compression, "rel_error_mean": result.rel_error_mean,
+    }, reset=force, top={"teacher": {**result.source.describe(), "params": result.teacher_params}})

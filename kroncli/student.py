@@ -1,0 +1,93 @@
+"""Save and reload a Kronecker student: safetensors weights + HF config + kron.json (factor shapes).
+
+kron.json stores the architecture class and every factored module's shape and rank, so the model is
+rebuilt from the config, re-factored with empty Kronecker modules, and the weights load strictly: the
+architecture cannot drift between save and load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from .errors import KronError
+from .kron.search import Choice
+from .surgery import apply_choices
+from .workspace import atomic_dir, atomic_write_json, versions
+
+KRON_CONFIG = "kron.json"
+WEIGHTS = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_student(model: torch.nn.Module, choices: list[Choice], out_dir: Path, tokenizer=None,
+                 extra: dict | None = None) -> None:
+    """Write the student folder atomically (a crash leaves the previous student intact)."""
+    with atomic_dir(Path(out_dir)) as tmp:
+        model.config.save_pretrained(tmp)
+        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / KRON_CONFIG, {
+            "format_version": FORMAT_VERSION,
+            "architecture": type(model).__name__,
+            "kroncli_version": versions().get("kroncli", "unknown"),
+            "layers": {c.name: c.row() for c in choices if c.rank > 0},
+            **(extra or {}),
+        })
+
+
+def student_dir(path: str | Path) -> Path:
+    """Accept a workspace or a student folder."""
+    path = Path(path)
+    for cand in (path, path / "student"):
+        if (cand / KRON_CONFIG).is_file():
+            return cand
+    if not path.exists():
+        raise KronError(f"{path} does not exist; pass a workspace made by `kron factorize`")
+    raise KronError(f"{path} holds no student ({KRON_CONFIG} missing); run `kron factorize ... --workspace "
+                    f"{path}` first")
+
+
+def read_kron_config(folder: Path) -> dict:
+    cfg = json.loads((folder / KRON_CONFIG).read_text())
+    if cfg.get("format_version") != FORMAT_VERSION:
+        raise KronError(f"{folder / KRON_CONFIG} has format {cfg.get('format_version')}, this kron reads "
+                        f"{FORMAT_VERSION}; re-run kron factorize with this version")
+    return cfg
+
+
+def choices_from_config(cfg: dict) -> list[Choice]:
+    fields = set(Choice.__dataclass_fields__)
+    return [Choice(**{k: v for k, v in row.items() if k in fields}) for row in cfg["layers"].values()]
+
+
+def build_student(folder: Path) -> torch.nn.Module:
+    """The student architecture with uninitialised Kronecker modules (weights not loaded)."""
+    import transformers
+
+    from .sources import _quiet_transformers
+
+    _quiet_transformers()
+    cfg = read_kron_config(folder)
+    config = transformers.AutoConfig.from_pretrained(folder)
+    cls = getattr(transformers, cfg["architecture"], None)
+    if cls is None:
+        raise KronError(f"transformers has no class {cfg['architecture']}; install the transformers version "
+                        f"in {folder / KRON_CONFIG}")
+    model = cls(config)
+    return apply_choices(model, choices_from_config(cfg), init=False)
+
+
+def load_student(path: str | Path) -> torch.nn.Module:
+    """Reload a saved student (workspace or student folder) in eval mode with bit-identical weights."""
+    folder = student_dir(path)
+    model = build_student(folder)
+    missing, unexpected = load_model(model, str(folder / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise KronError(f"{folder / WEIGHTS} does not match {KRON_CONFIG}: missing {sorted(missing)[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]}")
+    return model.eval()

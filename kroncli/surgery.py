@@ -1,0 +1,115 @@
+"""Find the matrices to factor in a Hugging Face model and swap them for Kronecker modules.
+
+Targets are module names matched with `re.fullmatch`; the swap is a `setattr` on the parent module and
+the replacement class comes from a small type table. Heads (classifier, QA, pooler) stay dense.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .errors import KronError
+from .kron.layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedDecoder
+from .kron.search import Choice, Target
+
+# BERT, RoBERTa, ELECTRA, all-MiniLM (BERT layout) and DistilBERT module names.
+LAYER_TYPES: dict[str, str] = {
+    r"(.*\.)?embeddings\.word_embeddings": "embedding",
+    r".*attention\.self\.query|.*attention\.q_lin": "attn_q",
+    r".*attention\.self\.key|.*attention\.k_lin": "attn_k",
+    r".*attention\.self\.value|.*attention\.v_lin": "attn_v",
+    r".*attention\.output\.dense|.*attention\.out_lin": "attn_out",
+    r".*intermediate\.dense|.*ffn\.lin1": "ffn_in",
+    r".*layer\.\d+\.output\.dense|.*ffn\.lin2": "ffn_out",
+}
+DEFAULT_TARGETS = "|".join(f"(?:{p})" for p in LAYER_TYPES)
+KINDS = {nn.Linear: "linear", nn.Embedding: "embedding"}
+
+
+def layer_type(name: str) -> str:
+    for pattern, kind in LAYER_TYPES.items():
+        if re.fullmatch(pattern, name):
+            return kind
+    return "other"
+
+
+def _compile(pattern: str | None, flag: str) -> re.Pattern | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise KronError(f"{flag} {pattern!r} is not a valid regular expression: {e}") from None
+
+
+def find_targets(model: nn.Module, targets: str | None = None, exclude: str | None = None) -> list[Target]:
+    """Every Linear/Embedding whose name fully matches `targets` (BERT-family default) and not `exclude`."""
+    inc = _compile(targets or DEFAULT_TARGETS, "--targets")
+    exc = _compile(exclude, "--exclude")
+    found, seen = [], []
+    for name, module in model.named_modules():
+        kind = KINDS.get(type(module))
+        if kind is None:
+            continue
+        seen.append(name)
+        if inc.fullmatch(name) and not (exc and exc.fullmatch(name)):
+            found.append(Target(name, kind, layer_type(name), module.weight))
+    if not found:
+        listing = ", ".join(seen[:12]) + (f", ... ({len(seen)} in all)" if len(seen) > 12 else "")
+        what = "the default BERT-family targets" if not targets else f"--targets {targets!r}"
+        raise KronError(f"no layer of {type(model).__name__} matches {what}"
+                        f"{' minus --exclude' if exclude else ''}; Linear/Embedding modules found: "
+                        f"{listing or 'none'}. Pass --targets REGEX matching some of them")
+    return found
+
+
+def count_params(model: nn.Module) -> int:
+    """Unique parameters (tied weights counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def _tied_output(model: nn.Module, emb: nn.Embedding) -> nn.Linear | None:
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(out, nn.Linear) and out.weight is emb.weight:
+        return out
+    return None
+
+
+def apply_choices(model: nn.Module, choices: Iterable[Choice], init: bool = True,
+                  on_layer=None) -> nn.Module:
+    """Replace each chosen module in place (nearest-Kronecker init from its weights when `init`)."""
+    for c in choices:
+        if c.rank == 0:
+            continue
+        module = model.get_submodule(c.name)
+        if c.kind == "embedding":
+            tied = _tied_output(model, module)
+            if init:
+                new = KroneckerEmbedding.from_embedding(module, c.n2, c.rank)
+            else:
+                new = KroneckerEmbedding(c.m, c.n, c.n2, c.rank, padding_idx=module.padding_idx,
+                                         dtype=module.weight.dtype)
+            _swap(model, c.name, new)
+            if tied is not None:
+                model.set_output_embeddings(KroneckerTiedDecoder(new, tied.bias))
+        else:
+            if init:
+                new = KroneckerLinear.from_linear(module, (c.m1, c.n1), c.rank)
+            else:
+                new = KroneckerLinear(c.m1, c.n1, c.m2, c.n2, c.rank, bias=module.bias is not None,
+                                      dtype=module.weight.dtype)
+            _swap(model, c.name, new)
+        if init:
+            c.rel_error = new.init_rel_error  # the exact float64 error replaces the search estimate
+        if on_layer:
+            on_layer(c)
+    return model
