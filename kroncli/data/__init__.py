@@ -1,0 +1,1 @@
+"""Task data: GLUE (task table and loaders)."""

@@ -1,0 +1,79 @@
+"""Shape search: candidates, budget allocation, the paper presets."""
+
+import math
+
+import pytest
+import torch
+
+from kroncli.kron import search
+from kroncli.kron.search import Target
+from kroncli.surgery import count_params, find_targets
+
+
+def _target(m, n, kind="linear", seed=0):
+    torch.manual_seed(seed)
+    return Target(f"w{m}x{n}_{seed}", kind, "ffn_in", torch.randn(m, n))
+
+
+def test_linear_candidates_are_every_compressing_divisor_pair():
+    t = _target(12, 8)
+    shapes = search.candidate_shapes(t, max_rank=1)
+    expected = {(a, b) for a in (1, 2, 3, 4, 6, 12) for b in (1, 2, 4, 8)
+                if a * b + (12 // a) * (8 // b) < 96}
+    assert {(a, b) for a, b, _ in shapes} == expected
+
+
+def test_embedding_candidates_keep_m2_equal_one():
+    t = Target("emb", "embedding", "embedding", torch.randn(50, 12))
+    shapes = search.candidate_shapes(t, max_rank=2)
+    assert {(a, b) for a, b, _ in shapes} == {(50, 12 // f) for f in (2, 3, 4, 6, 12)}
+    assert {r for _, _, r in shapes} == {1, 2}
+
+
+def test_scored_errors_match_exact_fit():
+    t = _target(16, 24, seed=3)
+    cands = search.score_candidates([t], max_rank=2, ratio_cap=math.inf)[t.name]
+    from kroncli.kron.nearest import nearest_kronecker
+
+    for c in cands[1:]:
+        exact = nearest_kronecker(t.weight, c.m1, c.n1, c.rank).rel_error
+        assert c.rel_error == pytest.approx(exact, abs=1e-4)
+
+
+def test_allocate_meets_budget_and_prefers_low_error():
+    targets = [_target(16, 16, seed=s) for s in range(3)]
+    # make the first matrix an exact Kronecker product: the search should find its shape
+    targets[0].weight = torch.kron(torch.randn(4, 2), torch.randn(4, 8))
+    cands = search.score_candidates(targets, 1, math.inf)
+    budget = 120
+    chosen = search.allocate(cands, budget)
+    assert sum(c.params for c in chosen) <= budget
+    first = next(c for c in chosen if c.name == targets[0].name)
+    assert (first.m1, first.n1) == (4, 2) and first.rel_error < 1e-3
+    with pytest.raises(ValueError):
+        search.allocate(cands, search.min_params(cands) - 1)
+
+
+def test_speed_objective_never_costs_more_macs():
+    targets = [_target(32, 32, seed=s) for s in range(4)]
+    cands = search.score_candidates(targets, 2, math.inf)
+    budget = 4 * 300
+    err = search.allocate(cands, budget, "error")
+    fast = search.allocate(cands, budget, "speed")
+    assert sum(c.params for c in fast) <= budget
+    assert sum(c.macs for c in fast) <= sum(c.macs for c in err)
+
+
+@pytest.mark.parametrize("preset,low,high", [("kroneckerbert8", 14.3e6, 14.7e6),
+                                             ("kroneckerbert21", 5.1e6, 5.3e6)])
+def test_presets_reproduce_paper_parameter_counts_on_bert_base(preset, low, high):
+    from transformers import BertConfig, BertModel
+
+    with torch.device("meta"):
+        model = BertModel(BertConfig())
+    targets = find_targets(model)
+    assert len(targets) == 73
+    shapes = search.preset_choices(targets, preset)
+    student = count_params(model) - sum(t.weight.numel() - (a * b + (t.shape[0] // a) * (t.shape[1] // b))
+                                        for t, a, b in shapes)
+    assert low <= student <= high
