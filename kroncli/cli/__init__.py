@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from . import distill as _distill
 from . import env as _env
 from . import factorize as _factorize
 
@@ -17,6 +18,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.command("factorize", no_args_is_help=False)(_factorize.factorize_cmd)
+app.command("distill")(_distill.distill_cmd)
 app.command("env")(_env.env_cmd)
 
 

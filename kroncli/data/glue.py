@@ -5,7 +5,8 @@
 - `text_a`: the first sentence (str);
 - `text_b`: the second sentence, or None in every row for single-sentence tasks (CoLA, SST-2);
 - `label`: the integer class id (an index into `task.label_names`), a float for STS-B, NaN on test splits;
-- `idx`: the row id written into GLUE submission files (the file's index/id column, else the 0-based row).
+- `idx`: the 0-based row number (as nyu-mll/glue's `idx`); on test splits the file's index/id column, which
+  GLUE submission files must repeat.
 
 Sources, in order: the original GLUE layout `DIR/<folder>/<split>.tsv`; a `datasets.DatasetDict` saved with
 `save_to_disk` at `DIR/<hub config>` (e.g. `DIR/stsb`); the hub (`nyu-mll/glue`), only when online. DIR is
@@ -49,7 +50,7 @@ class TsvSpec:
     file: str  # inside the task folder
     text: tuple[str, ...]  # one or two sentence columns
     label: str | None  # None: an unlabelled (test) split
-    idx: str | None  # the row-id column; None: the 0-based row number
+    idx: str | None  # the row-id column (test splits); None: the 0-based row number
     names: tuple[str, ...] | None = None  # column names of a file WITHOUT a header line; None: has a header
 
 
@@ -87,10 +88,11 @@ class Task:
         return tuple(self.tsv)
 
 
-def _tsv(text: tuple[str, ...], label: str, idx: str | None = "index", *, test_idx: str = "index", labelled: tuple[str, ...] = ("train", "dev"), tests: tuple[str, ...] = ("test",),
+def _tsv(text: tuple[str, ...], label: str, *, test_idx: str = "index",
+         labelled: tuple[str, ...] = ("train", "dev"), tests: tuple[str, ...] = ("test",),
          names: tuple[str, ...] | None = None) -> dict[str, TsvSpec]:
     """The common shape: labelled splits share one layout; test files have a header, an id and no label."""
-    specs = {s: TsvSpec(f"{s}.tsv", text, label, idx, names) for s in labelled}
+    specs = {s: TsvSpec(f"{s}.tsv", text, label, None, names) for s in labelled}
     specs.update({s: TsvSpec(f"{s}.tsv", text, None, test_idx) for s in tests})
     return specs
 
@@ -104,20 +106,22 @@ DEV = dict(eval_splits=("dev",), test_splits=("test",))
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("CoLA", "CoLA", "cola", ("sentence",), BINARY, ("mcc",), "mcc", **DEV,
-         tsv=_tsv(("sentence",), "label", None, names=("source", "label", "orig_label", "sentence"))),
-    Task("SST-2", "SST-2", "sst2", ("sentence",), BINARY, **ACC, **DEV, tsv=_tsv(("sentence",), "label", None)),
+         tsv=_tsv(("sentence",), "label", names=("source", "label", "orig_label", "sentence"))),
+    Task("SST-2", "SST-2", "sst2", ("sentence",), BINARY, **ACC, **DEV, tsv=_tsv(("sentence",), "label")),
     Task("MRPC", "MRPC", "mrpc", ("sentence1", "sentence2"), BINARY, **F1_ACC, **DEV,
-         tsv=_tsv(("#1 String", "#2 String"), "Quality", None)),
+         tsv=_tsv(("#1 String", "#2 String"), "Quality")),
     Task("STS-B", "STS-B", "stsb", ("sentence1", "sentence2"), (), ("pearson", "spearman", "combined"), "combined",
          **DEV, tsv=_tsv(("sentence1", "sentence2"), "score")),
     Task("QQP", "QQP", "qqp", ("question1", "question2"), BINARY, **F1_ACC, **DEV,
-         tsv=_tsv(("question1", "question2"), "is_duplicate", "id", test_idx="id")),
+         tsv=_tsv(("question1", "question2"), "is_duplicate", test_idx="id")),
     Task("MNLI", "MNLI", "mnli", ("premise", "hypothesis"), NLI3, **ACC,
          eval_splits=("dev_matched", "dev_mismatched"), test_splits=("test_matched", "test_mismatched"),
          tsv=_tsv(("sentence1", "sentence2"), "gold_label", labelled=("train", "dev_matched", "dev_mismatched"),
                   tests=("test_matched", "test_mismatched"))),
-    Task("QNLI", "QNLI", "qnli", ("question", "sentence"), NLI2, **ACC, **DEV, tsv=_tsv(("question", "sentence"), "label")),
-    Task("RTE", "RTE", "rte", ("sentence1", "sentence2"), NLI2, **ACC, **DEV, tsv=_tsv(("sentence1", "sentence2"), "label")),
+    Task("QNLI", "QNLI", "qnli", ("question", "sentence"), NLI2, **ACC, **DEV,
+         tsv=_tsv(("question", "sentence"), "label")),
+    Task("RTE", "RTE", "rte", ("sentence1", "sentence2"), NLI2, **ACC, **DEV,
+         tsv=_tsv(("sentence1", "sentence2"), "label")),
     Task("WNLI", "WNLI", "wnli", ("sentence1", "sentence2"), BINARY, **ACC, **DEV,
          tsv=_tsv(("sentence1", "sentence2"), "label")),
     # The diagnostic set: test only, MNLI's labels (predicted by an MNLI model), scored by the 3-class
@@ -142,11 +146,8 @@ def _squash(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-_BY_KEY: dict[str, Task] = {
-    _squash(key): task
-    for task in [*TASKS.values(), *VARIANTS.values()]
-    for key in (task.name, *task.aliases) + ((task.hub_config,) if task.name in TASKS else ())
-}
+_BY_KEY: dict[str, Task] = {_squash(key): t for t in TASKS.values() for key in (t.name, t.hub_config, *t.aliases)}
+_BY_KEY.update({_squash(key): v for v in VARIANTS.values() for key in (v.name, *v.aliases)})
 
 
 def normalize_task(name: str | Task) -> Task:
@@ -226,19 +227,17 @@ def read_tsv(task: Task | str, split: str, path: str | Path) -> pd.DataFrame:
     if lines and lines[-1] == "":
         lines.pop()
     lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    first = 1
+    wanted = [*spec.text, *[c for c in (spec.label, spec.idx) if c]]
     if spec.names is None:
         if not lines:
             raise KronError(f"{path}: empty file; expected a header line and rows (original GLUE layout)")
         names, first = lines[0].split("\t"), 2
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise KronError(f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} (has: "
+                            f"{', '.join(names)}); is this the {task.name} {split} file?")
     else:
-        names = list(spec.names)
-    wanted = [*spec.text, *[c for c in (spec.label, spec.idx) if c]]
-    missing = [c for c in wanted if c not in names]
-    if missing:
-        where = f"{path}:1: header" if spec.names is None else f"{path}: expected columns"
-        raise KronError(f"{where} lacks column(s) {', '.join(map(repr, missing))} (has: {', '.join(names)}); "
-                        f"is this the {task.name} {split} file?")
+        names, first = list(spec.names), 1
     rows = lines[first - 1:]
     if not rows:
         raise KronError(f"{path}: no data rows; the {task.name} {split} split is empty")
@@ -274,7 +273,7 @@ def _from_datasets(task: Task, split: str, dataset, origin: str) -> pd.DataFrame
         raise KronError(f"{origin}: the {task.name} {split} split is empty")
     data = dataset.to_dict()
     labels = data["label"]
-    if split in task.test_splits or all(v == -1 for v in labels):
+    if task.tsv[split].label is None:
         labels = []
     elif any(v == -1 for v in labels):
         raise KronError(f"{origin}: {task.name} {split} has rows without a label (-1)")
@@ -344,8 +343,8 @@ def load_split(task: Task | str, split: str, data_dir: str | Path | None = None)
         saved = root / task.hub_config
         if saved.is_dir():
             return _load_saved(task, split, saved)
-        expected = f" (expected {tsv}, or a saved DatasetDict in {saved})"
         if origin:
             raise KronError(f"{origin} {root} has no {task.name} {split} data: expected {tsv} in the original GLUE "
                             f"layout, or a DatasetDict saved with save_to_disk in {saved}")
+        expected = f" (expected {tsv}, or a saved DatasetDict in {saved})"
     return _load_hub(task, split, expected)

@@ -1,0 +1,240 @@
+"""Shape search + nearest-Kronecker init for all of BERT-base vs scoring the same candidates with full SVDs.
+
+    python benchmarks/search_speed.py                      # default: ratio 19, both baseline dtypes
+    python benchmarks/search_speed.py --dtypes float32     # quicker: one baseline dtype
+    python benchmarks/search_speed.py --skip-baseline      # kron side only (seconds)
+    python benchmarks/search_speed.py --full-baseline      # time the SVD baseline on all 73 matrices (minutes)
+
+kron side: `kroncli.factorize.factorize(FactorizeOptions(random_init=..., ratio=...))`, i.e. exactly what
+`kron factorize --random-init bert-base --ratio 19` runs; `search.score_candidates` is wrapped to time it
+and to capture the candidate set and its search-grade (fp32 Gram) errors.
+
+Baseline: the same candidates (same targets, same `candidate_shapes`, same ratio cap) scored with
+`numpy.linalg.svd(R, compute_uv=False)` of the rearranged matrix R (numpy does the rearrangement too, so no
+torch <-> OpenBLAS thread hand-over sits inside the timed loop). One SVD per (m1, n1) gives every rank.
+By default it runs on ONE matrix of each distinct shape and is multiplied by the number of matrices of that
+shape (for a given shape the SVD cost depends only on the shape, not the values); --full-baseline times
+every matrix instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import sys
+import time
+from collections import Counter, defaultdict
+
+import numpy as np
+import torch
+
+import kroncli.factorize as kfactorize
+from kroncli.kron import search
+
+
+# ---------------------------------------------------------------- machine / contention (self-contained)
+def _busy_jiffies() -> int:
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return vals[0] + vals[1] + vals[2] + vals[5] + vals[6] + (vals[7] if len(vals) > 7 else 0)
+
+
+def _own_jiffies() -> int:
+    """CPU time of this process and its waited-for children, in clock ticks."""
+    t = os.times()
+    return int(round((t.user + t.system + t.children_user + t.children_system) * os.sysconf("SC_CLK_TCK")))
+
+
+class Contention:
+    """Share of all CPUs used by *other* processes while a block ran (0 = the machine was ours)."""
+
+    def __enter__(self):
+        self.t, self.busy, self.own = time.perf_counter(), _busy_jiffies(), _own_jiffies()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self.t
+        other = (_busy_jiffies() - self.busy) - (_own_jiffies() - self.own)
+        cap = (os.cpu_count() or 1) * wall * os.sysconf("SC_CLK_TCK")
+        self.other = max(0.0, other / cap) if cap > 0 else 0.0
+        return False
+
+
+def machine_line() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
+    except OSError:
+        model = platform.processor() or "?"
+    return (f"{os.cpu_count()}-core CPU ({model}), fp32, torch {torch.__version__} "
+            f"(threads {torch.get_num_threads()}), numpy {np.__version__}, python {platform.python_version()}, "
+            f"{datetime.date.today().isoformat()}, loadavg {os.getloadavg()[0]:.2f}")
+
+
+# ---------------------------------------------------------------- kron side
+def run_kron(config: str, ratio: float, seed: int):
+    """One `factorize` run with score_candidates wrapped; returns timings and the captured candidates."""
+    captured = {}
+    original = search.score_candidates
+
+    def wrapped(targets, max_rank=1, ratio_cap=search.DEFAULT_LAYER_RATIO_CAP, progress=None):
+        t0 = time.perf_counter()
+        out = original(targets, max_rank, ratio_cap, progress=progress)
+        captured.update(score=time.perf_counter() - t0, targets=list(targets), cands=out, cap=ratio_cap,
+                        max_rank=max_rank)
+        return out
+
+    search.score_candidates = wrapped
+    try:
+        with Contention() as cont:
+            t0 = time.perf_counter()
+            result, _model, _tok = kfactorize.factorize(kfactorize.FactorizeOptions(
+                random_init=config, ratio=ratio, seed=seed))
+            total = time.perf_counter() - t0
+    finally:
+        search.score_candidates = original
+    if "score" not in captured:
+        raise SystemExit("factorize did not call score_candidates (a preset?)")
+    tm = result.timings
+    return {"load": tm["load"], "search": tm["search"], "init": tm["init"], "score": captured["score"],
+            "allocate": tm["search"] - captured["score"], "total": total, "compression": result.compression,
+            "other_load": cont.other}, captured
+
+
+# ---------------------------------------------------------------- baseline
+def np_rearrange(w: np.ndarray, m1: int, n1: int) -> np.ndarray:
+    m, n = w.shape
+    m2, n2 = m // m1, n // n1
+    return np.ascontiguousarray(w.reshape(m1, m2, n1, n2).transpose(0, 2, 1, 3)).reshape(m1 * n1, m2 * n2)
+
+
+def svd_baseline(weight: torch.Tensor, cands: list[tuple[int, int, int]], dtype) -> tuple[float, dict]:
+    """Seconds to score `cands` of one matrix by full SVDs, and {(m1, n1, r): rel_error}."""
+    ranks: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for m1, n1, r in cands:
+        ranks[(m1, n1)].append(r)
+    src = weight.detach().cpu().numpy()
+    errors = {}
+    t0 = time.perf_counter()
+    w = src.astype(dtype)
+    energy = float((w.astype(np.float64) ** 2).sum()) or 1e-30
+    for (m1, n1), rs in ranks.items():
+        s = np.linalg.svd(np_rearrange(w, m1, n1), compute_uv=False)
+        kept = np.cumsum(s.astype(np.float64) ** 2)
+        for r in rs:
+            errors[(m1, n1, r)] = math.sqrt(max(1 - kept[min(r, len(kept)) - 1] / energy, 0.0))
+    return time.perf_counter() - t0, errors
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="bert-base", help="random-init config (kroncli.sources.RANDOM_CONFIGS)")
+    p.add_argument("--ratio", type=float, default=19.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=1, help="factorize runs on the kron side (median reported)")
+    p.add_argument("--dtypes", default="float32,float64",
+                   help="comma list of baseline SVD dtypes (float32, float64)")
+    p.add_argument("--full-baseline", action="store_true", help="SVD-score every matrix instead of one per shape")
+    p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--goal-speedup", type=float, default=25.0)
+    p.add_argument("--goal-seconds", type=float, default=15.0)
+    args = p.parse_args(argv)
+
+    print(f"machine: {machine_line()}")
+    print(f"command: python {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}")
+    runs = []
+    for i in range(args.repeats):
+        t, cap = run_kron(args.config, args.ratio, args.seed)
+        runs.append(t)
+        print(f"kron run {i + 1}/{args.repeats}: score_candidates {t['score']:.2f} s, allocate "
+              f"{t['allocate']:.2f} s, init {t['init']:.2f} s (load {t['load']:.2f} s, compression "
+              f"{t['compression']:.2f}x, other processes used {100 * t['other_load']:.0f}% of the CPUs)")
+    med = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    targets, cands, ratio_cap = cap["targets"], cap["cands"], cap["cap"]
+
+    # The candidate set, grouped by distinct matrix shape.
+    groups: dict[tuple, list] = defaultdict(list)
+    for t in targets:
+        groups[(t.kind, t.shape)].append(t)
+    shape_cands = {k: search.candidate_shapes(ts[0], cap["max_rank"], ratio_cap) for k, ts in groups.items()}
+    n_cand = sum(len(shape_cands[k]) * len(ts) for k, ts in groups.items())
+    print(f"\ntargets: {len(targets)} matrices ({sum(1 for t in targets if t.kind == 'linear')} linear + "
+          f"{sum(1 for t in targets if t.kind == 'embedding')} embedding), ratio cap used by factorize: "
+          f"{ratio_cap:g}, max rank {cap['max_rank']}, candidates scored: {n_cand} "
+          f"(+1 dense choice per matrix)")
+    for k, ts in groups.items():
+        scored = len(cands[ts[0].name]) - 1
+        assert scored == len(shape_cands[k]), (k, scored, len(shape_cands[k]))
+
+    kron_score, kron_e2e = med["score"], med["search"] + med["init"]
+    dtypes = [] if args.skip_baseline else [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    rows, totals, diffs = [], {}, {}
+    for dt in dtypes:
+        np_dt = {"float32": np.float32, "float64": np.float64}[dt]
+        total, worst, measured_all = 0.0, (0.0, None), True
+        with Contention() as cont:
+            for k, ts in groups.items():
+                timed = ts if args.full_baseline else ts[:1]
+                secs = []
+                for t in timed:
+                    s, errs = svd_baseline(t.weight, shape_cands[k], np_dt)
+                    secs.append(s)
+                    kron_err = {(c.m1, c.n1, c.rank): c.rel_error for c in cands[t.name] if c.rank > 0}
+                    for key, e in errs.items():
+                        d = abs(e - kron_err[key])
+                        if d > worst[0]:
+                            worst = (d, (t.name, key, e, kron_err[key]))
+                per_matrix = float(np.mean(secs))
+                est = per_matrix * len(ts) if not args.full_baseline else float(np.sum(secs))
+                measured_all &= len(timed) == len(ts)
+                total += est
+                rows.append((dt, k, len(ts), len(shape_cands[k]), per_matrix, len(timed), est))
+                print(f"baseline {dt} {k[0]} {k[1][0]}x{k[1][1]}: {len(shape_cands[k])} candidates, "
+                      f"{per_matrix:.2f} s/matrix (timed on {len(timed)} of {len(ts)}) -> {est:.1f} s", flush=True)
+        totals[dt] = (total, measured_all, cont.other)
+        diffs[dt] = worst
+
+    print("\n== per-shape baseline (full numpy.linalg.svd, compute_uv=False) ==")
+    print(f"{'dtype':8} {'shape':>16} {'count':>5} {'cands':>5} {'s/matrix':>9} {'timed':>5} {'total s':>8}")
+    for dt, k, cnt, nc, per, timed, est in rows:
+        print(f"{dt:8} {k[0][:3] + ' ' + f'{k[1][0]}x{k[1][1]}':>16} {cnt:5d} {nc:5d} {per:9.2f} {timed:5d} {est:8.1f}")
+
+    print("\n== search speed: all of %s at --ratio %g (%d candidates) ==" % (args.config, args.ratio, n_cand))
+    print(f"kron  score_candidates (fp32 Gram)          {kron_score:8.2f} s")
+    print(f"kron  allocate (knapsack)                   {med['allocate']:8.2f} s")
+    print(f"kron  init of chosen shapes (float64 fit)   {med['init']:8.2f} s")
+    print(f"kron  search + init                         {kron_e2e:8.2f} s   (goal < {args.goal_seconds:g} s: "
+          + ("met" if kron_e2e < args.goal_seconds else
+             f"MISSED by {kron_e2e - args.goal_seconds:.2f} s / {100 * (kron_e2e / args.goal_seconds - 1):.0f}%")
+          + ")")
+    for dt, (total, measured_all, other) in totals.items():
+        how = "measured on every matrix" if measured_all else "one matrix per shape x count"
+        sp_score, sp_e2e = total / kron_score, total / kron_e2e
+        print(f"full SVD {dt:7} baseline scoring           {total:8.1f} s   ({how}; other processes used "
+              f"{100 * other:.0f}% of the CPUs)")
+        print(f"  speed-up, scoring only (baseline / score_candidates):        {sp_score:6.1f}x")
+        print(f"  speed-up, end to end (baseline / (kron search + init)):      {sp_e2e:6.1f}x   (goal >= "
+              f"{args.goal_speedup:g}x: "
+              + ("met" if sp_e2e >= args.goal_speedup else
+                 f"MISSED by {args.goal_speedup - sp_e2e:.1f}x / {100 * (1 - sp_e2e / args.goal_speedup):.0f}%")
+              + ")")
+        d, where = diffs[dt]
+        if where:
+            name, key, e, ke = where
+            print(f"  max |rel_error(kron fp32 Gram) - rel_error(SVD {dt})| = {d:.2e} "
+                  f"(at {name} A={key[0]}x{key[1]} r{key[2]}: {ke:.6f} vs {e:.6f}; "
+                  f"compared on the {'all' if args.full_baseline else 'timed'} matrices)")
+    other = max([r["other_load"] for r in runs] + [v[2] for v in totals.values()])
+    if other > 0.1:
+        print(f"WARNING: other processes used up to {100 * other:.0f}% of the CPUs during a timed block; "
+              "rerun on a quiet machine for clean figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

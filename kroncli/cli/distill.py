@@ -1,0 +1,97 @@
+"""`kron distill`: stage 1, general distillation on unlabeled text."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import KronError
+from ..stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
+from ..train import TrainConfig
+from ..workspace import Workspace
+from . import options as o
+from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, show_progress
+
+
+def parse_weights(items: list[str] | None, defaults: dict[str, float]) -> dict[str, float]:
+    weights = dict(defaults)
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise KronError(f"--weight {item!r} is not NAME=NUMBER, e.g. --weight hidden_mse=1.0") from None
+        if not sep:
+            raise KronError(f"--weight {item!r} is not NAME=NUMBER, e.g. --weight hidden_mse=1.0")
+    return weights
+
+
+@handle_errors
+def distill_cmd(
+    workspace: WorkspaceOpt,
+    corpus: Annotated[list[str], typer.Option(help="Text file(s) or folder(s), one sentence/document per "
+                                                   "line, or a datasets name (online). Repeatable.")],
+    max_steps: o.MaxSteps = None,
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = 32,
+    lr: o.Lr = 1e-4,
+    max_seq_len: o.MaxSeqLen = 128,
+    save_every: o.SaveEvery = 500,
+    keep: o.Keep = 2,
+    log_every: o.LogEvery = 10,
+    resume: o.Resume = False,
+    mixed_precision: o.MixedPrecision = "no",
+    grad_accum: o.GradAccum = 1,
+    seed: o.Seed = 0,
+    weight: o.Weight = None,
+    attention: Annotated[str, typer.Option(help="Attention target: scores (pre-softmax, the paper) or "
+                                                "probs.")] = "scores",
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher instead of the one factorized.")] = None,
+    layer_map: Annotated[Optional[str], typer.Option(help="Shallower student: 'uniform' or teacher layer "
+                                                          "indices '1,3,5'.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stage 1: distil the pre-trained teacher into the factorized student on unlabeled text.
+
+    Example: kron distill --workspace runs/m19 --corpus wiki.txt --max-steps 2000
+    """
+    if attention not in ("scores", "probs"):
+        raise KronError(f"--attention {attention!r}: choose scores or probs")
+    if max_steps is None and epochs is None:
+        epochs = 1.0
+    ws = Workspace(workspace)
+    cfg = TrainConfig(stage="distill", max_steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr,
+                      save_every=save_every, keep=keep, log_every=log_every, mixed_precision=mixed_precision,
+                      grad_accum=grad_accum, seed=seed, resume=resume)
+    opts = DistillOptions(corpus=corpus, max_seq_len=max_seq_len, weights=parse_weights(weight, DEFAULT_WEIGHTS),
+                          attention=attention, teacher=teacher, layer_map=layer_map)
+    log = main_process_log
+    with _maybe_lock(ws):
+        summary = run_distill(ws, opts, cfg, show_progress(json_out), log)
+    if summary["is_main"]:
+        out = {k: v for k, v in summary.items() if k not in ("model", "is_main")}
+        out["workspace"] = str(ws.root)
+        if json_out:
+            emit_json(out)
+        else:
+            err_console.print(f"distilled {summary['steps']} steps, final loss {summary['final_loss']:.4f} "
+                              f"-> {ws.student_dir}", highlight=False)
+
+
+def main_process_log(msg: str) -> None:
+    """Print on rank 0 only (torchrun / accelerate launch set RANK)."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        err_console.print(msg, highlight=False)
+
+
+def _maybe_lock(ws: Workspace):
+    """Only the main process of a distributed run takes the workspace lock."""
+    import contextlib
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0 or not ws.root.exists():
+        return contextlib.nullcontext()
+    return ws.lock()

@@ -1,0 +1,54 @@
+"""Pieces shared by the training stages: teacher loading, architecture checks, fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .. import sources
+from ..errors import KronError
+from ..student import KRON_CONFIG, student_dir
+from ..workspace import Workspace
+
+ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+             "dim", "n_layers", "n_heads")
+
+
+def teacher_source(ws: Workspace, override: str | None = None) -> sources.ModelSource:
+    """The teacher recorded by `kron factorize` (or --teacher)."""
+    if override:
+        return sources.resolve(override)
+    teacher = ws.read_manifest().get("teacher")
+    if not teacher:
+        raise KronError(f"{ws.root} has no teacher in manifest.json; run kron factorize first or pass --teacher")
+    if teacher["kind"] == "random":
+        return sources.ModelSource(teacher["requested"], None, "random")
+    return sources.ModelSource(teacher["requested"], teacher["path"], teacher["kind"])
+
+
+def check_same_architecture(teacher_config, student_config, allow_shallower: bool = False) -> None:
+    """Teacher and student must match in width (and depth unless a layer map is used)."""
+    for key in ARCH_KEYS:
+        t, s = getattr(teacher_config, key, None), getattr(student_config, key, None)
+        if t is None or s is None or t == s:
+            continue
+        if allow_shallower and key in ("num_hidden_layers", "n_layers") and s < t:
+            continue
+        raise KronError(f"teacher and student differ in {key} ({t} vs {s}); distil from the teacher the student "
+                        f"was factorized from (pass --layer-map for a shallower student)")
+
+
+def shapes_fingerprint(folder: Path) -> dict:
+    """What a checkpoint must match to be resumed: the factor shapes and the architecture."""
+    cfg = json.loads((folder / KRON_CONFIG).read_text())
+    layers = {k: [v["m1"], v["n1"], v["m2"], v["n2"], v["rank"]] for k, v in cfg["layers"].items()}
+    digest = hashlib.sha256(json.dumps(layers, sort_keys=True).encode()).hexdigest()[:16]
+    return {"architecture": cfg["architecture"], "shapes": digest}
+
+
+def require_student(ws: Workspace) -> Path:
+    if not ws.root.exists():
+        raise KronError(f"workspace {ws.root} does not exist; create it with kron factorize MODEL --workspace "
+                        f"{ws.root}")
+    return student_dir(ws.root)

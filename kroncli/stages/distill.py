@@ -1,0 +1,124 @@
+"""Stage 1, general distillation: the pre-trained teacher teaches the factorized student on unlabeled text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import sources
+from ..data.corpus import load_corpus
+from ..distill.capture import Capture
+from ..distill.losses import DistillLoss
+from ..errors import KronError
+from ..student import choices_from_config, load_student, read_kron_config, save_student
+from ..train import TrainConfig, train
+from ..workspace import Workspace
+from .common import check_same_architecture, require_student, shapes_fingerprint, teacher_source
+
+# The paper sums the intermediate losses unweighted; stage 1 has no logits.
+DEFAULT_WEIGHTS = {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0}
+
+
+@dataclass
+class DistillOptions:
+    corpus: list[str]
+    max_seq_len: int = 128
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    attention: str = "scores"  # or "probs"
+    teacher: str | None = None
+    layer_map: str | None = None  # "uniform" for a shallower student
+
+
+class PackedCorpus(torch.utils.data.Dataset):
+    def __init__(self, ids: torch.Tensor):
+        self.ids = ids
+
+    def __len__(self):
+        return self.ids.shape[0]
+
+    def __getitem__(self, i):
+        return self.ids[i]
+
+
+def collate_packed(rows: list[torch.Tensor]) -> dict:
+    ids = torch.stack(rows).long()
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+
+
+def parse_layer_map(text: str | None) -> list[int] | None:
+    """None/"uniform" -> the default (identity, or uniform for a shallower student); "0,2,4" -> explicit."""
+    if not text or text == "uniform":
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise KronError(f"--layer-map {text!r} is not 'uniform' or a comma list of teacher layer indices") from None
+
+
+def make_step(teacher, weights: dict, attention: str, layer_map: str | None):
+    """A `step_fn` for the loop: one teacher forward under inference_mode, one student forward."""
+    t_capture = Capture(teacher, attention=attention)
+    try:
+        loss = DistillLoss(weights, layer_map=parse_layer_map(layer_map))
+    except ValueError as e:
+        raise KronError(str(e)) from None
+    s_captures = {}
+
+    def step(student, batch):
+        key = id(student)
+        if key not in s_captures:
+            s_captures[key] = Capture(getattr(student, "module", student), attention=attention, runner=student)
+        with torch.inference_mode():
+            t_out = t_capture(**batch)
+        s_out = s_captures[key](**batch)
+        return loss(s_out, t_out, batch)
+
+    return step
+
+
+def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
+    folder = require_student(ws)
+    kron_cfg = read_kron_config(folder)
+    student = load_student(folder)
+    unknown = set(opts.weights) - {"embedding_mse", "attention_mse", "hidden_mse", "mlm"}
+    if unknown:
+        raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}; use embedding_mse, attention_mse, hidden_mse")
+    teacher, _ = sources.load_model(teacher_source(ws, opts.teacher))
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(opts.layer_map))
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError):
+        tokenizer = None
+    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache")
+    if ids.shape[1] > student.config.max_position_embeddings:
+        raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's "
+                        f"{student.config.max_position_embeddings} positions")
+    log(f"corpus: {ids.shape[0]:,} sequences of {ids.shape[1]} tokens")
+    teacher.eval().requires_grad_(False)
+    step = make_step(teacher, opts.weights, opts.attention, opts.layer_map)
+    # the teacher follows the student onto accelerate's device inside the loop
+    summary = train(cfg, student, PackedCorpus(ids), collate_packed, _on_device(step, teacher),
+                    ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
+                    shapes_fingerprint(folder), progress=progress, log=log)
+    if summary["is_main"]:
+        save_student(summary["model"], choices_from_config(kron_cfg), folder, tokenizer,
+                     extra={k: v for k, v in kron_cfg.items() if k not in ("layers", "format_version",
+                                                                           "architecture", "kroncli_version")})
+        ws.record_stage(cfg.stage, {"steps": summary["steps"], "final_loss": summary["final_loss"],
+                                    "terms": summary["terms"], "seconds": summary["seconds"],
+                                    "corpus": opts.corpus, "sequences": int(ids.shape[0]),
+                                    "weights": opts.weights, "config": vars(cfg)})
+    return summary
+
+
+def _on_device(step, teacher):
+    def wrapped(student, batch):
+        device = next(student.parameters()).device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)
+        return step(student, batch)
+
+    return wrapped

@@ -1,0 +1,312 @@
+"""The one training loop used by `kron distill` and `kron finetune`, on Hugging Face accelerate.
+
+accelerate owns devices, DDP (`accelerate launch` / `torchrun`), mixed precision, gradient accumulation
+and checkpoint state; this module adds what a long CPU/GPU run needs around it: atomic, pruned
+checkpoints with the data position, exact mid-epoch resume, a save on Ctrl-C / SIGTERM, a stop with the
+step number on a non-finite loss, CSV metrics and a progress bar. Only the main process logs and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+
+from .errors import KronError
+
+STEP_PREFIX = "step_"
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters and bookkeeping of one training stage."""
+
+    stage: str
+    max_steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1
+    save_every: int = 500
+    keep: int = 2
+    log_every: int = 10
+    eval_every: int | None = None
+    mixed_precision: str = "no"
+    seed: int = 0
+    resume: bool = False
+
+
+class NonFiniteLoss(KronError):
+    pass
+
+
+class Interrupted(KronError):
+    pass
+
+
+def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (with meta.json), oldest first."""
+    if not stage_dir.is_dir():
+        return []
+    out = []
+    for d in stage_dir.iterdir():
+        if d.name.startswith(STEP_PREFIX) and (d / "meta.json").is_file():
+            try:
+                out.append((int(d.name[len(STEP_PREFIX):]), d))
+            except ValueError:
+                continue
+    return sorted(out)
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append rows to a CSV (header on creation; new columns widen the file)."""
+    if not rows:
+        return
+    new = pd.DataFrame(rows)
+    if path.exists() and path.stat().st_size:
+        old = pd.read_csv(path)
+        if set(new.columns) <= set(old.columns):
+            new[list(old.columns)].to_csv(path, mode="a", header=False, index=False)
+            return
+        new = pd.concat([old, new], ignore_index=True)
+    from .workspace import atomic_write_text
+
+    atomic_write_text(path, new.to_csv(index=False))
+
+
+def truncate_rows(path: Path, after_step: int) -> None:
+    """Drop rows logged after the checkpoint a resumed run restarts from."""
+    if path.exists() and path.stat().st_size:
+        from .workspace import atomic_write_text
+
+        df = pd.read_csv(path)
+        atomic_write_text(path, df[df["step"] <= after_step].to_csv(index=False))
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the step and exits."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
+def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, step_fn: Callable,
+          stage_dir: Path, metrics_csv: Path, fingerprint: dict, eval_fn: Callable | None = None,
+          progress: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Train `model` with `step_fn(model, batch) -> (loss, {term: float})`; returns a summary dict.
+
+    `fingerprint` (e.g. the student's factor shapes) is stored in each checkpoint; resuming with a
+    different one is refused. `eval_fn(model) -> {metric: value}` runs at `eval_every` and at the end.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
+    from transformers import get_scheduler
+
+    # cpu=True is what makes accelerate treat torchrun's processes as one gloo job when there is no GPU
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
+                                                                        data_seed=cfg.seed),
+                              # heads unused by a stage's losses (the pooler in stage 1) get no gradient
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    set_seed(cfg.seed)
+    main = accelerator.is_main_process
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate)
+    if len(loader) == 0:
+        raise KronError("the training data is empty")
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = max(len(loader) // cfg.grad_accum, 1)
+    total = cfg.max_steps if cfg.max_steps else math.ceil((cfg.epochs or 1) * steps_per_epoch)
+    scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
+                              num_training_steps=total)
+    # Not prepared: accelerate would step it once per process; the schedule is in optimizer steps.
+    accelerator.register_for_checkpointing(scheduler)
+
+    step, elapsed_before = 0, 0.0
+    existing = checkpoints(stage_dir)
+    if cfg.resume and existing:
+        step, ckpt = existing[-1]
+        meta = json.loads((ckpt / "meta.json").read_text())
+        if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+            raise KronError(f"cannot resume from {ckpt}: it was trained with a different student (factor shapes "
+                            "or architecture changed); start again without --resume or restore the old student")
+        if meta.get("batch_size") != cfg.batch_size or meta.get("grad_accum") != cfg.grad_accum:
+            raise KronError(f"cannot resume from {ckpt}: it used --batch-size {meta.get('batch_size')}; pass the "
+                            "same batch size to continue the same data order")
+        accelerator.load_state(str(ckpt))
+        elapsed_before = meta.get("elapsed", 0.0)
+        if main:
+            truncate_rows(metrics_csv, step)
+            log(f"resumed {cfg.stage} from {ckpt} (step {step}/{total})")
+    elif existing and not cfg.resume:
+        raise KronError(f"{stage_dir} already has checkpoints; pass --resume to continue or --force to restart")
+
+    def save(at: int) -> Path:
+        final = stage_dir / f"{STEP_PREFIX}{at}"
+        tmp = stage_dir / f".{STEP_PREFIX}{at}.tmp"
+        try:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                stage_dir.mkdir(parents=True, exist_ok=True)
+            accelerator.wait_for_everyone()
+            accelerator.save_state(str(tmp))
+            accelerator.wait_for_everyone()
+            if main:
+                meta = {"step": at, "total": total, "fingerprint": fingerprint, "config": asdict(cfg),
+                        "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                        "elapsed": elapsed_before + time.perf_counter() - t_start}
+                (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                for _, old in checkpoints(stage_dir)[:-cfg.keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+        except OSError as e:
+            if main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            last = checkpoints(stage_dir)
+            kept = f"; the previous checkpoint {last[-1][1]} is intact" if last else ""
+            raise KronError(f"could not write checkpoint at step {at} ({e.strerror or e}){kept}") from None
+        accelerator.wait_for_everyone()
+        return final
+
+    t_start = time.perf_counter()
+    window_t, window_n = time.perf_counter(), 0
+    rows: list[dict] = []
+    last_terms: dict = {}
+    evals: dict = {}
+    bar = _Bar(progress and main, cfg.stage, total, step)
+    with _StopFlag() as stop, bar:
+        epoch = step // steps_per_epoch
+        while step < total:
+            loader.set_epoch(epoch)
+            skip = (step - epoch * steps_per_epoch) * cfg.grad_accum
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            for batch in batches:
+                model.train()
+                with accelerator.accumulate(model):
+                    loss, terms = step_fn(model, batch)
+                    flags = accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss) else 1.0,
+                                                             float(stop.signal is not None)],
+                                                            device=accelerator.device), "max")
+                    if flags[0] > 0:
+                        last = checkpoints(stage_dir)
+                        where = f"; the last good checkpoint is {last[-1][1]}" if last else ""
+                        raise NonFiniteLoss(f"the {cfg.stage} loss became {loss.item()} at step {step + 1}{where}; "
+                                            "lower --lr or check the data")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and cfg.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                window_n += len(next(iter(batch.values()))) * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+                step += 1
+                last_terms = {k: float(v) for k, v in terms.items()}
+                total_loss = accelerator.reduce(loss.detach().float(), "mean").item()
+                bar.update(step, total_loss)
+                if step % cfg.log_every == 0 or step == total:
+                    now = time.perf_counter()
+                    row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_terms,
+                           "total": total_loss, "lr": scheduler.get_last_lr()[0],
+                           "examples_per_s": window_n / max(now - window_t, 1e-9),
+                           "elapsed": elapsed_before + now - t_start}
+                    window_t, window_n = now, 0
+                    rows.append(row)
+                    if main:
+                        append_rows(metrics_csv, [row])
+                        if not bar.enabled:
+                            log(f"{cfg.stage} step {step}/{total} loss {total_loss:.4f} "
+                                f"({row['examples_per_s']:.1f} ex/s)")
+                if eval_fn and cfg.eval_every and step % cfg.eval_every == 0 and step != total:
+                    evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
+                if step % cfg.save_every == 0 or step == total:
+                    save(step)
+                if flags[1] > 0:
+                    if step % cfg.save_every and step != total:
+                        save(step)
+                    raise Interrupted(f"{cfg.stage} interrupted at step {step}; checkpoint saved, continue with "
+                                      "--resume")
+                if step >= total:
+                    break
+            epoch += 1
+    if eval_fn:
+        evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
+    unwrapped = accelerator.unwrap_model(model)
+    return {"stage": cfg.stage, "steps": step, "total_steps": total, "final_loss": rows[-1]["total"] if rows
+            else None, "terms": last_terms, "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
+            "model": unwrapped, "is_main": main, "num_processes": accelerator.num_processes}
+
+
+def _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main) -> dict:
+    model.eval()
+    with torch.no_grad():
+        result = eval_fn(accelerator.unwrap_model(model))
+    if main:
+        append_rows(metrics_csv, [{"step": step, "epoch": round(step / steps_per_epoch, 4),
+                                   **{f"eval_{k}": v for k, v in result.items()}}])
+    return result
+
+
+class _Bar:
+    """A rich progress bar with loss and ETA on a TTY; nothing otherwise."""
+
+    def __init__(self, enabled: bool, stage: str, total: int, start: int):
+        self.enabled, self.stage, self.total, self.start = enabled, stage, total, start
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            from .cli.common import err_console
+
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),
+                                      console=err_console, transient=False)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.stage, total=self.total, completed=self.start, loss="-")
+        return self
+
+    def update(self, step: int, loss: float) -> None:
+        if self._progress:
+            self._progress.update(self._task, completed=step, loss=f"{loss:.4f}")
+
+    def __exit__(self, *exc):
+        if self._progress:
+            self._progress.__exit__(*exc)
+        return False
