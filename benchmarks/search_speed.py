@@ -64,6 +64,16 @@ class Contention:
         return False
 
 
+def wait_quiet(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> float:
+    """Wait (up to max_wait s) until other processes use < threshold of the CPUs over `window` s."""
+    t0 = time.perf_counter()
+    while True:
+        with Contention() as c:
+            time.sleep(window)
+        if c.other < threshold or time.perf_counter() - t0 >= max_wait:
+            return c.other
+
+
 def machine_line() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -141,6 +151,8 @@ def main(argv=None) -> int:
                    help="comma list of baseline SVD dtypes (float32, float64)")
     p.add_argument("--full-baseline", action="store_true", help="SVD-score every matrix instead of one per shape")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument("--wait-quiet", type=float, default=0.0,
+                   help="before each timed block wait up to this many seconds for the machine to be idle")
     p.add_argument("--goal-speedup", type=float, default=25.0)
     p.add_argument("--goal-seconds", type=float, default=15.0)
     args = p.parse_args(argv)
@@ -149,6 +161,8 @@ def main(argv=None) -> int:
     print(f"command: python {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}")
     runs = []
     for i in range(args.repeats):
+        if args.wait_quiet:
+            wait_quiet(args.wait_quiet)
         t, cap = run_kron(args.config, args.ratio, args.seed)
         runs.append(t)
         print(f"kron run {i + 1}/{args.repeats}: score_candidates {t['score']:.2f} s, allocate "
@@ -182,6 +196,8 @@ def main(argv=None) -> int:
                 timed = ts if args.full_baseline else ts[:1]
                 secs = []
                 for t in timed:
+                    if args.wait_quiet:
+                        wait_quiet(args.wait_quiet)
                     s, errs = svd_baseline(t.weight, shape_cands[k], np_dt)
                     secs.append(s)
                     kron_err = {(c.m1, c.n1, c.rank): c.rel_error for c in cands[t.name] if c.rank > 0}

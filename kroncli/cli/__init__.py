@@ -7,6 +7,7 @@ import typer
 from . import distill as _distill
 from . import env as _env
 from . import factorize as _factorize
+from . import finetune as _finetune
 
 app = typer.Typer(
     name="kron",
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command("factorize", no_args_is_help=False)(_factorize.factorize_cmd)
 app.command("distill")(_distill.distill_cmd)
+app.command("finetune")(_finetune.finetune_cmd)
 app.command("env")(_env.env_cmd)
 
 

@@ -68,6 +68,9 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from ..sources import _quiet_transformers
+
+        _quiet_transformers()  # no library progress bars or warnings between our own lines
         try:
             return fn(*args, **kwargs)
         except KronError as e:

@@ -1,0 +1,35 @@
+"""Run a sequence-classification model over an encoded split and score it with the task's metrics."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .data.encode import Collate, EncodedSplit
+from .data.glue import Task
+from .metrics import compute_metrics
+
+
+@torch.no_grad()
+def predict_logits(model, data: EncodedSplit, tokenizer, regression: bool, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
+                                         collate_fn=Collate(tokenizer, regression))
+    out = []
+    for batch in loader:
+        batch.pop("labels", None)
+        out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+    return torch.cat(out).numpy()
+
+
+def score(model, task: Task, data: EncodedSplit, tokenizer, batch_size: int = 64) -> dict:
+    """Metrics (0-100), example count and examples/s on a labelled split."""
+    t0 = time.perf_counter()
+    logits = predict_logits(model, data, tokenizer, task.is_regression, batch_size)
+    seconds = time.perf_counter() - t0
+    preds = logits[:, 0] if task.is_regression else logits
+    result = compute_metrics(task, preds, np.asarray(data.labels))
+    return {**result, "n": len(data), "seconds": seconds, "examples_per_s": len(data) / max(seconds, 1e-9)}

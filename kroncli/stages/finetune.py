@@ -1,0 +1,207 @@
+"""Stage 2, task distillation: fine-tune the teacher on a GLUE task, then distil it into the student.
+
+Workspace layout per task: tasks/<task>/teacher (a plain transformers folder), tasks/<task>/student (a
+Kronecker student with its task head), metrics/finetune-<task>[-teacher].csv, checkpoints/<stage>/.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import sources
+from ..data.encode import Collate, encode
+from ..data.glue import Task, load_split, normalize_task
+from ..distill.capture import Capture
+from ..distill.losses import DistillLoss
+from ..errors import KronError
+from ..evaluate import score
+from ..student import choices_from_config, load_student, read_kron_config, save_student
+from ..train import TrainConfig, train
+from ..workspace import Workspace, atomic_dir
+from .common import check_same_architecture, require_student, shapes_fingerprint, teacher_source
+from .distill import parse_layer_map
+
+
+def default_weights(task: Task) -> dict[str, float]:
+    """The paper's stage 2: intermediate layers + logits + labels, summed."""
+    logit = "logit_mse" if task.is_regression else "logit_kd"
+    return {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0, logit: 1.0, "supervised": 1.0}
+
+
+@dataclass
+class FinetuneOptions:
+    task: str
+    data_dir: str | None = None
+    max_seq_len: int = 128
+    teacher_only: bool = False
+    weights: dict[str, float] | None = None
+    temperature: float = 1.0
+    teacher: str | None = None
+    layer_map: str | None = None
+    eval_batch_size: int = 64
+    limit: int | None = None  # first N training examples (quick runs, tests)
+    extra: dict = field(default_factory=dict)
+
+
+def task_dir(ws: Workspace, task: Task) -> Path:
+    return ws.root / "tasks" / task.name.lower()
+
+
+def _task_config(config, task: Task):
+    cfg = copy.deepcopy(config)
+    cfg.num_labels = task.num_labels
+    cfg.problem_type = "regression" if task.is_regression else "single_label_classification"
+    if task.label_names:
+        cfg.id2label = {i: n for i, n in enumerate(task.label_names)}
+        cfg.label2id = {n: i for i, n in enumerate(task.label_names)}
+    cfg.architectures = None
+    return cfg
+
+
+def _data(task: Task, tokenizer, opts: FinetuneOptions):
+    train_df = load_split(task, "train", opts.data_dir)
+    if opts.limit:
+        train_df = train_df.iloc[: opts.limit]
+    train_set = encode(task, train_df, tokenizer, opts.max_seq_len)
+    evals = {s: encode(task, load_split(task, s, opts.data_dir), tokenizer, opts.max_seq_len)
+             for s in task.eval_splits}
+    return train_set, evals
+
+
+def _eval_fn(task: Task, evals: dict, tokenizer, batch_size: int):
+    def run(model):
+        out = {}
+        for split, data in evals.items():
+            res = score(model, task, data, tokenizer, batch_size)
+            prefix = "" if len(evals) == 1 else f"{split}_"
+            out.update({f"{prefix}{k}": v for k, v in res.items() if k not in ("seconds", "examples_per_s")})
+        return out
+
+    return run
+
+
+def _load_tokenizer(path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError):
+        raise KronError(f"no tokenizer in {path}; factorize a model folder that has one") from None
+
+
+def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
+    """Fine-tune the dense teacher on the task; saved as tasks/<task>/teacher."""
+    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
+
+    task = normalize_task(opts.task)
+    require_student(ws)
+    source = teacher_source(ws, opts.teacher)
+    base, _ = sources.load_model(source)
+    tokenizer = _load_tokenizer(ws.student_dir)
+    config = _task_config(base.config, task)
+    if source.kind == "random":
+        model = BertForSequenceClassification(config)
+        model.bert.load_state_dict(base.state_dict(), strict=False)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(source.path, config=config)
+    train_set, evals = _data(task, tokenizer, opts)
+    log(f"{task.name}: {len(train_set):,} training examples; fine-tuning the teacher")
+
+    def step(m, batch):
+        out = m(**batch)
+        return out.loss, {"supervised": float(out.loss.detach())}
+
+    summary = train(cfg, model, train_set, Collate(tokenizer, task.is_regression), step,
+                    ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}-teacher.csv",
+                    {"teacher": source.requested, "task": task.name}, _eval_fn(task, evals, tokenizer,
+                                                                               opts.eval_batch_size),
+                    progress=progress, log=log)
+    if summary["is_main"]:
+        with atomic_dir(task_dir(ws, task) / "teacher") as tmp:
+            summary["model"].save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
+                                    "seconds": summary["seconds"]})
+    return summary
+
+
+def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Module, list]:
+    """General student + a task head initialised from the fine-tuned teacher's (pooler and classifier)."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = ws.student_dir
+    general = load_student(folder)
+    base = general.base_model
+    model = AutoModelForSequenceClassification.from_config(_task_config(general.config, task))
+    prefix = model.base_model_prefix
+    t_base = teacher.base_model
+    if getattr(t_base, "pooler", None) is not None:
+        base.pooler = copy.deepcopy(t_base.pooler)  # MLM-pretrained students have no pooler
+    setattr(model, prefix, base)
+    own = {k: v for k, v in teacher.state_dict().items() if not k.startswith(prefix + ".")}
+    missing, unexpected = model.load_state_dict(own, strict=False)
+    if unexpected:
+        raise KronError(f"the task teacher's head does not fit the student: {unexpected[:3]}")
+    choices = choices_from_config(read_kron_config(folder))
+    if type(general) is not type(base):  # the general student was saved with a head: names carry its prefix
+        for c in choices:
+            c.name = c.name.split(".", 1)[1]
+    for c in choices:
+        c.name = f"{prefix}.{c.name}"
+    return model, choices
+
+
+def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
+    """Distil the fine-tuned teacher into the student on the task (intermediate + logits + labels)."""
+    from transformers import AutoModelForSequenceClassification
+
+    task = normalize_task(opts.task)
+    require_student(ws)
+    teacher_path = task_dir(ws, task) / "teacher"
+    if not (teacher_path / "config.json").is_file():
+        raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
+                        f"--task {opts.task} --teacher-only first")
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
+    student, choices = build_task_student(ws, task, teacher)
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(opts.layer_map))
+    tokenizer = _load_tokenizer(ws.student_dir)
+    train_set, evals = _data(task, tokenizer, opts)
+    weights = opts.weights or default_weights(task)
+    try:
+        loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(opts.layer_map))
+    except ValueError as e:
+        raise KronError(str(e)) from None
+    attention = loss.attention
+    t_capture = Capture(teacher, attention=attention)
+    s_captures: dict = {}
+
+    def step(model, batch):
+        if id(model) not in s_captures:
+            s_captures[id(model)] = Capture(getattr(model, "module", model), attention=attention, runner=model)
+        device = next(model.parameters()).device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        t_out = None
+        if loss.needs_teacher:
+            with torch.inference_mode():
+                t_out = t_capture(**inputs)
+        return loss(s_captures[id(model)](**inputs), t_out, batch)
+
+    log(f"{task.name}: {len(train_set):,} training examples; distilling the student")
+    before = _eval_fn(task, evals, tokenizer, opts.eval_batch_size)(student)
+    summary = train(cfg, student, train_set, Collate(tokenizer, task.is_regression), step,
+                    ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
+                    {**shapes_fingerprint(ws.student_dir), "task": task.name},
+                    _eval_fn(task, evals, tokenizer, opts.eval_batch_size), progress=progress, log=log)
+    if summary["is_main"]:
+        save_student(summary["model"], choices, task_dir(ws, task) / "student", tokenizer,
+                     extra={"task": task.name})
+        ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
+                                    "eval_before": before, "weights": weights, "seconds": summary["seconds"]})
+    summary["eval_before"] = before
+    return summary

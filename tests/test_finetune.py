@@ -1,0 +1,74 @@
+"""kron finetune: teacher fine-tuning and stage-2 distillation on a slice of the real MRPC files."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import kroncli
+from kroncli.cli import app
+
+from conftest import glue_dir
+
+runner = CliRunner()
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, minilm_path):
+    if not (glue_dir() / "MRPC" / "train.tsv").is_file():
+        pytest.skip(f"GLUE files not found in {glue_dir()} (set KRON_GLUE_DIR)")
+    path = tmp_path_factory.mktemp("ft") / "m19"
+    res = runner.invoke(app, ["factorize", minilm_path, "--ratio", "19", "-w", str(path)])
+    assert res.exit_code == 0, res.output
+    return path
+
+
+def finetune(ws, *extra):
+    return runner.invoke(app, ["finetune", "-w", str(ws), "--task", "MRPC", "--data-dir", str(glue_dir()),
+                               "--limit", "96", "--batch-size", "16", "--max-seq-len", "64", "--log-every", "1",
+                               "--json", *extra])
+
+
+def test_student_before_teacher_is_refused(ws):
+    res = finetune(ws, "--max-steps", "2")
+    assert res.exit_code == 2 and "--teacher-only" in res.output
+
+
+def test_teacher_then_student_end_to_end(ws):
+    res = finetune(ws, "--teacher-only", "--max-steps", "6")
+    assert res.exit_code == 0, res.output
+    teacher = json.loads(res.stdout.strip().splitlines()[-1])
+    assert teacher["model"] == "teacher" and teacher["eval"]["n"] == 408
+    assert (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file()
+
+    res = finetune(ws, "--max-steps", "6", "--lr", "5e-4")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["steps"] == 6 and out["eval"]["n"] == 408
+    assert {"f1", "accuracy", "combined"} <= set(out["eval"])
+    df = pd.read_csv(ws / "metrics" / "finetune-mrpc.csv")
+    for col in ("embedding_mse", "attention_mse", "hidden_mse", "logit_kd", "supervised", "total"):
+        assert col in df and df[col].notna().any()
+    assert df.total.dropna().iloc[-1] < df.total.dropna().iloc[0]
+    assert "eval_accuracy" in df
+
+    # the task student reloads with its head and gives the logged dev score
+    student = kroncli.load_student(ws / "tasks" / "mrpc" / "student")
+    assert type(student).__name__ == "BertForSequenceClassification"
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ws / "tasks" / "mrpc" / "student")
+    batch = tok(["The cat sat."], ["A cat was sitting."], return_tensors="pt")
+    with torch.no_grad():
+        assert student(**batch).logits.shape == (1, 2)
+    manifest = json.loads((ws / "manifest.json").read_text())
+    assert manifest["stages"]["finetune-mrpc"]["done"] and manifest["stages"]["teacher-mrpc"]["done"]
+
+
+def test_unknown_task(ws):
+    res = runner.invoke(app, ["finetune", "-w", str(ws), "--task", "sst3"])
+    assert res.exit_code == 2 and "sst3" in res.output and "Traceback" not in res.output
