@@ -6,6 +6,7 @@ import typer
 
 from . import distill as _distill
 from . import env as _env
+from . import eval as _eval
 from . import factorize as _factorize
 from . import finetune as _finetune
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.command("factorize", no_args_is_help=False)(_factorize.factorize_cmd)
 app.command("distill")(_distill.distill_cmd)
 app.command("finetune")(_finetune.finetune_cmd)
+app.add_typer(_eval.eval_app, name="eval")
 app.command("env")(_env.env_cmd)
 
 
