@@ -98,18 +98,39 @@ def run_kron(config: str, ratio: float, seed: int):
                         max_rank=max_rank)
         return out
 
+    marks: dict[str, list[float]] = defaultdict(list)
+
+    class Marks:  # a `progress_factory`: factorize calls adv(1) after each scored target / initialised layer
+        def __init__(self, label, total):
+            self.label = label
+
+        def __enter__(self):
+            marks[self.label].append(time.perf_counter())
+            return lambda n=1: marks[self.label].append(time.perf_counter())
+
+        def __exit__(self, *exc):
+            return False
+
     search.score_candidates = wrapped
     try:
         with Contention() as cont:
             t0 = time.perf_counter()
             result, _model, _tok = kfactorize.factorize(kfactorize.FactorizeOptions(
-                random_init=config, ratio=ratio, seed=seed))
+                random_init=config, ratio=ratio, seed=seed), progress_factory=Marks)
             total = time.perf_counter() - t0
     finally:
         search.score_candidates = original
     if "score" not in captured:
         raise SystemExit("factorize did not call score_candidates (a preset?)")
     tm = result.timings
+    per = {}
+    for label, key in (("searching shapes", "score"), ("initialising factors", "init")):
+        ts = marks.get(label, [])
+        per[key] = [b - a for a, b in zip(ts, ts[1:])]
+    by_name = {t.name: (t.kind, t.shape) for t in captured["targets"]}
+    captured["per_target"] = {"score": dict(zip([t.name for t in captured["targets"]], per["score"])),
+                              "init": dict(zip([c.name for c in result.choices if c.rank > 0], per["init"]))}
+    captured["by_name"] = by_name
     return {"load": tm["load"], "search": tm["search"], "init": tm["init"], "score": captured["score"],
             "allocate": tm["search"] - captured["score"], "total": total, "compression": result.compression,
             "other_load": cont.other}, captured
@@ -187,10 +208,11 @@ def main(argv=None) -> int:
 
     kron_score, kron_e2e = med["score"], med["search"] + med["init"]
     dtypes = [] if args.skip_baseline else [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    rows, totals, diffs = [], {}, {}
+    rows, totals, diffs = {}, {}, {}
     for dt in dtypes:
         np_dt = {"float32": np.float32, "float64": np.float64}[dt]
-        total, worst, measured_all = 0.0, (0.0, None), True
+        total, measured_all = 0.0, True
+        worst: dict[str, tuple] = {}  # per kind: (diff, where)
         with Contention() as cont:
             for k, ts in groups.items():
                 timed = ts if args.full_baseline else ts[:1]
@@ -203,22 +225,32 @@ def main(argv=None) -> int:
                     kron_err = {(c.m1, c.n1, c.rank): c.rel_error for c in cands[t.name] if c.rank > 0}
                     for key, e in errs.items():
                         d = abs(e - kron_err[key])
-                        if d > worst[0]:
-                            worst = (d, (t.name, key, e, kron_err[key]))
+                        if d >= worst.get(t.kind, (-1.0,))[0]:
+                            worst[t.kind] = (d, (t.name, key, e, kron_err[key]))
                 per_matrix = float(np.mean(secs))
                 est = per_matrix * len(ts) if not args.full_baseline else float(np.sum(secs))
                 measured_all &= len(timed) == len(ts)
                 total += est
-                rows.append((dt, k, len(ts), len(shape_cands[k]), per_matrix, len(timed), est))
+                rows[(dt, k)] = (per_matrix, len(timed), est)
                 print(f"baseline {dt} {k[0]} {k[1][0]}x{k[1][1]}: {len(shape_cands[k])} candidates, "
                       f"{per_matrix:.2f} s/matrix (timed on {len(timed)} of {len(ts)}) -> {est:.1f} s", flush=True)
         totals[dt] = (total, measured_all, cont.other)
         diffs[dt] = worst
 
-    print("\n== per-shape baseline (full numpy.linalg.svd, compute_uv=False) ==")
-    print(f"{'dtype':8} {'shape':>16} {'count':>5} {'cands':>5} {'s/matrix':>9} {'timed':>5} {'total s':>8}")
-    for dt, k, cnt, nc, per, timed, est in rows:
-        print(f"{dt:8} {k[0][:3] + ' ' + f'{k[1][0]}x{k[1][1]}':>16} {cnt:5d} {nc:5d} {per:9.2f} {timed:5d} {est:8.1f}")
+    per_t = cap["per_target"]
+    print("\n== per shape: kron (this factorize run, mean s per matrix) vs full-SVD baseline (s per matrix) ==")
+    print(f"{'shape':>16} {'count':>5} {'cands':>5} {'kron score':>10} {'kron init':>9}"
+          + "".join(f" {'SVD ' + dt[5:]:>8} {'timed':>5} {'speed-up':>8}" for dt in dtypes))
+    for k, ts in groups.items():
+        ks = float(np.mean([per_t["score"].get(t.name, float("nan")) for t in ts]))
+        ki = float(np.mean([per_t["init"].get(t.name, float("nan")) for t in ts]))
+        line = f"{k[0][:3] + ' ' + f'{k[1][0]}x{k[1][1]}':>16} {len(ts):5d} {len(shape_cands[k]):5d} {ks:10.3f} {ki:9.3f}"
+        for dt in dtypes:
+            per, timed, _ = rows[(dt, k)]
+            line += f" {per:8.3f} {timed:5d} {per / ks:7.1f}x"
+        print(line)
+    print("(speed-up here = baseline s/matrix / kron score s/matrix; 'SVD 32'/'SVD 64' = numpy float32/float64; "
+          "baseline totals = s/matrix x count" + (")" if not args.full_baseline else ", every matrix timed)"))
 
     print("\n== search speed: all of %s at --ratio %g (%d candidates) ==" % (args.config, args.ratio, n_cand))
     print(f"kron  score_candidates (fp32 Gram)          {kron_score:8.2f} s")
@@ -239,12 +271,11 @@ def main(argv=None) -> int:
               + ("met" if sp_e2e >= args.goal_speedup else
                  f"MISSED by {args.goal_speedup - sp_e2e:.1f}x / {100 * (1 - sp_e2e / args.goal_speedup):.0f}%")
               + ")")
-        d, where = diffs[dt]
-        if where:
+        for kind, (d, where) in sorted(diffs[dt].items()):
             name, key, e, ke = where
-            print(f"  max |rel_error(kron fp32 Gram) - rel_error(SVD {dt})| = {d:.2e} "
+            print(f"  max |rel_error(kron fp32 Gram) - rel_error(SVD {dt})|, {kind:9}: {d:.2e} "
                   f"(at {name} A={key[0]}x{key[1]} r{key[2]}: {ke:.6f} vs {e:.6f}; "
-                  f"compared on the {'all' if args.full_baseline else 'timed'} matrices)")
+                  f"on the {'all' if args.full_baseline else 'timed'} matrices)")
     other = max([r["other_load"] for r in runs] + [v[2] for v in totals.values()])
     if other > 0.1:
         print(f"WARNING: other processes used up to {100 * other:.0f}% of the CPUs during a timed block; "

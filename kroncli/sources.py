@@ -97,8 +97,11 @@ def resolve(name: str | None = None, random_init: str | None = None) -> ModelSou
 def _quiet_transformers() -> None:
     import transformers
 
+    import logging
+
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # e.g. its notes on shared (tied) tensors
 
 
 def model_class(config):

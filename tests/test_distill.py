@@ -159,6 +159,57 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(teacher_dir, corpus, tmp_
     assert "at step" in res.output and "last good checkpoint" in res.output
 
 
+def test_full_disk_keeps_the_previous_checkpoint(teacher_dir, corpus, tmp_path, monkeypatch):
+    import errno
+
+    from accelerate import Accelerator
+
+    ws = factorized(teacher_dir, tmp_path)
+    real = Accelerator.save_state
+    calls = {"n": 0}
+
+    def flaky(self, output_dir=None, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", flaky)
+    res = distill(ws, corpus, "--max-steps", "4", "--save-every", "2")
+    assert res.exit_code == 2
+    assert "No space left on device" in res.output and "step_2" in res.output and "intact" in res.output
+    assert [p.name for p in (ws / "checkpoints" / "distill").iterdir()] == ["step_2"]
+    monkeypatch.setattr(Accelerator, "save_state", real)
+    res = distill(ws, corpus, "--max-steps", "4", "--save-every", "2", "--resume")
+    assert res.exit_code == 0, res.output
+
+
+def test_teacher_of_another_size_is_refused(corpus, tmp_path, minilm_path, teacher_dir):
+    ws = factorized(teacher_dir, tmp_path)
+    res = distill(ws, corpus, "--max-steps", "2", "--teacher", minilm_path)
+    assert res.exit_code == 2 and "differ in hidden_size" in res.output
+
+
+def test_mlm_needs_an_mlm_head(teacher_dir, corpus, tmp_path):
+    ws = factorized(teacher_dir, tmp_path)
+    res = distill(ws, corpus, "--max-steps", "2", "--weight", "mlm=1")
+    assert res.exit_code == 2 and "masked-LM head" in res.output
+
+
+def test_mlm_loss_on_a_tied_kronecker_decoder(tmp_path, corpus, minilm_path):
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    torch.manual_seed(0)
+    src = tmp_path / "mlm"
+    BertForMaskedLM(tiny_config(vocab_size=30522)).save_pretrained(src)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(src)
+    ws = factorized(src, tmp_path)
+    res = distill(ws, corpus, "--max-steps", "3", "--weight", "mlm=1")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(ws / "metrics" / "distill.csv")
+    assert (df.mlm > 0).all()
+
+
 def test_torchrun_two_processes_match_one(teacher_dir, corpus, tmp_path):
     """2-process gloo DDP with per-process batch 4 == 1 process with batch 8 (no dropout, same global batch).
 

@@ -46,6 +46,31 @@ def collate_packed(rows: list[torch.Tensor]) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 
+class MaskingCollate:
+    """BERT masking for the optional MLM term: 15% of tokens, of which 80% [MASK], 10% random, 10% kept.
+
+    Both models see the same masked input, so the intermediate targets stay consistent.
+    """
+
+    def __init__(self, tokenizer, probability: float = 0.15):
+        self.mask_id, self.vocab = tokenizer.mask_token_id, len(tokenizer)
+        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+        self.probability = probability
+
+    def __call__(self, rows: list[torch.Tensor]) -> dict:
+        batch = collate_packed(rows)
+        ids = batch["input_ids"]
+        labels = ids.clone()
+        chosen = torch.bernoulli(torch.full(ids.shape, self.probability)).bool() & ~torch.isin(ids, self.special)
+        labels[~chosen] = -100
+        replace = chosen & torch.bernoulli(torch.full(ids.shape, 0.8)).bool()
+        ids[replace] = self.mask_id
+        rand = chosen & ~replace & torch.bernoulli(torch.full(ids.shape, 0.5)).bool()
+        ids[rand] = torch.randint(self.vocab, ids.shape)[rand]
+        batch["labels"] = labels
+        return batch
+
+
 def parse_layer_map(text: str | None) -> list[int] | None:
     """None/"uniform" -> the default (identity, or uniform for a shallower student); "0,2,4" -> explicit."""
     if not text or text == "uniform":
@@ -69,9 +94,10 @@ def make_step(teacher, weights: dict, attention: str, layer_map: str | None):
         key = id(student)
         if key not in s_captures:
             s_captures[key] = Capture(getattr(student, "module", student), attention=attention, runner=student)
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
         with torch.inference_mode():
-            t_out = t_capture(**batch)
-        s_out = s_captures[key](**batch)
+            t_out = t_capture(**inputs)
+        s_out = s_captures[key](**inputs)
         return loss(s_out, t_out, batch)
 
     return step
@@ -84,6 +110,9 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     unknown = set(opts.weights) - {"embedding_mse", "attention_mse", "hidden_mse", "mlm"}
     if unknown:
         raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}; use embedding_mse, attention_mse, hidden_mse")
+    if opts.weights.get("mlm") and student.get_output_embeddings() is None:
+        raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
+                        "none (factorize a *ForMaskedLM model such as bert-base-uncased)")
     teacher, _ = sources.load_model(teacher_source(ws, opts.teacher))
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(opts.layer_map))
     from transformers import AutoTokenizer
@@ -97,10 +126,11 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's "
                         f"{student.config.max_position_embeddings} positions")
     log(f"corpus: {ids.shape[0]:,} sequences of {ids.shape[1]} tokens")
+    collate = MaskingCollate(tokenizer) if opts.weights.get("mlm") else collate_packed
     teacher.eval().requires_grad_(False)
     step = make_step(teacher, opts.weights, opts.attention, opts.layer_map)
     # the teacher follows the student onto accelerate's device inside the loop
-    summary = train(cfg, student, PackedCorpus(ids), collate_packed, _on_device(step, teacher),
+    summary = train(cfg, student, PackedCorpus(ids), collate, _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
                     shapes_fingerprint(folder), progress=progress, log=log)
     if summary["is_main"]:
