@@ -11,3 +11,5 @@ eval_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+from .eval_speed import speed_cmd  # noqa: E402
+eval_app.command("speed")(speed_cmd)

@@ -1,0 +1,88 @@
+"""`kron eval speed`: parameters, size on disk, latency, throughput and peak memory, student beside teacher."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..evaluation.speed import SpeedOptions, run_speed
+from ..workspace import Workspace
+from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, human_console, \
+    progress_factory, show_progress
+
+
+@handle_errors
+def speed_cmd(
+    workspace: WorkspaceOpt,
+    batch: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence (at most max_position_embeddings).")] = 128,
+    model: Annotated[str, typer.Option(help="'general' (student/ and the factorized teacher) or a task "
+                                            "(tasks/<task>/student and tasks/<task>/teacher).")] = "general",
+    repeats: Annotated[int, typer.Option(help="Timed forwards per model, batch and device (median "
+                                              "reported).")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed forwards before timing.")] = 3,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's "
+                                                        "default).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, or auto (CPU, plus the GPU when there is "
+                                             "one).")] = "auto",
+    json_out: JsonOpt = False,
+) -> None:
+    """Size, latency, throughput and peak memory of the student and its teacher, measured side by side.
+
+    Example: kron eval speed --workspace runs/m19 --batch 1,8,32 --seq-len 128
+
+    Rows are appended to WORKSPACE/metrics/speed.csv.
+    """
+    opts = SpeedOptions(batches=batch, seq_len=seq_len, model=model, repeats=repeats, warmup=warmup,
+                        threads=threads, device=device)
+    console = human_console(json_out)
+
+    def log(message: str) -> None:
+        if show_progress(json_out):
+            err_console.print(message, style="dim", highlight=False)
+
+    result = run_speed(Workspace(workspace), opts, progress_factory(show_progress(json_out)), log)
+    print_report(result, console)
+    if json_out:
+        emit_json(result)
+
+
+def _num(x, fmt: str) -> str:
+    return "n/a" if x is None or x != x else format(x, fmt)
+
+
+def print_report(result: dict, console) -> None:
+    models, comp = result["models"], result["compression"]
+    sizes = Table("model", "params", "size MB", "counted", title=f"kron eval speed: {result['workspace']}")
+    for role in ("teacher", "student"):
+        m = models[role]
+        counted = m["size_counted"] if m["size_counted"].startswith("fp32") else "safetensors/weights on disk"
+        sizes.add_row(m["label"], f"{m['params']:,}", f"{m['size_mb']:.1f}", counted)
+    console.print(sizes)
+    console.print(f"compression: [bold]{comp['params']:.2f}x[/] fewer parameters, [bold]{comp['disk']:.2f}x[/] "
+                  "smaller on disk", highlight=False)
+    gpu = f", GPU {result['gpu']}" if result.get("gpu") else ""
+    table = Table("device", "batch", "seq", "model", "latency ms", "seq/s", "tokens/s", "speed-up", "peak MB",
+                  title=f"seq_len {result['seq_len']}, {result['threads']} CPU threads{gpu}, median of "
+                        f"{result['repeats']} after {result['warmup']} warm-up")
+    last = None
+    for r in result["results"]:
+        key = (r["device"], r["batch"])
+        if last is not None and key != last:
+            table.add_section()
+        last = key
+        student = r["role"] == "student"
+        table.add_row(r["device"], str(r["batch"]), str(r["seq_len"]), r["model"], f"{r['latency_ms']:.2f}",
+                      f"{r['throughput_seq_s']:,.1f}", f"{r['tokens_s']:,.0f}",
+                      f"[bold]{r['speedup']:.2f}x[/]" if student else f"{r['speedup']:.2f}x",
+                      _num(r["peak_mem_mb"], ",.1f"))
+    console.print(table)
+    method = result["method"]
+    console.print(f"latency: {method['latency']}", style="dim", highlight=False)
+    for dev, text in method["memory"].items():
+        console.print(f"peak memory ({dev}): {text}", style="dim", highlight=False)
+    for w in result["warnings"]:
+        console.print(f"warning: {w}", style="yellow", highlight=False)
+    console.print(f"rows appended to {result['csv']}", style="dim", highlight=False)
