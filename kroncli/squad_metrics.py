@@ -11,7 +11,8 @@ Scoring follows the official scripts (`evaluate-v1.1.py`, `evaluate-v2.0.py`):
   of one empty list 0. Results are broken down into HasAns / NoAns. With per-question no-answer
   probabilities (`na_probs`, here the null-score difference), a question with ``na_prob > na_prob_thresh``
   counts as a "" prediction, and the threshold that maximises EM (F1) over the data is searched
-  (`best_exact`, `best_exact_thresh`, `best_f1`, `best_f1_thresh`) as `find_best_thresh` does officially.
+  (`best_exact`, `best_exact_thresh`, `best_f1`, `best_f1_thresh`) as `find_best_thresh` does officially
+  (except the threshold reported when predicting no answer everywhere is best: see `find_best_thresh`).
 
 Result keys are the official v2.0 names for both versions: ``exact``, ``f1`` (0-100) and ``total``.
 
@@ -109,11 +110,14 @@ def find_best_thresh(preds: Mapping[str, str], scores: Mapping[str, float], na_p
                      has_ans: Mapping[str, bool]) -> tuple[float, float]:
     """(best score 0-100, its threshold): sweep the threshold over the sorted na_probs (official algorithm).
 
-    Start from "every question predicted unanswerable" (score = the unanswerable count, threshold 0.0 as
-    the official script reports it); passing each question's na_prob switches it to its prediction.
+    Start from "every question predicted unanswerable" (score = the unanswerable count); passing each
+    question's na_prob switches it to its prediction. One deliberate difference: when "all unanswerable"
+    stays best, the threshold returned is just below the smallest na_prob, one that reproduces that score,
+    where the official script reports 0.0.
     """
     cur = best = sum(1 for q in scores if not has_ans[q])
-    best_thresh = 0.0
+    finite = [na_probs[q] for q in scores if np.isfinite(na_probs[q])]
+    best_thresh = float(np.nextafter(min(finite), -np.inf)) if finite else 0.0
     for qid in sorted(scores, key=lambda q: na_probs[q]):
         if has_ans[qid]:
             diff = scores[qid]

@@ -78,7 +78,7 @@ def append_rows(path: Path, rows: list[dict]) -> None:
     if path.exists() and path.stat().st_size:
         old = pd.read_csv(path)
         if set(new.columns) <= set(old.columns):
-            new[list(old.columns)].to_csv(path, mode="a", header=False, index=False)
+            new.reindex(columns=old.columns).to_csv(path, mode="a", header=False, index=False)
             return
         new = pd.concat([old, new], ignore_index=True)
     from .workspace import atomic_write_text

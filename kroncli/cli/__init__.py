@@ -9,6 +9,8 @@ from . import env as _env
 from . import eval as _eval
 from . import factorize as _factorize
 from . import finetune as _finetune
+from . import report as _report
+from . import run as _run
 
 app = typer.Typer(
     name="kron",
@@ -23,6 +25,8 @@ app.command("factorize", no_args_is_help=False)(_factorize.factorize_cmd)
 app.command("distill")(_distill.distill_cmd)
 app.command("finetune")(_finetune.finetune_cmd)
 app.add_typer(_eval.eval_app, name="eval")
+app.command("run")(_run.run_cmd)
+app.command("report")(_report.report_cmd)
 app.command("env")(_env.env_cmd)
 
 

@@ -1,4 +1,4 @@
-"""`kron finetune`: fine-tune the teacher on a GLUE task, or distil it into the student (stage 2)."""
+"""`kron finetune`: fine-tune the teacher on a GLUE or SQuAD task, or distil it into the student (stage 2)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from ..data.glue import normalize_task
+from ..data.squad import squad_version
+from ..errors import KronError
 from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
 from ..train import TrainConfig
 from ..workspace import Workspace
@@ -18,18 +20,27 @@ from .distill import _maybe_lock, main_process_log, parse_weights
 @handle_errors
 def finetune_cmd(
     workspace: WorkspaceOpt,
-    task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli.")],
+    task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; or "
+                                           "squad (v1.1) / squad_v2.")],
     teacher_only: Annotated[bool, typer.Option("--teacher-only", help="Fine-tune the dense teacher (run this "
                                                                       "first).")] = False,
     data_dir: Annotated[Optional[str], typer.Option(help="GLUE folder in the original layout (default "
-                                                         "$KRON_GLUE_DIR or ../shared/glue; else the hub).")]
+                                                         "$KRON_GLUE_DIR or ../shared/glue; else the hub); SQuAD: "
+                                                         "folder with the official train/dev JSON files.")]
     = None,
     max_steps: o.MaxSteps = None,
     epochs: o.Epochs = None,
     batch_size: o.BatchSize = 32,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 2e-5 teacher, "
-                                                     "1e-4 student).")] = None,
-    max_seq_len: o.MaxSeqLen = 128,
+                                                     "3e-5 SQuAD teacher, 1e-4 student).")] = None,
+    max_seq_len: Annotated[Optional[int], typer.Option(help="Tokens per sequence (default 128; 384 for "
+                                                            "SQuAD).")] = None,
+    doc_stride: Annotated[int, typer.Option(help="SQuAD: tokens shared by consecutive windows of a long "
+                                                 "context.")] = 128,
+    train_file: Annotated[Optional[str], typer.Option(help="SQuAD: training file in the official JSON "
+                                                           "format (instead of --data-dir).")] = None,
+    dev_file: Annotated[Optional[str], typer.Option(help="SQuAD: dev file in the official JSON "
+                                                         "format.")] = None,
     save_every: o.SaveEvery = 500,
     keep: o.Keep = 2,
     log_every: o.LogEvery = 10,
@@ -48,7 +59,16 @@ def finetune_cmd(
     """Stage 2: fine-tune the teacher on a task (--teacher-only), then distil it into the student.
 
     Example: kron finetune --workspace runs/m19 --task mrpc --teacher-only && kron finetune --workspace runs/m19 --task mrpc
+
+    SQuAD: --task squad (v1.1) or squad_v2, windows of --max-seq-len 384 tokens overlapping by --doc-stride 128,
+    data from --data-dir (official train/dev JSON files), --train-file/--dev-file, or the hub; 2 epochs by default.
     """
+    version = squad_version(task)
+    if version is not None:
+        return _squad(**locals())
+    if train_file or dev_file:
+        raise KronError("--train-file/--dev-file are for SQuAD; GLUE data comes from --data-dir")
+    max_seq_len = max_seq_len or 128
     spec = normalize_task(task)
     if max_steps is None and epochs is None:
         epochs = 3.0
@@ -73,3 +93,38 @@ def finetune_cmd(
     else:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in summary["eval"].items() if k != "n" and isinstance(v, float))
         err_console.print(f"{out['model']} {spec.name}: {summary['steps']} steps; dev {shown}", highlight=False)
+
+
+def _squad(version: int, **a) -> None:
+    """`kron finetune --task squad|squad_v2`: the same loop and outputs, on the SQuAD stage functions."""
+    from ..data.squad import task_name
+    from ..stages.squad import SquadOptions, default_weights, finetune_squad_student, finetune_squad_teacher
+
+    name = task_name(version)
+    teacher_only = a["teacher_only"]
+    epochs = a["epochs"] if a["max_steps"] is not None or a["epochs"] is not None else 2.0
+    cfg = TrainConfig(stage=f"{'teacher' if teacher_only else 'finetune'}-{name}", max_steps=a["max_steps"],
+                      epochs=epochs, batch_size=a["batch_size"],
+                      lr=a["lr"] if a["lr"] is not None else (3e-5 if teacher_only else 1e-4),
+                      save_every=a["save_every"], keep=a["keep"], log_every=a["log_every"],
+                      eval_every=a["eval_every"], mixed_precision=a["mixed_precision"], grad_accum=a["grad_accum"],
+                      seed=a["seed"], resume=a["resume"])
+    opts = SquadOptions(task=name, version=version, data_dir=a["data_dir"], train_file=a["train_file"],
+                        dev_file=a["dev_file"], max_seq_len=a["max_seq_len"] or 384, doc_stride=a["doc_stride"],
+                        teacher_only=teacher_only, temperature=a["temperature"], layer_map=a["layer_map"],
+                        limit=a["limit"],
+                        weights=parse_weights(a["weight"], default_weights()) if a["weight"] else None)
+    ws = Workspace(a["workspace"])
+    run = finetune_squad_teacher if teacher_only else finetune_squad_student
+    with _maybe_lock(ws):
+        summary = run(ws, opts, cfg, show_progress(a["json_out"]), main_process_log)
+    if not summary["is_main"]:
+        return
+    out = {k: v for k, v in summary.items() if k not in ("model", "is_main")}
+    out.update(workspace=str(ws.root), task=name, model="teacher" if teacher_only else "student",
+               max_seq_len=opts.max_seq_len, doc_stride=opts.doc_stride)
+    if a["json_out"]:
+        emit_json(out)
+    else:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in summary["eval"].items() if k != "n" and isinstance(v, float))
+        err_console.print(f"{out['model']} {name}: {summary['steps']} steps; dev {shown}", highlight=False)

@@ -46,10 +46,14 @@ def corpus_files(sources: list[str]) -> list[Path] | None:
 
 
 def _read_lines(files: list[Path]) -> list[str]:
+    """Non-empty lines; from .tsv files (e.g. GLUE) only the text fields: those containing a space."""
     lines = []
     for f in files:
-        with open(f, encoding="utf-8", errors="replace") as fh:
-            lines += [ln.strip() for ln in fh if ln.strip()]
+        with open(f, encoding="utf-8-sig", errors="replace") as fh:
+            if f.suffix.lower() == ".tsv":
+                lines += [field.strip() for ln in fh for field in ln.split("\t") if " " in field.strip()]
+            else:
+                lines += [ln.strip() for ln in fh if ln.strip()]
     return lines
 
 

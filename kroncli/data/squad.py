@@ -270,10 +270,11 @@ def _tokenize(examples: list[SquadExample], tokenizer, max_seq_len: int, doc_str
 
 
 def _window_items(enc, k: int) -> dict:
-    item = {"input_ids": np.asarray(enc["input_ids"][k], dtype=np.int64)}
+    """Compact arrays (SQuAD train has ~88k windows): int32 ids, int8 masks; the collate makes them long."""
+    item = {"input_ids": np.asarray(enc["input_ids"][k], dtype=np.int32)}
     for key in ("token_type_ids", "attention_mask"):
         if key in enc:
-            item[key] = np.asarray(enc[key][k], dtype=np.int64)
+            item[key] = np.asarray(enc[key][k], dtype=np.int8)
     return item
 
 
@@ -296,7 +297,7 @@ def prepare_features(examples: list[SquadExample], tokenizer, max_seq_len: int =
             offs = enc["offset_mapping"][k]
             cls = _cls(enc["input_ids"][k], tokenizer)
             span = np.asarray([o if s == ctx_seq else (-1, -1) for o, s in zip(offs, seq_ids)],
-                              dtype=np.int64).reshape(-1, 2)
+                              dtype=np.int32).reshape(-1, 2)
             if train:
                 item["start_positions"], item["end_positions"] = _positions(ex, span, cls)
             else:
@@ -342,7 +343,7 @@ class SquadCollate:
             fill = self.pad_id if key == "input_ids" else 0
             out = torch.full((len(rows), width), fill, dtype=torch.long)
             for j, r in enumerate(rows):
-                v = torch.as_tensor(r[key], dtype=torch.long)
+                v = torch.as_tensor(np.asarray(r[key]), dtype=torch.long)
                 out[j, : len(v)] = v
             batch[key] = out
         for key in ("start_positions", "end_positions"):

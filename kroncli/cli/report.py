@@ -1,0 +1,40 @@
+"""`kron report`: compare workspaces."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..report import build_table, render
+from .common import err_console, handle_errors, out_console
+
+
+@handle_errors
+def report_cmd(
+    workspaces: Annotated[Optional[list[str]], typer.Argument(help="Workspaces to compare.")] = None,
+    format: Annotated[str, typer.Option("--format", help="table, markdown, csv or json.")] = "table",
+    plot: Annotated[Optional[str], typer.Option(help="Write PNG figures into this folder.")] = None,
+    paper: Annotated[bool, typer.Option("--paper", help="Add the paper's published rows.")] = False,
+) -> None:
+    """One comparison table: params, compression, size, GLUE scores, retention, SQuAD, OOD, speed-up.
+
+    Example: kron report runs/kb8 runs/m19 --format markdown > results.md
+    """
+    df = build_table(workspaces or [], paper)
+    if format == "table":
+        table = Table(*[str(c) for c in df.columns], title="kron report")
+        for row in df.itertuples(index=False):
+            table.add_row(*["" if v != v or v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v))
+                            for v in row])
+        out_console.print(table)
+    else:
+        sys.stdout.write(render(df, format))
+    if plot:
+        from ..plots import write_plots
+
+        for path in write_plots(df, workspaces or [], Path(plot)):
+            err_console.print(f"wrote {path}", highlight=False)

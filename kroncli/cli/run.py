@@ -1,0 +1,56 @@
+"""`kron run RECIPE`: the whole experiment, resumable."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ..recipes import load_recipe
+from ..run import execute, select, stages, status, validate
+from ..workspace import Workspace
+from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, human_console, show_progress
+
+
+@handle_errors
+def run_cmd(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML (see recipes/).")],
+    workspace: WorkspaceOpt,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value, e.g. "
+                                                                    "--set distill.max_steps=100 "
+                                                                    "(repeatable).")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Run the stages up to and including this one.")] = None,
+    only: Annotated[Optional[str], typer.Option(help="Run only this stage.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (stages and their state) and "
+                                                            "stop.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run a recipe: factorize, distill, finetune, eval — skipping what is done, resuming what was cut.
+
+    Example: kron run recipes/minilm-19x-mrpc.yaml --workspace runs/m19
+    """
+    spec = load_recipe(recipe, set_ or [])
+    ws = Workspace(workspace)
+    plan = select(stages(spec), until, only)
+    rows = [{"stage": s.name, "state": status(ws, s)} for s in plan]
+    if dry_run:
+        table = Table("stage", "state", title=f"plan: {recipe} -> {ws.root}")
+        for r in rows:
+            table.add_row(r["stage"], r["state"])
+        human_console(json_out).print(table)
+        if json_out:
+            emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": rows, "config": spec.to_dict()})
+        return
+    validate(spec, ws)
+    log = (lambda msg: err_console.print(msg, highlight=False))
+    with ws.lock():
+        results = execute(spec, ws, plan, show_progress(json_out), log, ["kron", *sys.argv[1:]])
+    manifest = ws.read_manifest()
+    manifest["recipe"] = {"path": recipe, "overrides": set_ or [], "config": spec.to_dict()}
+    ws.write_manifest(manifest)
+    if json_out:
+        emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": results})
+    else:
+        err_console.print(f"finished {len(results)} stage(s) in {ws.root}", highlight=False)

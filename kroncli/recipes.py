@@ -1,0 +1,167 @@
+"""Recipes: one YAML file describes a whole experiment (teacher, factorize, distill, finetune, eval).
+
+Precedence: command line (`--set section.key=value`) > recipe file > the defaults below. An unknown key or
+a value of the wrong type is an error naming the key. Relative corpus/data paths are relative to the
+current directory, like the same paths given on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from .errors import KronError
+
+
+@dataclass
+class FactorizeSection:
+    ratio: Optional[float] = None  # teacher params / student params (default 19 when no preset/max_params)
+    max_params: Optional[int] = None
+    preset: Optional[str] = None  # kroneckerbert8 | kroneckerbert21
+    objective: str = "error"
+    max_rank: int = 1
+    targets: Optional[str] = None
+    exclude: Optional[str] = None
+
+
+@dataclass
+class DistillSection:
+    corpus: list[str] = field(default_factory=list)  # empty: skip stage 1 (not recommended)
+    max_steps: Optional[int] = None
+    epochs: Optional[float] = None
+    batch_size: int = 32
+    lr: float = 1e-4
+    max_seq_len: int = 128
+    weights: dict[str, float] = field(default_factory=lambda: {"embedding_mse": 1.0, "attention_mse": 1.0,
+                                                               "hidden_mse": 1.0})
+    save_every: int = 500
+    seed: int = 0
+
+
+@dataclass
+class FinetuneSection:
+    tasks: list[str] = field(default_factory=list)
+    epochs: float = 3.0
+    max_steps: Optional[int] = None
+    batch_size: int = 32
+    max_seq_len: int = 128
+    teacher_lr: float = 2e-5
+    lr: float = 1e-4
+    lr_per_task: dict[str, float] = field(default_factory=dict)  # student lr per task (paper Table 8)
+    teacher_epochs: Optional[float] = None
+    weights: Optional[dict[str, float]] = None
+    temperature: float = 1.0
+    limit: Optional[int] = None
+    save_every: int = 500
+    seed: int = 0
+
+
+@dataclass
+class EvalSection:
+    glue: list[str] = field(default_factory=list)  # task names, or ["all"] for every fine-tuned task
+    speed_batch: list[int] = field(default_factory=lambda: [1, 8])
+    speed_seq_len: int = 128
+    speed: bool = True
+
+
+@dataclass
+class Recipe:
+    teacher: str = "all-MiniLM-L6-v2"
+    random_init: Optional[str] = None
+    data_dir: Optional[str] = None
+    factorize: FactorizeSection = field(default_factory=FactorizeSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    """Validate (and gently coerce int -> float) a YAML value against a type hint."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check(value, args[0], key)
+    if origin is list:
+        if not isinstance(value, list):
+            value = [value] if isinstance(value, (str, int, float)) else value
+        if not isinstance(value, list):
+            raise KronError(f"recipe key {key}: expected a list, got {type(value).__name__}")
+        (inner,) = typing.get_args(tp)
+        return [_check(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise KronError(f"recipe key {key}: expected a mapping, got {type(value).__name__}")
+        _, inner = typing.get_args(tp)
+        return {str(k): _check(v, inner, f"{key}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    if tp in (int, str, bool, float) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+        raise KronError(f"recipe key {key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise KronError(f"recipe key {prefix or 'top level'}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise KronError(f"unknown recipe key {where}; known keys{' in ' + prefix if prefix else ''}: "
+                        f"{', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value or {}, key)
+        else:
+            kwargs[name] = _check(value, tp, key)
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`section.key=value` pairs (value parsed as YAML) on top of the recipe's dict."""
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise KronError(f"--set {item!r} is not KEY=VALUE, e.g. --set distill.max_steps=100")
+        node = data
+        parts = path.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise KronError(f"--set {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise KronError(f"recipe {path} does not exist; see recipes/ for examples")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise KronError(f"recipe {path} does not parse{where}: {getattr(e, 'problem', e)}") from None
+    return _build(Recipe, apply_overrides(data, overrides or []), "")

@@ -1,0 +1,126 @@
+"""`kron report`: one comparison table over workspaces, read from their manifests and CSVs with pandas.
+
+Missing pieces are empty cells, never errors: a workspace that has only been factorized still gets a row.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import KronError
+from .workspace import Workspace
+
+BASE_COLUMNS = ["workspace", "model", "params", "teacher_params", "compression", "size_mb"]
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    if not path.is_file() or not path.stat().st_size:
+        return None
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+
+
+def _primary(task: str) -> str:
+    from .data.glue import normalize_task
+    from .metrics import primary_metric
+
+    try:
+        return primary_metric(normalize_task(task))
+    except KronError:
+        return "f1"  # SQuAD and friends
+
+
+def _latest(evals: pd.DataFrame, model: str) -> pd.DataFrame:
+    sub = evals[evals["model"] == model].sort_values("timestamp")
+    return sub.groupby(["task", "split", "metric"], as_index=False).last()
+
+
+def workspace_rows(path: Path) -> list[dict]:
+    """The student row (and the teacher row, when a task teacher was evaluated) of one workspace."""
+    ws = Workspace(path)
+    manifest = ws.read_manifest()
+    if not manifest:
+        raise KronError(f"{path} is not a kron workspace (no manifest.json)")
+    fact = manifest.get("stages", {}).get("factorize", {})
+    teacher_params = manifest.get("teacher", {}).get("params")
+    weights = ws.student_dir / "model.safetensors"
+    student = {"workspace": ws.root.name, "model": "student", "params": fact.get("student_params"),
+               "teacher_params": teacher_params, "compression": fact.get("compression"),
+               "size_mb": weights.stat().st_size / 1e6 if weights.is_file() else None}
+    teacher = {"workspace": ws.root.name, "model": "teacher", "params": teacher_params,
+               "teacher_params": teacher_params, "compression": 1.0, "size_mb": None}
+    evals = _read_csv(ws.metrics_dir / "eval.csv")
+    have_teacher = False
+    glue_scores: dict[str, dict[str, float]] = {"student": {}, "teacher": {}}
+    if evals is not None:
+        for model, row in (("student", student), ("teacher", teacher)):
+            latest = _latest(evals, model)
+            for (task, split), grp in latest.groupby(["task", "split"]):
+                split = str(split)
+                metrics = dict(zip(grp["metric"], grp["value"]))
+                if split.startswith("ood:"):
+                    row[f"ood {task} {split[4:]}"] = metrics.get("accuracy")
+                elif str(task).lower().startswith("squad"):
+                    for m in ("exact", "f1", "exact_match", "em"):
+                        if m in metrics:
+                            row[f"{task} {m}"] = metrics[m]
+                elif split.startswith(("dev", "validation")):
+                    key = task if split in ("dev", "validation") else f"{task}-{split.split('_')[-1][:2]}"
+                    score = metrics.get(_primary(task))
+                    if score is not None:
+                        row[key] = score
+                        glue_scores[model][key] = score
+            if model == "teacher" and len(latest):
+                have_teacher = True
+    for model, row in (("student", student), ("teacher", teacher)):
+        if glue_scores[model]:
+            row["glue_avg"] = sum(glue_scores[model].values()) / len(glue_scores[model])
+    shared = sorted(set(glue_scores["student"]) & set(glue_scores["teacher"]))
+    if shared:
+        s = sum(glue_scores["student"][t] for t in shared) / len(shared)
+        t = sum(glue_scores["teacher"][t] for t in shared) / len(shared)
+        student["retention"] = s / t if t else None
+    speed = _read_csv(ws.metrics_dir / "speed.csv")
+    if speed is not None and "speedup" in speed:
+        last = speed[speed["model"] == "student"].groupby(["batch", "seq_len"]).last()
+        for (batch, seq), r in last.iterrows():
+            student[f"speedup b{batch}x{seq}"] = r["speedup"]
+    return [student] + ([teacher] if have_teacher else [])
+
+
+def paper_rows() -> list[dict]:
+    data = json.loads(resources.files("kroncli.data").joinpath("paper.json").read_text())
+    return [{"workspace": "paper", **{k: v for k, v in r.items() if k != "table"}} for r in data["rows"]]
+
+
+def build_table(paths: list[str], paper: bool = False) -> pd.DataFrame:
+    if not paths and not paper:
+        raise KronError("give at least one workspace, e.g. kron report runs/m19")
+    rows = []
+    for p in paths:
+        rows += workspace_rows(Path(p))
+    if paper:
+        rows += paper_rows()
+    df = pd.DataFrame(rows)
+    lead = [c for c in BASE_COLUMNS if c in df]
+    return df[lead + [c for c in df.columns if c not in lead]]
+
+
+def render(df: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "json":
+        return df.to_json(orient="records")
+    if fmt == "markdown":
+        cols = list(df.columns)
+        fmtv = lambda v: "" if pd.isna(v) else (f"{v:,.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(fmtv(v) for v in row) + " |" for row in df.itertuples(index=False)]
+        return "\n".join(lines) + "\n"
+    raise KronError(f"unknown --format {fmt!r}; choose table, markdown, csv or json")

@@ -1,0 +1,173 @@
+"""`kron run RECIPE`: every stage of an experiment in order, through the same code as each subcommand.
+
+A stage recorded as done in manifest.json is skipped; a stage with checkpoints but not done resumes from
+the newest one; so a killed `kron run` started again finishes the experiment, losing at most the steps
+since the last checkpoint. Everything the recipe names is checked before the first stage runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import sources
+from .errors import KronError
+from .recipes import Recipe
+from .train import TrainConfig, checkpoints
+from .workspace import Workspace
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str  # factorize | distill | teacher | finetune | eval-glue | eval-speed
+    task: str | None = None
+
+
+def stages(recipe: Recipe) -> list[Stage]:
+    out = [Stage("factorize", "factorize")]
+    if recipe.distill.corpus:
+        out.append(Stage("distill", "distill"))
+    from .data.glue import normalize_task
+
+    for t in recipe.finetune.tasks:
+        name = normalize_task(t).name.lower()
+        out += [Stage(f"teacher-{name}", "teacher", t), Stage(f"finetune-{name}", "finetune", t)]
+    if recipe.eval.glue:
+        out.append(Stage("eval-glue", "eval-glue"))
+    if recipe.eval.speed:
+        out.append(Stage("eval-speed", "eval-speed"))
+    return out
+
+
+def status(ws: Workspace, stage: Stage) -> str:
+    done = ws.read_manifest().get("stages", {}).get(stage.name, {}).get("done")
+    if done:
+        return "done"
+    if checkpoints(ws.checkpoints_dir / stage.name):
+        return "resume"
+    return "pending"
+
+
+def select(all_stages: list[Stage], until: str | None, only: str | None) -> list[Stage]:
+    names = [s.name for s in all_stages]
+    for flag, value in (("--until", until), ("--only", only)):
+        if value and value not in names:
+            raise KronError(f"{flag} {value!r} is not a stage of this recipe; stages: {', '.join(names)}")
+    if only:
+        return [s for s in all_stages if s.name == only]
+    if until:
+        return all_stages[: names.index(until) + 1]
+    return all_stages
+
+
+def validate(recipe: Recipe, ws: Workspace) -> None:
+    """Fail before any stage: the teacher, the data and the ratio."""
+    from .data.corpus import corpus_files
+    from .data.glue import load_split, normalize_task
+    from .factorize import FactorizeOptions, _validate
+
+    factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
+    if not factorized:
+        source = sources.resolve(recipe.teacher, recipe.random_init)
+        _validate(FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init,
+                                   ratio=recipe.factorize.ratio, max_params=recipe.factorize.max_params,
+                                   preset=recipe.factorize.preset, objective=recipe.factorize.objective,
+                                   max_rank=recipe.factorize.max_rank))
+        if recipe.factorize.ratio or recipe.factorize.max_params:
+            _check_ratio(recipe, source)
+    if recipe.distill.corpus:
+        corpus_files(recipe.distill.corpus)
+    for t in recipe.finetune.tasks:
+        task = normalize_task(t)
+        load_split(task, task.eval_splits[0], recipe.data_dir)  # raises with what to pass if missing
+
+
+def _check_ratio(recipe: Recipe, source) -> None:
+    """The largest ratio possible needs only parameter counts: no SVD, a second or two."""
+    from .kron import search
+    from .surgery import count_params, find_targets
+
+    model, _ = sources.load_model(source)
+    teacher = count_params(model)
+    targets = find_targets(model, recipe.factorize.targets, recipe.factorize.exclude)
+    keep = teacher - sum(t.weight.numel() for t in targets)
+    smallest = keep + sum(search.smallest_params(t) for t in targets)
+    budget = recipe.factorize.max_params or teacher / recipe.factorize.ratio
+    if budget < smallest:
+        raise KronError(f"the recipe asks for {teacher / budget:.1f}x but the largest ratio possible for "
+                        f"{recipe.teacher} is {teacher / smallest:.1f}x")
+
+
+def execute(recipe: Recipe, ws: Workspace, chosen: list[Stage], progress: bool, log: Callable[[str], None],
+            command: list[str]) -> list[dict]:
+    results = []
+    for stage in chosen:
+        state = status(ws, stage)
+        if state == "done":
+            log(f"[{stage.name}] done, skipped")
+            results.append({"stage": stage.name, "status": "skipped"})
+            continue
+        log(f"[{stage.name}] {'resuming' if state == 'resume' else 'running'}")
+        out = RUNNERS[stage.kind](recipe, ws, stage, state == "resume", progress, log, command)
+        results.append({"stage": stage.name, "status": "done", **(out or {})})
+    return results
+
+
+def _factorize(recipe, ws, stage, resume, progress, log, command):
+    from .factorize import FactorizeOptions, factorize, write_workspace
+
+    f = recipe.factorize
+    opts = FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init, ratio=f.ratio,
+                            max_params=f.max_params, preset=f.preset, objective=f.objective, max_rank=f.max_rank,
+                            targets=f.targets, exclude=f.exclude)
+    result, model, tok = factorize(opts)
+    write_workspace(ws, result, model, tok, vars(opts), command, force=False)
+    return {"compression": result.compression, "student_params": result.student_params}
+
+
+def _distill(recipe, ws, stage, resume, progress, log, command):
+    from .stages.distill import DistillOptions, run_distill
+
+    d = recipe.distill
+    cfg = TrainConfig(stage="distill", max_steps=d.max_steps, epochs=d.epochs if not d.max_steps else None,
+                      batch_size=d.batch_size, lr=d.lr, save_every=d.save_every, seed=d.seed, resume=resume)
+    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=dict(d.weights)),
+                    cfg, progress, log)
+    return {"steps": s["steps"], "final_loss": s["final_loss"]}
+
+
+def _finetune(recipe, ws, stage, resume, progress, log, command):
+    from .stages.finetune import FinetuneOptions, finetune_student, finetune_teacher
+
+    f = recipe.finetune
+    teacher = stage.kind == "teacher"
+    lr = f.teacher_lr if teacher else f.lr_per_task.get(stage.task, f.lr)
+    epochs = (f.teacher_epochs or f.epochs) if teacher else f.epochs
+    cfg = TrainConfig(stage=stage.name, max_steps=f.max_steps, epochs=epochs if not f.max_steps else None,
+                      batch_size=f.batch_size, lr=lr, save_every=f.save_every, seed=f.seed, resume=resume)
+    opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
+                           teacher_only=teacher, weights=f.weights, temperature=f.temperature, limit=f.limit)
+    s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
+    return {"steps": s["steps"], "eval": s["eval"]}
+
+
+def _eval_glue(recipe, ws, stage, resume, progress, log, command):
+    from .evaluation.glue_eval import GlueOptions, evaluate_glue
+
+    out = evaluate_glue(ws, GlueOptions(task=",".join(recipe.eval.glue), data_dir=recipe.data_dir))
+    ws.record_stage(stage.name, {"results": len(out.get("results", []))})
+    return {"results": out.get("results", [])}
+
+
+def _eval_speed(recipe, ws, stage, resume, progress, log, command):
+    from .evaluation.speed import SpeedOptions, measure_speed
+
+    out = measure_speed(ws, SpeedOptions(batch=list(recipe.eval.speed_batch), seq_len=recipe.eval.speed_seq_len))
+    ws.record_stage(stage.name, {"rows": len(out.get("results", []))})
+    return {"results": out.get("results", [])}
+
+
+RUNNERS = {"factorize": _factorize, "distill": _distill, "teacher": _finetune, "finetune": _finetune,
+           "eval-glue": _eval_glue, "eval-speed": _eval_speed}
