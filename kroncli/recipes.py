@@ -67,6 +67,7 @@ class EvalSection:
     glue: list[str] = field(default_factory=list)  # task names, or ["all"] for every fine-tuned task
     speed_batch: list[int] = field(default_factory=lambda: [1, 8])
     speed_seq_len: int = 128
+    speed_repeats: int = 10
     speed: bool = True
 
 

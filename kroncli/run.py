@@ -162,9 +162,11 @@ def _eval_glue(recipe, ws, stage, resume, progress, log, command):
 
 
 def _eval_speed(recipe, ws, stage, resume, progress, log, command):
-    from .evaluation.speed import SpeedOptions, measure_speed
+    from .evaluation.speed import SpeedOptions, run_speed
 
-    out = measure_speed(ws, SpeedOptions(batch=list(recipe.eval.speed_batch), seq_len=recipe.eval.speed_seq_len))
+    batches = ",".join(str(b) for b in recipe.eval.speed_batch)
+    out = run_speed(ws, SpeedOptions(batches=batches, seq_len=recipe.eval.speed_seq_len,
+                                     repeats=recipe.eval.speed_repeats, warmup=1))
     ws.record_stage(stage.name, {"rows": len(out.get("results", []))})
     return {"results": out.get("results", [])}
 

@@ -1,0 +1,194 @@
+"""Recipes, kron run (end to end, killed and resumed), kron report in every format, plots, the lock."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from io import StringIO
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from kroncli.cli import app
+from kroncli.errors import KronError
+from kroncli.recipes import load_recipe
+from kroncli.workspace import Workspace
+
+from conftest import glue_dir, tiny_config
+
+runner = CliRunner()
+
+
+def write_recipe(path: Path, **sections) -> Path:
+    path.write_text(yaml.safe_dump(sections))
+    return path
+
+
+def test_recipe_defaults_file_and_override_precedence(tmp_path):
+    r = load_recipe(write_recipe(tmp_path / "r.yaml", teacher="x", distill={"max_steps": 50, "lr": "1e-3"}),
+                    ["distill.max_steps=7", "finetune.tasks=[mrpc, stsb]"])
+    assert r.teacher == "x"
+    assert r.distill.max_steps == 7  # command line beats the file
+    assert r.distill.lr == pytest.approx(1e-3)  # file beats the default (and "1e-3" is read as a number)
+    assert r.distill.batch_size == 32  # default
+    assert r.finetune.tasks == ["mrpc", "stsb"]
+
+
+@pytest.mark.parametrize("content,needle", [
+    ({"distill": {"max_stepz": 3}}, "unknown recipe key distill.max_stepz"),
+    ({"teacherz": "x"}, "unknown recipe key teacherz"),
+    ({"distill": {"batch_size": "big"}}, "distill.batch_size: expected int"),
+    ({"finetune": {"lr_per_task": [1, 2]}}, "finetune.lr_per_task: expected a mapping"),
+])
+def test_recipe_errors_name_the_key(tmp_path, content, needle):
+    with pytest.raises(KronError, match=needle.replace(".", r"\.")):
+        load_recipe(write_recipe(tmp_path / "r.yaml", **content))
+
+
+def test_recipe_that_does_not_parse(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teacher: [unclosed\n")
+    res = runner.invoke(app, ["run", str(bad), "-w", str(tmp_path / "ws")])
+    assert res.exit_code == 2 and "does not parse" in res.output
+
+
+def test_shipped_recipes_parse():
+    for f in sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml")):
+        load_recipe(f)
+
+
+def test_impossible_ratio_fails_before_any_stage(tmp_path, minilm_path):
+    rec = write_recipe(tmp_path / "r.yaml", teacher=minilm_path, factorize={"ratio": 5000})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws")])
+    assert res.exit_code == 2 and "largest ratio possible" in res.output
+    assert not (tmp_path / "ws" / "manifest.json").exists()
+
+
+def test_missing_model_or_data_fails_before_any_stage(tmp_path):
+    rec = write_recipe(tmp_path / "r.yaml", teacher=str(tmp_path / "nope"))
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws")])
+    assert res.exit_code == 2 and "local folder" in res.output
+    rec = write_recipe(tmp_path / "r2.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),
+                       finetune={"tasks": ["mrpc"]})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws2")])
+    assert res.exit_code == 2 and "MRPC" in res.output
+    assert not (tmp_path / "ws2" / "manifest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, minilm_path):
+    from transformers import AutoTokenizer, BertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher")
+    BertModel(tiny_config(vocab_size=30522)).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    return path
+
+
+def tiny_recipe(tmp_path, teacher, steps=30):
+    if not (glue_dir() / "MRPC" / "train.tsv").is_file():
+        pytest.skip(f"GLUE files not found in {glue_dir()}")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"sentence number {i} about a cat and a dog" for i in range(400)))
+    return write_recipe(
+        tmp_path / "tiny.yaml", teacher=str(teacher), data_dir=str(glue_dir()),
+        factorize={"ratio": 5},
+        distill={"corpus": [str(corpus)], "max_steps": steps, "batch_size": 8, "max_seq_len": 32, "save_every": 5},
+        finetune={"tasks": ["mrpc"], "max_steps": 3, "batch_size": 8, "max_seq_len": 32, "limit": 48},
+        eval={"glue": ["mrpc"], "speed_batch": [1], "speed_seq_len": 16, "speed_repeats": 2})
+
+
+def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
+    rec = tiny_recipe(tmp_path, tiny_teacher, steps=6)
+    ws = tmp_path / "ws"
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json"])
+    assert res.exit_code == 0
+    plan = json.loads(res.stdout.strip().splitlines()[-1])
+    assert [s["stage"] for s in plan["stages"]] == ["factorize", "distill", "teacher-mrpc", "finetune-mrpc",
+                                                    "eval-glue", "eval-speed"]
+    assert {s["state"] for s in plan["stages"]} == {"pending"}
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((ws / "manifest.json").read_text())
+    assert set(manifest["stages"]) >= {"factorize", "distill", "teacher-mrpc", "finetune-mrpc", "eval-glue",
+                                       "eval-speed"}
+    # a second run skips everything
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
+    assert {s["status"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]} == {"skipped"}
+
+    # report in every format, parsed back
+    for fmt in ("csv", "json", "markdown"):
+        res = runner.invoke(app, ["report", str(ws), "--format", fmt])
+        assert res.exit_code == 0, res.output
+        if fmt == "csv":
+            df = pd.read_csv(StringIO(res.stdout))
+        elif fmt == "json":
+            df = pd.DataFrame(json.loads(res.stdout))
+        else:
+            lines = [ln for ln in res.stdout.splitlines() if ln.startswith("|")]
+            header = [c.strip() for c in lines[0].strip("|").split("|")]
+            df = pd.DataFrame([[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]], columns=header)
+        assert list(df["model"]) == ["student", "teacher"]
+        assert "MRPC" in df.columns and "compression" in df.columns
+        assert float(df["compression"].iloc[0]) >= 5
+    res = runner.invoke(app, ["report", str(ws), "--plot", str(tmp_path / "plots"), "--paper"])
+    assert res.exit_code == 0, res.output
+    for name in ("score_vs_compression", "training_curves", "layer_error", "latency_vs_batch"):
+        png = tmp_path / "plots" / f"{name}.png"
+        assert png.is_file() and png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_shows_missing_pieces_as_empty_cells(tmp_path, tiny_teacher):
+    ws = tmp_path / "only-factorized"
+    assert runner.invoke(app, ["factorize", str(tiny_teacher), "--ratio", "4", "-w", str(ws)]).exit_code == 0
+    res = runner.invoke(app, ["report", str(ws), "--format", "csv"])
+    assert res.exit_code == 0
+    df = pd.read_csv(StringIO(res.stdout))
+    assert len(df) == 1 and df["compression"].iloc[0] >= 4
+    res = runner.invoke(app, ["report", str(tmp_path / "nothing"), "--format", "csv"])
+    assert res.exit_code == 2 and "not a kron workspace" in res.output
+
+
+def test_killed_run_resumes_and_finishes(tmp_path, tiny_teacher):
+    """SIGKILL in the middle of stage 1, then the same command again finishes with nothing lost."""
+    rec = tiny_recipe(tmp_path, tiny_teacher, steps=400)
+    ws = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "kroncli", "run", str(rec), "-w", str(ws)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts = ws / "checkpoints" / "distill"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (ckpts.is_dir() and any(p.name.startswith("step_") for p in ckpts.iterdir())):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (ws / ".lock").exists()  # a stale lock: its holder is dead
+    steps = sorted(int(p.name.split("_")[1]) for p in ckpts.iterdir() if p.name.startswith("step_"))
+    assert steps and steps[-1] < 400
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json"])
+    states = {s["stage"]: s["state"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]}
+    assert states["factorize"] == "done" and states["distill"] == "resume"
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.max_steps=" + str(steps[-1] + 5),
+                              "--until", "distill", "--json"])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(ws / "metrics" / "distill.csv")
+    assert df.step.max() == steps[-1] + 5 and df.step.is_unique
+
+
+def test_second_process_is_refused_by_the_lock(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    with ws.lock():
+        other = subprocess.run([sys.executable, "-c", (
+            "from kroncli.workspace import Workspace\n"
+            f"with Workspace({str(ws.root)!r}).lock(): pass")], capture_output=True, text=True)
+        assert other.returncode != 0 and "in use by process" in other.stderr
+        assert str(os.getpid()) in other.stderr
+    assert not (ws.root / ".lock").exists()
+    with ws.lock():  # taken again after release
+        pass
