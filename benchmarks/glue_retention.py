@@ -1,0 +1,99 @@
+"""Quality benchmark: the whole pipeline on all-MiniLM-L6-v2 at >= 19x for every task in a GLUE data dir.
+
+For each task found in the data dir (MRPC, STS-B, CoLA, WNLI here; any GLUE task in the original layout),
+runs `kron run` on a recipe (default recipes/minilm-19x-glue.yaml) with that task, sharing one stage-1
+student across tasks (stage 1 runs once, in the first workspace, and its student is copied), then prints
+teacher score, student score, retention and the wall time of every stage.
+
+    python benchmarks/glue_retention.py --data-dir ../shared/glue --out runs/retention
+    python benchmarks/glue_retention.py --set distill.max_steps=300 --set finetune.epochs=2   # quicker
+
+Targets (issue 5, dev, student vs its own fine-tuned teacher at >= 19x): MRPC accuracy within 2 points,
+STS-B Pearson within 4 points, CoLA keeps >= 60% of the teacher's Matthews corr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {"MRPC": ("accuracy", "gap", 2.0), "STS-B": ("pearson", "gap", 4.0), "CoLA": ("mcc", "keep", 0.60)}
+
+
+def kron(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "kroncli", *args, "--json"], capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"kron {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", default=os.environ.get("KRON_GLUE_DIR", str(REPO.parent / "shared" / "glue")))
+    ap.add_argument("--recipe", default=str(REPO / "recipes" / "minilm-19x-glue.yaml"))
+    ap.add_argument("--out", default="runs/retention")
+    ap.add_argument("--tasks", default=None, help="comma list (default: every task folder in --data-dir)")
+    ap.add_argument("--set", action="append", default=[], help="recipe override, repeatable")
+    args = ap.parse_args()
+
+    from kroncli.data.glue import TASKS
+
+    data = Path(args.data_dir)
+    tasks = args.tasks.split(",") if args.tasks else [t.name for t in TASKS.values()
+                                                       if (data / t.folder / "train.tsv").is_file()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = ["--set", f"data_dir={data}", *[x for s in args.set for x in ("--set", s)]]
+    rows, timings = [], []
+    general = out / "general"
+    t0 = time.perf_counter()
+    kron("run", args.recipe, "-w", str(general), "--until", "distill", "--set", "finetune.tasks=[]",
+         "--set", "eval.glue=[]", *common)
+    manifest = json.loads((general / "manifest.json").read_text())
+    for stage in ("factorize", "distill"):
+        info = manifest["stages"].get(stage, {})
+        timings.append({"task": "(shared)", "stage": stage, "seconds": info.get("seconds")})
+    print(f"stage 1 done in {time.perf_counter() - t0:.0f}s: compression "
+          f"{manifest['stages']['factorize']['compression']:.2f}x", flush=True)
+    for task in tasks:
+        ws = out / task.lower()
+        if not ws.exists():  # the distilled general student, shared by every task
+            shutil.copytree(general, ws, ignore=shutil.ignore_patterns("checkpoints", ".lock", "cache"))
+        started = time.perf_counter()
+        kron("run", args.recipe, "-w", str(ws), "--set", f"finetune.tasks=[{task}]", "--set",
+             f"eval.glue=[{task}]", "--set", "eval.speed=false", *common)
+        m = json.loads((ws / "manifest.json").read_text())["stages"]
+        for stage in (f"teacher-{task.lower()}", f"finetune-{task.lower()}"):
+            timings.append({"task": task, "stage": stage, "seconds": m.get(stage, {}).get("seconds")})
+        ev = pd.read_csv(ws / "metrics" / "eval.csv")
+        ev = ev[ev.task == TASKS[task].name].sort_values("timestamp").groupby(["model", "metric"]).last()
+        for metric in TASKS[task].metrics:
+            t, s = ev.loc[("teacher", metric), "value"], ev.loc[("student", metric), "value"]
+            rows.append({"task": task, "metric": metric, "teacher": t, "student": s, "gap": t - s,
+                         "retention": s / t if t else float("nan")})
+        print(f"{task} done in {time.perf_counter() - started:.0f}s", flush=True)
+    df = pd.DataFrame(rows)
+    print("\n" + df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print("\nwall time per stage (s):\n" + pd.DataFrame(timings).to_string(index=False))
+    for task, (metric, kind, goal) in TARGETS.items():
+        r = df[(df.task == task) & (df.metric == metric)]
+        if len(r):
+            r = r.iloc[0]
+            ok = r.gap <= goal if kind == "gap" else r.retention >= goal
+            what = f"gap {r.gap:.2f} (goal <= {goal})" if kind == "gap" else \
+                f"keeps {100 * r.retention:.0f}% (goal >= {100 * goal:.0f}%)"
+            print(f"target {task} {metric}: {what} -> {'met' if ok else 'MISSED'}")
+    df.to_csv(out / "retention.csv", index=False)
+
+
+if __name__ == "__main__":
+    main()
