@@ -1,8 +1,12 @@
-"""`kron eval`: a sub-app with one thin module per evaluation (glue, squad, ood, speed)."""
+"""`kron eval`: a sub-app with one thin module per evaluation (glue, ood, squad, speed)."""
 
 from __future__ import annotations
 
 import typer
+
+from .eval_glue import glue_cmd, ood_cmd
+from .eval_speed import speed_cmd
+from .eval_squad import squad_cmd
 
 eval_app = typer.Typer(
     name="eval",
@@ -11,5 +15,7 @@ eval_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-from .eval_speed import speed_cmd  # noqa: E402
+eval_app.command("glue")(glue_cmd)
+eval_app.command("ood")(ood_cmd)
+eval_app.command("squad")(squad_cmd)
 eval_app.command("speed")(speed_cmd)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
+from rich import box
+from rich.table import Column, Table
 
 from ..evaluation.speed import SpeedOptions, run_speed
 from ..workspace import Workspace
@@ -58,13 +59,17 @@ def print_report(result: dict, console) -> None:
     sizes = Table("model", "params", "size MB", "counted", title=f"kron eval speed: {result['workspace']}")
     for role in ("teacher", "student"):
         m = models[role]
-        counted = m["size_counted"] if m["size_counted"].startswith("fp32") else "safetensors/weights on disk"
+        counted = "fp32 tensors (random init)" if m["size_counted"].startswith("fp32") else "weights on disk"
         sizes.add_row(m["label"], f"{m['params']:,}", f"{m['size_mb']:.1f}", counted)
     console.print(sizes)
     console.print(f"compression: [bold]{comp['params']:.2f}x[/] fewer parameters, [bold]{comp['disk']:.2f}x[/] "
                   "smaller on disk", highlight=False)
     gpu = f", GPU {result['gpu']}" if result.get("gpu") else ""
-    table = Table("device", "batch", "seq", "model", "latency ms", "seq/s", "tokens/s", "speed-up", "peak MB",
+    num = dict(justify="right", no_wrap=True)
+    table = Table(Column("device", no_wrap=True), Column("batch", **num), Column("model", no_wrap=True),
+                  Column("latency ms", **num), Column("seq/s", **num), Column("tokens/s", **num),
+                  Column("speed-up", **num), Column("peak MB", **num),
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
                   title=f"seq_len {result['seq_len']}, {result['threads']} CPU threads{gpu}, median of "
                         f"{result['repeats']} after {result['warmup']} warm-up")
     last = None
@@ -74,7 +79,7 @@ def print_report(result: dict, console) -> None:
             table.add_section()
         last = key
         student = r["role"] == "student"
-        table.add_row(r["device"], str(r["batch"]), str(r["seq_len"]), r["model"], f"{r['latency_ms']:.2f}",
+        table.add_row(r["device"], str(r["batch"]), r["model"], f"{r['latency_ms']:.2f}",
                       f"{r['throughput_seq_s']:,.1f}", f"{r['tokens_s']:,.0f}",
                       f"[bold]{r['speedup']:.2f}x[/]" if student else f"{r['speedup']:.2f}x",
                       _num(r["peak_mem_mb"], ",.1f"))

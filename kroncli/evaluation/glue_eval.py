@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,9 +21,11 @@ from typing import Callable
 import numpy as np
 
 from ..data.encode import EncodedSplit, encode
-from ..data.glue import TASKS, Task
+from ..data.glue import TASKS, VARIANTS, Task, load_split, normalize_task
 from ..errors import KronError
-from ..workspace import Workspace, atomic_write_text, now
+from ..metrics import compute_metrics
+from ..workspace import Workspace, now
+from .predictions import unwritable, write_submission
 
 MODELS = ("student", "teacher")
 EVAL_CSV = "eval.csv"
@@ -64,14 +67,15 @@ def require_workspace(ws: Workspace) -> None:
                         f"{ws.root}, then kron finetune")
 
 
-def check_model_choice(which: str | None) -> None:
+def check_options(which: str | None, batch_size: int) -> None:
     if which is not None and which not in MODELS:
         raise KronError(f"--model {which!r}: choose student or teacher")
+    if batch_size < 1:
+        raise KronError(f"--batch-size {batch_size}: choose a positive number")
 
 
 def select_models(ws: Workspace, task: Task, which: str | None) -> list[str]:
     """`which` (must exist), else every model the task has (at least one)."""
-    check_model_choice(which)
     wanted = [which] if which else [m for m in MODELS if has_model(ws, task, m)]
     for m in wanted:
         if not has_model(ws, task, m):
@@ -91,10 +95,14 @@ def check_labels(ws: Workspace, task: Task, which: str) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise KronError(f"cannot read {path / 'config.json'} ({e}); re-run {finetune_hint(ws, task, which)}") from None
     n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2  # transformers' default is 2
-    want = model_task(task).num_labels
-    if n != want:
-        raise KronError(f"{path} predicts {n} label(s) but {model_task(task).name} has {want}; it was not "
-                        f"fine-tuned on {model_task(task).name}: re-run {finetune_hint(ws, task, which)}")
+    if n != model_task(task).num_labels:
+        raise _wrong_labels(ws, task, which, n)
+
+
+def _wrong_labels(ws: Workspace, task: Task, which: str, n) -> KronError:
+    name, want = model_task(task).name, model_task(task).num_labels
+    return KronError(f"{model_dir(ws, task, which)} predicts {n} label(s) but {name} has {want}; it was not "
+                     f"fine-tuned on {name}: re-run {finetune_hint(ws, task, which)}")
 
 
 @dataclass
@@ -106,8 +114,9 @@ class TaskModel:
     max_seq_len: int
 
 
-def _max_seq_len(path: Path, config, requested: int | None) -> int:
-    """--max-seq-len, else the student's recorded max_seq_len (kron.json), else 128; within the positions."""
+def _max_seq_len(student: Path, config, requested: int | None) -> int:
+    """--max-seq-len, else the task student's recorded max_seq_len (kron.json), else 128; within the model's
+    positions. The teacher gets the same default as its student, so the two are compared on equal inputs."""
     limit = getattr(config, "max_position_embeddings", None) or 10**9
     if requested is not None:
         if requested < 8 or requested > limit:
@@ -116,8 +125,8 @@ def _max_seq_len(path: Path, config, requested: int | None) -> int:
     from ..student import KRON_CONFIG
 
     recorded = None
-    if (path / KRON_CONFIG).is_file():
-        recorded = json.loads((path / KRON_CONFIG).read_text()).get("max_seq_len")
+    if (student / KRON_CONFIG).is_file():
+        recorded = json.loads((student / KRON_CONFIG).read_text()).get("max_seq_len")
     return min(int(recorded or DEFAULT_MAX_SEQ_LEN), limit)
 
 
@@ -126,7 +135,6 @@ def load_task_model(ws: Workspace, task: Task, which: str, max_seq_len: int | No
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    check_labels(ws, task, which)
     path = model_dir(ws, task, which)
     try:
         if which == "student":
@@ -140,11 +148,11 @@ def load_task_model(ws: Workspace, task: Task, which: str, max_seq_len: int | No
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise KronError(f"cannot load the {which} in {path} ({first}); re-run {finetune_hint(ws, task, which)}") \
             from None
-    if not hasattr(model, "config") or getattr(model.config, "num_labels", None) != model_task(task).num_labels:
-        raise KronError(f"{path} is not a {model_task(task).name} sequence classifier; re-run "
-                        f"{finetune_hint(ws, task, which)}")
+    if getattr(model.config, "num_labels", None) != model_task(task).num_labels:
+        raise _wrong_labels(ws, task, which, getattr(model.config, "num_labels", None))
     model = model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
-    return TaskModel(which, path, model, tokenizer, _max_seq_len(path, model.config, max_seq_len))
+    seq_len = _max_seq_len(model_dir(ws, task, "student"), model.config, max_seq_len)
+    return TaskModel(which, path, model, tokenizer, seq_len)
 
 
 def predict(tm: TaskModel, task: Task, frame, batch_size: int, progress: Callable | None = None,
@@ -154,12 +162,10 @@ def predict(tm: TaskModel, task: Task, frame, batch_size: int, progress: Callabl
 
     if len(frame) == 0:
         raise KronError(f"{task.name} {label}: no examples to evaluate (empty split)")
-    if batch_size < 1:
-        raise KronError(f"--batch-size {batch_size}: choose a positive number")
     data = encode(task, frame, tm.tokenizer, tm.max_seq_len)
     chunk = batch_size * CHUNK_BATCHES  # a multiple of the batch size: the same batches as one call
     parts, seconds = [], 0.0
-    with (progress(label or task.name, len(data)) if progress else _no_progress()) as advance:
+    with progress(label or task.name, len(data)) if progress else nullcontext(lambda n=1: None) as advance:
         for start in range(0, len(data), chunk):
             part = EncodedSplit(data.features[start:start + chunk], None)
             t0 = time.perf_counter()
@@ -167,14 +173,6 @@ def predict(tm: TaskModel, task: Task, frame, batch_size: int, progress: Callabl
             seconds += time.perf_counter() - t0
             advance(len(part))
     return np.concatenate(parts), seconds
-
-
-class _no_progress:
-    def __enter__(self):
-        return lambda n=1: None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @dataclass
@@ -204,14 +202,6 @@ class Evaluation:
                 for name, value in self.metrics.items()]
 
 
-def write_file(path: Path, text: str) -> None:
-    """Atomic write; a folder that cannot be written is one KronError naming it."""
-    try:
-        atomic_write_text(path, text)
-    except OSError as e:
-        raise KronError(f"cannot write {path}: {e.strerror or e}; make {path.parent} a writable folder") from None
-
-
 def append_eval_rows(ws: Workspace, rows: list[dict]) -> Path:
     """Append rows to WS/metrics/eval.csv (EVAL_COLUMNS)."""
     from ..train import append_rows
@@ -221,5 +211,135 @@ def append_eval_rows(ws: Workspace, rows: list[dict]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         append_rows(path, [{c: r.get(c) for c in EVAL_COLUMNS} for r in rows])
     except OSError as e:
-        raise KronError(f"cannot write {path}: {e.strerror or e}; make {path.parent} a writable folder") from None
+        raise unwritable(path, e) from None
     return path
+
+
+def score_logits(task: Task, logits: np.ndarray, labels) -> dict[str, float]:
+    """The task's metrics (0-100) of logits against a labelled frame's `label` column."""
+    return compute_metrics(task, logits[:, 0] if task.is_regression else logits, np.asarray(labels))
+
+
+# --------------------------------------------------------------------------------------------- kron eval glue
+
+SPLITS = ("dev", "test")
+
+
+@dataclass
+class GlueOptions:
+    task: str = "all"  # a task, a comma list, or "all" (as --task)
+    split: str = "dev"  # dev: score the dev split(s); test: with predict, write submission files
+    predict: bool = False
+    model: str | None = None  # student | teacher; None: both where present (--predict: the student)
+    data_dir: str | None = None
+    batch_size: int = 64
+    max_seq_len: int | None = None
+
+
+@dataclass
+class _Job:
+    task: Task  # the task whose data is read; its models live under model_task(task)
+    models: list[str]
+    frames: dict  # split -> load_split frame
+
+
+def _requested(spec: str) -> list[Task] | None:
+    """The tasks named by --task (variants kept), or None for all."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise KronError("--task is empty; pass a GLUE task (mrpc), a comma list (mrpc,rte) or all")
+    if any(n.lower() == "all" for n in names):
+        if len(names) > 1:
+            raise KronError(f"--task {spec!r}: 'all' cannot be combined with other tasks")
+        return None
+    return [normalize_task(n) for n in names]
+
+
+def _splits(task: Task, opts: GlueOptions) -> tuple[str, ...]:
+    splits = task.eval_splits if opts.split == "dev" else task.test_splits
+    if not splits:
+        raise KronError(f"{task.name} has no labelled dev split (the diagnostic set is test-only); predict it "
+                        f"with an MNLI model: --task {task.name.lower()} --split test --predict")
+    return splits
+
+
+def _check_split(opts: GlueOptions) -> None:
+    if opts.split not in SPLITS:
+        raise KronError(f"--split {opts.split!r}: choose dev (scores) or test (with --predict)")
+    if opts.split == "test" and not opts.predict:
+        raise KronError("GLUE test labels are not public, so test splits cannot be scored; add --predict to write "
+                        "submission files")
+    if opts.predict and opts.split != "test":
+        raise KronError("--predict writes GLUE test submission files; add --split test")
+
+
+def _discover(ws: Workspace, opts: GlueOptions) -> tuple[list[Task], list[dict]]:
+    """--task all: every task with a model in the workspace (and AX with MNLI when predicting)."""
+    wanted = [opts.model or "student"] if opts.predict else [opts.model] if opts.model else list(MODELS)
+    found, skipped = [], []
+    for task in TASKS.values():
+        if task.name == "AX":
+            continue
+        if any(has_model(ws, task, m) for m in wanted):
+            found.append(task)
+        else:
+            where = " or ".join(str(model_dir(ws, task, m).relative_to(ws.root)) for m in wanted)
+            skipped.append({"task": task.name, "reason": f"no {where}"})
+    if opts.predict and TASKS["MNLI"] in found:
+        found.append(TASKS["AX"])
+    return found, skipped
+
+
+def _plan(ws: Workspace, opts: GlueOptions) -> tuple[list[_Job], list[dict]]:
+    """Every check before the first prediction: tasks, models, label counts, data."""
+    require_workspace(ws)
+    check_options(opts.model, opts.batch_size)
+    _check_split(opts)
+    requested = _requested(opts.task)
+    tasks, skipped = _discover(ws, opts) if requested is None else (requested, [])
+    if not tasks:
+        raise KronError(f"no fine-tuned task model in {ws.root} (tasks/<task>/student or teacher); run kron "
+                        f"finetune --workspace {ws.root} --task TASK --teacher-only, then without --teacher-only")
+    jobs: dict[str, _Job] = {}
+    for task in tasks:
+        data_task = TASKS["MNLI"] if task.name in VARIANTS else task
+        models = select_models(ws, task, (opts.model or "student") if opts.predict else opts.model)
+        for m in models:
+            check_labels(ws, task, m)
+        job = jobs.setdefault(data_task.name, _Job(data_task, [], {}))
+        job.models += [m for m in models if m not in job.models]
+        try:
+            for split in _splits(task, opts):
+                if split not in job.frames:
+                    job.frames[split] = load_split(data_task, split, opts.data_dir)
+        except KronError as e:
+            if requested is not None or task.name != "AX":
+                raise
+            del jobs[data_task.name]  # --task all: the diagnostic set is optional
+            skipped.append({"task": "AX", "reason": str(e)})
+    return list(jobs.values()), skipped
+
+
+def evaluate_glue(ws: Workspace, opts: GlueOptions, progress: Callable | None = None) -> dict:
+    """Score (dev) or predict (test, --predict) every planned task model; rows go to metrics/eval.csv."""
+    jobs, skipped = _plan(ws, opts)
+    results: list[Evaluation] = []
+    csv_path = None
+    for job in jobs:
+        for which in job.models:
+            tm = load_task_model(ws, job.task, which, opts.max_seq_len)
+            for split, frame in job.frames.items():
+                logits, seconds = predict(tm, job.task, frame, opts.batch_size, progress,
+                                          f"{job.task.name} {which} {split}")
+                if opts.predict:
+                    path = write_submission(ws, job.task, split, frame["idx"].tolist(), logits)
+                    results.append(Evaluation(job.task.name, which, split, len(frame), seconds, file=str(path)))
+                    continue
+                ev = Evaluation(job.task.name, which, split, len(frame), seconds,
+                                metrics=score_logits(job.task, logits, frame["label"]), primary=job.task.primary)
+                csv_path = append_eval_rows(ws, ev.rows(ws))  # each result kept as soon as it exists
+                results.append(ev)
+            del tm
+    return {"workspace": str(ws.root), "split": opts.split, "predict": opts.predict,
+            "results": [r.as_dict() for r in results], "skipped": skipped,
+            "eval_csv": str(csv_path) if csv_path else None}

@@ -11,12 +11,13 @@ Method (also returned in the result, so every report carries it):
   the garbage collector is off), so both see the same machine state; the median is reported. On GPU,
   torch.cuda.synchronize() before and after each timed forward. Throughput = batch / median latency
   (sequences/s) and batch * seq_len / median latency (tokens/s). Speed-up = teacher / student latency.
-- Peak memory on CPU: each model is loaded in a fresh subprocess (so nothing else lives in its memory).
-  Its resident set is read after importing torch/transformers and building the inputs (baseline); after
-  loading, freed memory is handed back to the OS (malloc_trim); before each forward the kernel's
-  high-water mark is reset (`/proc/self/clear_refs` = 5) and after it VmHWM is read. Peak = VmHWM - baseline
-  = resident weights + activations + allocator overhead at that batch size. Without /proc (not Linux)
-  it falls back to ru_maxrss, a high-water mark that cannot be reset (batches run in increasing order).
+- Peak memory on CPU: each model is measured in a fresh subprocess (so nothing else lives in its memory).
+  A throw-away load + forward first warms lazy imports, thread pools and kernels; it is freed (gc +
+  malloc_trim) and the resident set is read: the baseline. The model is loaded again; before each forward
+  the kernel's high-water mark is reset (`/proc/self/clear_refs` = 5) and after it VmHWM is read.
+  Peak = VmHWM - baseline = resident weights + activations + allocator overhead at that batch size.
+  Without a resettable VmHWM (not Linux) it falls back to ru_maxrss, a high-water mark that cannot be
+  reset: no throw-away load, batches in increasing order, lazy initialisation counted with the model.
 - Peak memory on GPU: weight bytes of the model + (torch.cuda.max_memory_allocated() during one forward
   - torch.cuda.memory_allocated() before it), after a warm-up forward of both models.
 - Sizes: student = bytes of its model.safetensors; teacher = bytes of the weight files it was loaded
@@ -45,10 +46,12 @@ CSV_COLUMNS = ("timestamp", "model", "device", "batch", "seq_len", "latency_ms",
 INPUT_SEED = 0
 WORKER_TIMEOUT_S = 1800
 
-CPU_MEMORY_METHOD = ("fresh subprocess per model; peak = VmHWM during one forward (high-water mark reset via "
-                     "/proc/self/clear_refs before it) - VmRSS before loading the model: weights + activations")
+CPU_MEMORY_METHOD = ("fresh subprocess per model, warmed by a throw-away load + forward; peak = VmHWM during one "
+                     "forward (high-water mark reset via /proc/self/clear_refs before it) - VmRSS before loading "
+                     "the model: weights + activations")
 CPU_MEMORY_METHOD_FALLBACK = ("fresh subprocess per model; peak = ru_maxrss after one forward (batches in "
-                              "increasing order) - RSS before loading the model: weights + activations")
+                              "increasing order) - RSS before loading the model: weights + activations + lazy "
+                              "library initialisation")
 GPU_MEMORY_METHOD = ("weight bytes + torch.cuda.max_memory_allocated() during one forward - "
                      "torch.cuda.memory_allocated() before it")
 LATENCY_METHOD = ("median of {repeats} forwards after {warmup} warm-up forwards, teacher and student interleaved "
@@ -114,13 +117,15 @@ def resolve_devices(device: str) -> list[str]:
     return ["cpu", "cuda"] if has_gpu else ["cpu"]
 
 
-def _task_folder_name(name: str) -> str:
+def _task_folder(ws: Workspace, name: str) -> Path:
+    """tasks/<task> as `kron finetune` names it; an unknown task name is taken as written."""
     from ..data.glue import normalize_task
+    from ..stages.finetune import task_dir
 
     try:
-        return normalize_task(name).name.lower()
+        return task_dir(ws, normalize_task(name))
     except KronError:
-        return name.lower()
+        return ws.root / "tasks" / name.lower()
 
 
 def resolve_models(ws: Workspace, model: str) -> tuple[ModelRef, ModelRef]:
@@ -138,11 +143,11 @@ def resolve_models(ws: Workspace, model: str) -> tuple[ModelRef, ModelRef]:
     if not ws.root.exists():
         raise KronError(f"workspace {ws.root} does not exist; create it with kron factorize MODEL --workspace "
                         f"{ws.root}")
-    name = _task_folder_name(model)
-    folder = ws.root / "tasks" / name
+    folder = _task_folder(ws, model)
+    name = folder.name
     student, teacher = folder / "student", folder / "teacher"
     if not (student / KRON_CONFIG).is_file():
-        have = sorted(p.parent.name for p in (ws.root / "tasks").glob(f"*/student/{KRON_CONFIG}"))
+        have = sorted(p.parent.parent.name for p in (ws.root / "tasks").glob(f"*/student/{KRON_CONFIG}"))
         hint = f" (task students here: {', '.join(have)})" if have else ""
         raise KronError(f"--model {model}: no task student in {student}{hint}; run kron finetune --workspace "
                         f"{ws.root} --task {model} first, or pass --model general")
@@ -341,13 +346,12 @@ def measure_cpu_memory(spec: dict) -> dict:
         torch.set_num_threads(int(spec["threads"]))
     batches = sorted(spec["batches"])
     full = make_inputs(max(batches), spec["seq_len"], spec["vocab_size"])
-    # One throw-away load + forward first: lazy imports, thread pools and kernel initialisation then belong
-    # to the baseline, not to the model.
-    with torch.inference_mode():
-        load_ref(ref)(**{k: v[:min(batches)] for k, v in full.items()})
+    resettable = _reset_high_water_mark()
+    if resettable:  # a throw-away load + forward: lazy imports, thread pools, kernels go to the baseline
+        with torch.inference_mode():
+            load_ref(ref)(**{k: v[:min(batches)] for k, v in full.items()})
     gc.collect()
     _malloc_trim()
-    resettable = _reset_high_water_mark()
     base = _current_rss_kb()
     model = load_ref(ref)
     gc.collect()
@@ -449,12 +453,16 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                 for b in batches:
                     inputs = make_inputs(b, opts.seq_len, vocab_size, device)
                     gpu_mem = {}
-                    if cuda:
-                        with torch.inference_mode():
-                            for m in models.values():
-                                m(**inputs)  # cuBLAS workspaces etc. are allocated once, before measuring
-                        gpu_mem = {role: gpu_peak_memory(m, inputs) for role, m in models.items()}
-                    times = time_interleaved(models, inputs, opts.repeats, opts.warmup, sync)
+                    try:
+                        if cuda:
+                            with torch.inference_mode():
+                                for m in models.values():
+                                    m(**inputs)  # cuBLAS workspaces etc. are allocated once, before measuring
+                            gpu_mem = {role: gpu_peak_memory(m, inputs) for role, m in models.items()}
+                        times = time_interleaved(models, inputs, opts.repeats, opts.warmup, sync)
+                    except torch.OutOfMemoryError:
+                        raise KronError(f"out of {device} memory at --batch {b} --seq-len {opts.seq_len}; pass "
+                                        "smaller batch sizes") from None
                     med = {role: statistics.median(t) for role, t in times.items()}
                     for role in ("teacher", "student"):
                         lat = med[role]
