@@ -7,6 +7,7 @@ import typer
 from . import distill as _distill
 from . import env as _env
 from . import eval as _eval
+from . import export as _export
 from . import factorize as _factorize
 from . import finetune as _finetune
 from . import report as _report
@@ -27,6 +28,8 @@ app.command("finetune")(_finetune.finetune_cmd)
 app.add_typer(_eval.eval_app, name="eval")
 app.command("run")(_run.run_cmd)
 app.command("report")(_report.report_cmd)
+app.command("export")(_export.export_cmd)
+app.command("predict")(_export.predict_cmd)
 app.command("env")(_env.env_cmd)
 
 

@@ -68,9 +68,10 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from ..sources import _quiet_transformers
-
-        _quiet_transformers()  # no library progress bars or warnings between our own lines
+        # no library progress bars or warnings between our own lines (read when those libraries load,
+        # so commands that never import transformers start fast)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         try:
             return fn(*args, **kwargs)
         except KronError as e:

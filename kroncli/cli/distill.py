@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import KronError
-from ..stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
-from ..train import TrainConfig
 from ..workspace import Workspace
 from . import options as o
 from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, show_progress
@@ -56,6 +54,8 @@ def distill_cmd(
 
     Example: kron distill --workspace runs/m19 --corpus wiki.txt --max-steps 2000
     """
+    from ..stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
+    from ..train import TrainConfig
     if attention not in ("scores", "probs"):
         raise KronError(f"--attention {attention!r}: choose scores or probs")
     if max_steps is None and epochs is None:

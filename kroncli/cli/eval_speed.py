@@ -8,7 +8,6 @@ import typer
 from rich import box
 from rich.table import Column, Table
 
-from ..evaluation.speed import SpeedOptions, run_speed
 from ..workspace import Workspace
 from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, human_console, \
     progress_factory, show_progress
@@ -36,6 +35,7 @@ def speed_cmd(
 
     Rows are appended to WORKSPACE/metrics/speed.csv.
     """
+    from ..evaluation.speed import SpeedOptions, run_speed
     opts = SpeedOptions(batches=batch, seq_len=seq_len, model=model, repeats=repeats, warmup=warmup,
                         threads=threads, device=device)
     console = human_console(json_out)

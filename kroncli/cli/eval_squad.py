@@ -7,8 +7,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..data.squad import parse_version
-from ..stages.squad import SquadEvalOptions, evaluate_squad
 from ..workspace import Workspace
 from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, human_console, \
     progress_factory, show_progress
@@ -44,6 +42,8 @@ def squad_cmd(
 
     Rows go to WORKSPACE/metrics/eval.csv, answers to WORKSPACE/predictions/squad[_v2]-MODEL.json.
     """
+    from ..data.squad import parse_version
+    from ..stages.squad import SquadEvalOptions, evaluate_squad
     opts = SquadEvalOptions(version=parse_version(version), data_dir=data_dir, dev_file=dev_file, model=model,
                             limit=limit, batch_size=batch_size, max_seq_len=max_seq_len, doc_stride=doc_stride,
                             null_threshold=null_threshold, max_answer_len=max_answer_len)

@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..factorize import FactorizeOptions, factorize, write_workspace
-from ..kron.search import PRESETS
+from ..kron.presets import PRESETS
 from ..sources import DEFAULT_MODEL, RANDOM_CONFIGS
 from ..workspace import Workspace
 from .common import ForceOpt, JsonOpt, emit_json, handle_errors, human_console, progress_factory, \
@@ -49,6 +48,7 @@ def factorize_cmd(
 
     Example: kron factorize all-MiniLM-L6-v2 --ratio 19 --workspace runs/m19
     """
+    from ..factorize import FactorizeOptions, factorize, write_workspace
     if not plan and not workspace:
         raise typer.BadParameter("--workspace is required (or pass --plan for a dry run)",
                                  param_hint="--workspace")

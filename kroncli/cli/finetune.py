@@ -6,11 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..data.glue import normalize_task
-from ..data.squad import squad_version
 from ..errors import KronError
-from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
-from ..train import TrainConfig
 from ..workspace import Workspace
 from . import options as o
 from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, show_progress
@@ -63,6 +59,10 @@ def finetune_cmd(
     SQuAD: --task squad (v1.1) or squad_v2, windows of --max-seq-len 384 tokens overlapping by --doc-stride 128,
     data from --data-dir (official train/dev JSON files), --train-file/--dev-file, or the hub; 2 epochs by default.
     """
+    from ..data.glue import normalize_task
+    from ..data.squad import squad_version
+    from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
+    from ..train import TrainConfig
     version = squad_version(task)
     if version is not None:
         return _squad(**locals())

@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..report import build_table, render
 from .common import err_console, handle_errors, out_console
 
 
@@ -24,6 +23,7 @@ def report_cmd(
 
     Example: kron report runs/kb8 runs/m19 --format markdown > results.md
     """
+    from ..report import build_table, render
     df = build_table(workspaces or [], paper)
     if format == "table":
         table = Table(*[str(c) for c in df.columns], title="kron report")

@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from ..recipes import load_recipe
-from ..run import execute, select, stages, status, validate
 from ..workspace import Workspace
 from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, human_console, show_progress
 
@@ -31,6 +30,7 @@ def run_cmd(
 
     Example: kron run recipes/minilm-19x-mrpc.yaml --workspace runs/m19
     """
+    from ..run import execute, select, stages, status, validate
     spec = load_recipe(recipe, set_ or [])
     ws = Workspace(workspace)
     plan = select(stages(spec), until, only)

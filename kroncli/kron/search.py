@@ -17,6 +17,7 @@ import torch
 
 from .layers import kron_linear_macs
 from .nearest import divisors, squared_singular_values
+from .presets import PRESETS
 
 # A candidate above this per-matrix compression keeps almost nothing of a trained matrix; the search
 # skips them unless the requested ratio needs them (the cap grows with the ratio, see `layer_ratio_cap`).
@@ -218,16 +219,6 @@ def allocate(cands: dict[str, list[Choice]], budget: int, objective: str = "erro
         slack -= c.params - chosen[k].params
         chosen[k] = c
     return [chosen[k] for k in names]
-
-
-# The paper's uniform shapes (Table 1), written relative to the matrix so they apply to any width:
-# ("B", (m2, n2)) fixes B's shape, ("A", (m1, n1)) fixes A's, ("f", f) is the embedding's B = 1 x f.
-PRESETS: dict[str, dict[str, tuple[str, object]]] = {
-    "kroneckerbert8": {"attention": ("B", (2, 2)), "ffn_in": ("A", (8, 2)), "ffn_out": ("A", (2, 8)),
-                       "embedding": ("f", 8)},
-    "kroneckerbert21": {"attention": ("B", (2, 16)), "ffn_in": ("A", (16, 2)), "ffn_out": ("A", (2, 16)),
-                        "embedding": ("f", 16)},
-}
 
 
 def preset_choices(targets: Iterable[Target], preset: str, rank: int = 1) -> list[tuple[Target, int, int]]:

@@ -1,0 +1,95 @@
+"""`kron export --format hf`: a transformers folder, Kronecker (remote code) or dense (`--dense`).
+
+Kronecker: config.json (model_type kron_bert, `auto_map` to the shipped configuration_kron.py and
+modeling_kron.py, `kron_layers` with every factored module's shape), model.safetensors with the factors,
+tokenizer files. The shipped code needs only torch + transformers:
+    AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
+Dense: an ordinary checkpoint of the same architecture with A (x) B materialised (`dense_weight`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import KronError
+from ..kron.layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedDecoder
+
+TEMPLATE = Path(__file__).parent / "hf_template"
+TEMPLATE_FILES = ("configuration_kron.py", "modeling_kron.py")
+SUPPORTED = ("BertForSequenceClassification",)
+
+
+def kron_layers(model: nn.Module) -> dict[str, dict]:
+    """Every Kronecker module of `model` by name, with the shape the shipped modelling code rebuilds."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, KroneckerLinear):
+            out[name] = {"kind": "linear", "m1": m.m1, "n1": m.n1, "m2": m.m2, "n2": m.n2, "rank": m.rank,
+                         "bias": m.bias is not None}
+        elif isinstance(m, KroneckerEmbedding):
+            out[name] = {"kind": "embedding", "f": m.f, "rank": m.rank, "num_embeddings": m.num_embeddings,
+                         "embedding_dim": m.embedding_dim}
+    return out
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+
+
+@torch.no_grad()
+def densify(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every Kronecker module replaced by the nn.Linear / nn.Embedding it equals."""
+    model = copy.deepcopy(model)
+    for name, m in list(model.named_modules()):
+        if isinstance(m, KroneckerLinear):
+            new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, dtype=m.a.dtype)
+            new.weight.copy_(m.dense_weight())
+            if m.bias is not None:
+                new.bias.copy_(m.bias)
+        elif isinstance(m, KroneckerEmbedding):
+            new = nn.Embedding(m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx, dtype=m.a.dtype)
+            new.weight.copy_(m.dense_weight())
+        elif isinstance(m, KroneckerTiedDecoder):
+            raise KronError("a tied Kronecker decoder (masked-LM head) cannot be exported; export a task model")
+        else:
+            continue
+        _swap(model, name, new)
+    return model
+
+
+def write_hf(model: nn.Module, tokenizer, out: Path) -> dict:
+    """The Kronecker folder (out must be a fresh folder); returns what it wrote."""
+    from safetensors.torch import save_model
+
+    arch = type(model).__name__
+    if arch not in SUPPORTED:
+        raise KronError(f"--format hf ships modelling code for {', '.join(SUPPORTED)}, not {arch}; use "
+                        f"--format onnx, or --format hf --dense for a plain checkpoint")
+    layers = kron_layers(model)
+    cfg = model.config.to_dict()
+    cfg.pop("_attn_implementation_autoset", None)
+    cfg.update(model_type="kron_bert", architectures=["KronBertForSequenceClassification"], kron_layers=layers,
+               auto_map={"AutoConfig": "configuration_kron.KronBertConfig",
+                         "AutoModelForSequenceClassification": "modeling_kron.KronBertForSequenceClassification"})
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str) + "\n")
+    save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    for name in TEMPLATE_FILES:
+        shutil.copyfile(TEMPLATE / name, out / name)
+    tokenizer.save_pretrained(out)
+    return {"kron_layers": len(layers)}
+
+
+def write_dense(model: nn.Module, tokenizer, out: Path) -> dict:
+    """An ordinary transformers checkpoint with the Kronecker products materialised."""
+    dense = densify(model)
+    dense.config.architectures = [type(dense).__name__]
+    dense.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return {"kron_layers": 0, "dense_params": sum(p.numel() for p in dense.parameters())}

@@ -1,0 +1,229 @@
+"""`kron predict FOLDER [TEXT ...]`: run an exported task model (kron export) on sentences.
+
+An exported folder carries kron_export.json (EXPORT_JSON): task, label names, is_pair, format, max_seq_len,
+the ONNX input names and the pad id. ONNX folders run on onnxruntime with the `tokenizers` library (no torch
+import: a fast start); HF folders (Kronecker with remote code, or dense) run on transformers.
+
+Inputs: the TEXT arguments are one input (one sentence, or two for a pair task); without arguments every
+non-empty stdin line is one input, the two sentences of a pair separated by a tab. Output: one JSON line per
+input, {"label": name, "score": probability} or, for regression, {"score": value}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import KronError
+
+EXPORT_JSON = "kron_export.json"
+ONNX_FILE = "model.onnx"
+EXPORT_FORMAT_VERSION = 1
+BATCH_SIZE = 32
+
+
+def read_export(folder: str | Path) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise KronError(f"{folder} is not a folder; pass a folder written by kron export")
+    path = folder / EXPORT_JSON
+    if not path.is_file():
+        raise KronError(f"{folder} is not a kron export ({EXPORT_JSON} missing); create one with kron export "
+                        f"--workspace WS --task TASK --out {folder}")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise KronError(f"cannot read {path} ({e}); re-run kron export") from None
+    if meta.get("export_format_version") != EXPORT_FORMAT_VERSION or meta.get("format") not in ("onnx", "hf"):
+        raise KronError(f"{path} is not a kron export this version reads (format {meta.get('format')!r}, "
+                        f"version {meta.get('export_format_version')}); re-run kron export")
+    return meta
+
+
+def _softmax(row: list[float]) -> list[float]:
+    top = max(row)
+    exp = [math.exp(v - top) for v in row]
+    total = sum(exp)
+    return [v / total for v in exp]
+
+
+def format_row(logits, meta: dict) -> dict:
+    row = [float(v) for v in logits]
+    if meta.get("is_regression"):
+        return {"score": row[0]}
+    probs = _softmax(row)
+    best = max(range(len(probs)), key=probs.__getitem__)
+    names = meta.get("label_names") or []
+    return {"label": names[best] if best < len(names) else best, "score": probs[best]}
+
+
+class OnnxRunner:
+    """onnxruntime + tokenizers; numpy only, no torch."""
+
+    def __init__(self, folder: Path, meta: dict, model_path: Path | None = None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise KronError('kron predict on an ONNX export needs onnxruntime: pip install "kroncli[export]"') \
+                from None
+        self.meta, self.folder = meta, Path(folder)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        path = model_path or self.folder / meta.get("model_file", ONNX_FILE)
+        if not Path(path).is_file():
+            raise KronError(f"{self.folder} is not a complete kron export ({Path(path).name} missing); re-run "
+                            f"kron export")
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.names = [i.name for i in self.session.get_inputs()]
+        self._tok, self._hf = self._tokenizer()
+
+    def _tokenizer(self):
+        max_len = int(self.meta.get("max_seq_len", 128))
+        if (self.folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+            tok.no_padding()
+            tok.enable_truncation(max_length=max_len)
+            tok.enable_padding(pad_id=int(self.meta.get("pad_id") or 0),
+                               pad_token=self.meta.get("pad_token") or "[PAD]")
+            return tok, None
+        from transformers import AutoTokenizer  # slow tokenizers only
+
+        return None, AutoTokenizer.from_pretrained(self.folder)
+
+    def encode(self, inputs: list[tuple]) -> dict:
+        import numpy as np
+
+        pair = bool(self.meta.get("is_pair"))
+        if self._tok is not None:
+            encs = self._tok.encode_batch([(a, b) if pair else a for a, b in inputs])
+            cols = {"input_ids": [e.ids for e in encs], "attention_mask": [e.attention_mask for e in encs],
+                    "token_type_ids": [e.type_ids for e in encs]}
+            return {n: np.asarray(cols[n], dtype=np.int64) for n in self.names}
+        a = [x[0] for x in inputs]
+        b = [x[1] for x in inputs] if pair else None
+        enc = self._hf(a, b, truncation=True, max_length=int(self.meta.get("max_seq_len", 128)), padding=True,
+                       return_tensors="np")
+        return {n: np.asarray(enc[n], dtype=np.int64) for n in self.names}
+
+    def logits(self, inputs: list[tuple]):
+        return self.session.run(["logits"], self.encode(inputs))[0]
+
+
+class HfRunner:
+    """transformers (trust_remote_code for the Kronecker folder); torch on the CPU."""
+
+    def __init__(self, folder: Path, meta: dict, threads: int | None = None):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.meta, self.torch = meta, torch
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+        except (OSError, ValueError) as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise KronError(f"cannot load the export in {folder} ({first}); re-run kron export") from None
+
+    def logits(self, inputs: list[tuple]):
+        pair = bool(self.meta.get("is_pair"))
+        a = [x[0] for x in inputs]
+        b = [x[1] for x in inputs] if pair else None
+        enc = self.tokenizer(a, b, truncation=True, max_length=int(self.meta.get("max_seq_len", 128)),
+                             padding=True, return_tensors="pt")
+        with self.torch.inference_mode():
+            return self.model(**enc).logits.float().numpy()
+
+
+def load(folder: str | Path, threads: int | None = None):
+    """(runner, meta) for an exported folder."""
+    meta = read_export(folder)
+    if meta["format"] == "onnx":
+        return OnnxRunner(Path(folder), meta, threads=threads), meta
+    return HfRunner(Path(folder), meta, threads=threads), meta
+
+
+def _need(meta: dict) -> int:
+    return 2 if meta.get("is_pair") else 1
+
+
+def _describe(meta: dict) -> str:
+    task = meta.get("task", "this task")
+    return f"{task} takes two sentences" if meta.get("is_pair") else f"{task} takes one sentence"
+
+
+def args_input(texts: list[str], meta: dict) -> list[tuple]:
+    need = _need(meta)
+    if len(texts) != need:
+        how = "FIRST SECOND" if need == 2 else "TEXT"
+        raise KronError(f"{_describe(meta)}, got {len(texts)} argument(s): pass {how}, or one input per stdin line"
+                        + (" (the two sentences separated by a tab)" if need == 2 else ""))
+    return [(texts[0], texts[1] if need == 2 else None)]
+
+
+def lines_input(lines: Iterable[str], meta: dict) -> list[tuple]:
+    """One input per non-empty line (tab between the sentences of a pair); a wrong count names the line.
+
+    Every line is checked before the first prediction, so a bad line prints nothing but its error."""
+    return list(_lines(lines, meta))
+
+
+def _lines(lines: Iterable[str], meta: dict) -> Iterator[tuple]:
+    need = _need(meta)
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != need:
+            sep = "separated by one tab" if need == 2 else "without tabs"
+            raise KronError(f"stdin line {number}: {_describe(meta)} ({sep}), got {len(parts)}: {line[:60]!r}")
+        yield (parts[0], parts[1] if need == 2 else None)
+
+
+def predict_rows(runner, meta: dict, inputs: Iterable[tuple], batch_size: int = BATCH_SIZE) -> Iterator[dict]:
+    """Batched predictions, one dict per input, in order."""
+    batch: list[tuple] = []
+
+    def flush():
+        for row in runner.logits(batch):
+            yield format_row(row, meta)
+
+    for item in inputs:
+        batch.append(item)
+        if len(batch) >= batch_size:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kroncli.predict FOLDER [TEXT ...]`: the fast path (no typer/torch import for ONNX)."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: python -m kroncli.predict FOLDER [TEXT ...]  (no TEXT: one input per stdin line)")
+        return 0 if argv else 2
+    try:
+        runner, meta = load(argv[0])
+        inputs = args_input(argv[1:], meta) if len(argv) > 1 else lines_input(sys.stdin, meta)
+        for row in predict_rows(runner, meta, inputs):
+            sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+    except KronError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
