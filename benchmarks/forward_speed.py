@@ -8,10 +8,11 @@ Every model is built and measured in its own fresh subprocess (`--worker`), one 
 their memory figures do not mix: the teacher is `BertModel(BertConfig())` with random weights (seed 0), a
 student is `kroncli.factorize.factorize(FactorizeOptions(random_init="bert-base", ratio=19, objective=...))`
 (or preset=...). Latency: torch.inference_mode, fp32, CPU, `model(input_ids=...)` on (batch, seq) random
-token ids, median of --repeats timed calls after --warmup calls. Memory: the process's resident set (VmRSS)
-with the model built, and the peak resident set while the forward calls ran (the kernel's VmHWM high-water
-mark, reset just before the first warm-up call by writing 5 to /proc/self/clear_refs); "fwd peak" is that
-peak minus the RSS before it, i.e. the activation/workspace memory of the forward pass.
+token ids (no attention mask unless --mask), median of --repeats timed calls after --warmup calls.
+Memory: the process's resident set (VmRSS) with the model built (after gc + malloc_trim), and the peak
+resident set while the forward calls ran (the kernel's VmHWM high-water mark, reset just before the first
+warm-up call by writing 5 to /proc/self/clear_refs); "fwd" is that peak minus the RSS before it, i.e. the
+activations, temporaries and allocator overhead of the forward pass (process memory, not live-tensor bytes).
 
 --profile times every KroneckerLinear of a student alone (same input shape as in the model) in each of the
 four contraction plans of layers.py, next to an nn.Linear of the same shape, and prints where time goes.
@@ -73,6 +74,18 @@ def wait_quiet(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> 
             return c.other
 
 
+def quiet_run(fn, wait: float, retries: int, threshold: float = 0.1, wait_first: bool = True):
+    """fn() in a quiet moment: wait for an idle machine, run, and run again (up to `retries` times) if
+    other processes took more than `threshold` of the CPUs meanwhile. Returns (fn(), that share)."""
+    for attempt in range(retries + 1):
+        if wait and (wait_first or attempt):
+            wait_quiet(wait, threshold)
+        with Contention() as c:
+            out = fn()
+        if c.other <= threshold or attempt == retries:
+            return out, c.other
+
+
 def machine_line() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -90,6 +103,16 @@ def _status_kb(field: str) -> int | None:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return None
+
+
+def _malloc_trim() -> bool:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
+    except (OSError, AttributeError):
+        return False
 
 
 def _reset_peak() -> bool:
@@ -114,18 +137,22 @@ def build(model_name: str, ratio: float, seed: int):
     return model, {"compression": result.compression, "rel_error_mean": result.rel_error_mean}
 
 
-def _median_ms(fn, warmup: int, repeats: int) -> float:
+def _times_ms(fn, warmup: int, repeats: int) -> list[float]:
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        ts.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(ts)
+        ts.append(1e3 * (time.perf_counter() - t0))
+    return ts
 
 
-def profile_layers(model, batch: int, seq: int, warmup: int, repeats: int) -> dict:
+def _median_ms(fn, warmup: int, repeats: int) -> float:
+    return statistics.median(_times_ms(fn, warmup, repeats))
+
+
+def profile_layers(model, batch: int, seq: int, warmup: int, repeats: int, args) -> dict:
     """Per KroneckerLinear: time of each plan and of nn.Linear of the same shape, aggregated by shape."""
     from kroncli.kron.layers import KroneckerEmbedding, KroneckerLinear
 
@@ -141,16 +168,22 @@ def profile_layers(model, batch: int, seq: int, warmup: int, repeats: int) -> di
             continue
         x = torch.randn(batch, seq, mod.in_features, generator=gen)
         current = mod.order
-        plans = {}
-        for order in ORDERS:
-            mod.order = order
-            plans[order] = _median_ms(lambda: mod(x), warmup, repeats)
-        mod.order = current
         lk = (mod.in_features, mod.out_features)
-        if lk not in linear_cache:
-            lin = torch.nn.Linear(mod.in_features, mod.out_features)
-            linear_cache[lk] = _median_ms(lambda: lin(x), warmup, repeats)
-        by_shape[key] = {"count": 1, "order": current, "plans": plans, "linear": linear_cache[lk]}
+
+        def measure():
+            plans = {}
+            for order in ORDERS:
+                mod.order = order
+                plans[order] = _median_ms(lambda: mod(x), warmup, repeats)
+            mod.order = current
+            if lk not in linear_cache:
+                lin = torch.nn.Linear(mod.in_features, mod.out_features)
+                linear_cache[lk] = _median_ms(lambda: lin(x), warmup, repeats)
+            return plans
+
+        plans, other = quiet_run(measure, args.wait_quiet, args.retries, args.max_other, wait_first=False)
+        by_shape[key] = {"count": 1, "order": current, "plans": plans, "linear": linear_cache[lk],
+                         "other_load": other}
     emb = {}
     for name, mod in model.named_modules():
         if isinstance(mod, KroneckerEmbedding):
@@ -166,26 +199,31 @@ def worker(args) -> dict:
     model, info = build(args.worker, args.ratio, args.seed)
     model.eval()
     gc.collect()
+    trimmed = _malloc_trim()  # hand the freed teacher weights (students are built from one) back to the OS
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     out = {"model": args.worker, "params": params, "param_mb": params * 4 / 2**20, **info,
-           "rss_model_mb": _status_kb("VmRSS") / 1024, "batches": {}, "threads": torch.get_num_threads()}
+           "rss_model_mb": _status_kb("VmRSS") / 1024, "malloc_trim": trimmed, "batches": {}, "threads": torch.get_num_threads()}
     gen = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         for b in args.batches:
             ids = torch.randint(1000, 30000, (b, args.seq_len), generator=gen)
+            kw = {"attention_mask": torch.ones_like(ids)} if args.mask else {}
             gc.collect()
+            _malloc_trim()
             rss0 = _status_kb("VmRSS")
-            if args.wait_quiet:
-                wait_quiet(args.wait_quiet)
-            reset = _reset_peak()
-            with Contention() as cont:
-                ms = _median_ms(lambda: model(input_ids=ids), args.warmup, args.repeats)
-            peak = _status_kb("VmHWM")
-            out["batches"][str(b)] = {"median_ms": ms, "rss_before_mb": rss0 / 1024, "peak_mb": peak / 1024,
+
+            def timed():
+                reset = _reset_peak()
+                times = _times_ms(lambda: model(input_ids=ids, **kw), args.warmup, args.repeats)
+                return times, reset, _status_kb("VmHWM")
+
+            (times, reset, peak), other = quiet_run(timed, args.wait_quiet, args.retries, args.max_other)
+            out["batches"][str(b)] = {"median_ms": statistics.median(times), "min_ms": min(times),
+                                      "rss_before_mb": rss0 / 1024, "peak_mb": peak / 1024,
                                       "fwd_peak_mb": (peak - rss0) / 1024 if reset else None,
-                                      "other_load": cont.other}
+                                      "other_load": other}
         if args.profile and args.worker != "teacher":
-            out["profile"] = {str(b): profile_layers(model, b, args.seq_len, 2, max(5, args.repeats))
+            out["profile"] = {str(b): profile_layers(model, b, args.seq_len, 2, max(5, args.repeats), args)
                               for b in args.batches}
             out["profile_total_ms"] = {str(b): out["batches"][str(b)]["median_ms"] for b in args.batches}
     out["maxrss_mb"] = __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 1024
@@ -212,8 +250,11 @@ def print_profile(res: dict) -> None:
         for tot, s, cur, best in rows:
             m1, n1, m2, n2, r = s["shape"]
             cells = " ".join(f"{s['plans'][o]:7.3f}" + ("*" if o == s["order"] else " ") for o in ORDERS)
+            busy = " ~" if s.get("other_load", 0) > 0.1 else ""
             print(f"{f'{m1}x{n1} (x) {m2}x{n2}' + (f' r{r}' if r > 1 else ''):>26} {s['count']:3d} {cells} "
-                  f"{s['linear']:8.3f} {tot:7.2f} {best:>7}")
+                  f"{s['linear']:8.3f} {tot:7.2f} {best:>7}{busy}")
+        if any(s.get("other_load", 0) > 0.1 for s in prof["shapes"]):
+            print("(~ = other processes took > 10% of the CPUs while that row was timed, even after retries)")
         print(f"sum over Kronecker linears: current plans {kron_sum:.1f} ms, best plan per shape {best_sum:.1f} ms, "
               f"nn.Linear of the same shapes {lin_sum:.1f} ms; whole student forward {total:.1f} ms "
               f"(so ~{max(total - kron_sum, 0):.1f} ms outside the Kronecker linears)")
@@ -237,11 +278,16 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mask", action="store_true", help="also pass attention_mask=ones (as `kron eval speed` does)")
     p.add_argument("--profile", action="store_true", help="per-layer breakdown of each student (slower)")
     p.add_argument("--goals", default="error:3,2;speed:4,3",
                    help="speed-up goals per model at the batches, e.g. error:3,2;speed:4,3")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
+    p.add_argument("--wait-quiet", type=float, default=30.0,
                    help="before each timed block wait up to this many seconds for the machine to be idle")
+    p.add_argument("--retries", type=int, default=2,
+                   help="re-time a block (up to this many times) when other processes took > --max-other of "
+                        "the CPUs while it ran")
+    p.add_argument("--max-other", type=float, default=0.1)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.batches = [int(b) for b in str(args.batches).split(",")]
@@ -252,7 +298,8 @@ def main(argv=None) -> int:
 
     print(f"machine: {machine_line()}")
     print(f"command: python {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}")
-    print("memory: each model in a fresh subprocess; RSS = VmRSS with the model built; peak = VmHWM over the "
+    print("memory: each model in a fresh subprocess; RSS = VmRSS with the model built (after gc + malloc_trim: a "
+          "student's process built the dense teacher first); peak = VmHWM over the "
           "warm-up + timed forwards (reset via /proc/self/clear_refs); fwd = peak - RSS before the forwards")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if "teacher" not in models:
@@ -262,9 +309,12 @@ def main(argv=None) -> int:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", m, "--ratio", str(args.ratio),
                "--batches", ",".join(map(str, args.batches)), "--seq-len", str(args.seq_len),
                "--warmup", str(args.warmup), "--repeats", str(args.repeats), "--seed", str(args.seed),
-               "--wait-quiet", str(args.wait_quiet)]
+               "--wait-quiet", str(args.wait_quiet), "--retries", str(args.retries),
+               "--max-other", str(args.max_other)]
         if args.profile:
             cmd.append("--profile")
+        if args.mask:
+            cmd.append("--mask")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
@@ -306,6 +356,10 @@ def main(argv=None) -> int:
               + "  ".join(cells) + f"  {100 * load:5.0f}%")
     print("(speed-up = teacher median / model median, both measured in this run; '!' = below its goal; "
           "other-load = CPU share used by other processes during the timed forwards)")
+    print("fastest repeat (min ms) and speed-up from it: " + "; ".join(
+        f"{m} " + ", ".join(f"{b}x{args.seq_len} {r['batches'][str(b)]['min_ms']:.1f} ms "
+                            f"({teacher['batches'][str(b)]['min_ms'] / r['batches'][str(b)]['min_ms']:.2f}x)"
+                            for b in args.batches) for m, r in results.items()))
     goal_txt = "; ".join(f"{k}: " + "/".join(f"{g:g}x" for g in v) for k, v in goals.items())
     print(f"goals ({goal_txt} at batches {'/'.join(map(str, args.batches))}): "
           + ("all met" if not misses else "MISSED: " + "; ".join(misses)))

@@ -33,6 +33,7 @@ import torch
 
 import kroncli.factorize as kfactorize
 from kroncli.kron import search
+from kroncli.kron.nearest import rearrange, squared_singular_values
 
 
 # ---------------------------------------------------------------- machine / contention (self-contained)
@@ -72,6 +73,18 @@ def wait_quiet(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> 
             time.sleep(window)
         if c.other < threshold or time.perf_counter() - t0 >= max_wait:
             return c.other
+
+
+def quiet_run(fn, wait: float, retries: int, threshold: float = 0.1):
+    """fn() in a quiet moment: wait for an idle machine, run, and run again (up to `retries` times) if
+    other processes took more than `threshold` of the CPUs meanwhile. Returns (fn(), that share)."""
+    for attempt in range(retries + 1):
+        if wait:
+            wait_quiet(wait, threshold)
+        with Contention() as c:
+            out = fn()
+        if c.other <= threshold or attempt == retries:
+            return out, c.other
 
 
 def machine_line() -> str:
@@ -161,6 +174,104 @@ def svd_baseline(weight: torch.Tensor, cands: list[tuple[int, int, int]], dtype)
     return time.perf_counter() - t0, errors
 
 
+# ---------------------------------------------------------------- --profile: where kron's scoring time goes
+def _best_of(fn, n: int = 3):
+    best, out = math.inf, None
+    for _ in range(n):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _maxima(shapes: set) -> list:
+    """Shapes not dividing (elementwise) any other shape of the set."""
+    return [s for s in shapes if not any(o != s and o[0] % s[0] == 0 and o[1] % s[1] == 0 for o in shapes)]
+
+
+def lattice_scores(w: torch.Tensor, pairs: list[tuple[int, int]], rank: int) -> dict:
+    """PROTOTYPE for a proposal (kron does not use it): top-`rank` squared singular values of R(W) for every
+    (m1, n1) in `pairs`, from a few shared "fine" Gram matrices.
+
+    If m1 | M1 and n1 | N1, every block of the (m1, n1) partition is a union of blocks of the (M1, N1) one, so
+    the coarse Gram R R^T is a sum of entries of the fine Gram:
+        G[(i1, j1), (k1, l1)] = sum_{p<a, q<b} G'[(i1*a+p, j1*b+q), (k1*a+p, l1*b+q)],  a = M1/m1, b = N1/n1;
+    likewise for the B-side Gram R^T R of a (m2, n2) B-block inside a (M2, N2) one. One GEMM per maximal
+    candidate (under divisibility) replaces one GEMM + one rearrangement copy per candidate, and each
+    accumulation runs over fewer terms (fp32-accurate where a 2 x 1.2M Gram is not).
+    """
+    m, n = w.shape
+    a_side = {(m1, n1) for m1, n1 in pairs if m1 * n1 <= (m // m1) * (n // n1)}
+    b_side = {(m // m1, n // n1) for m1, n1 in pairs if m1 * n1 > (m // m1) * (n // n1)}
+    out = {}
+    for side, shapes in (("A", a_side), ("B", b_side)):
+        left = set(shapes)
+        for big in sorted(_maxima(shapes), key=lambda s: -s[0] * s[1]):
+            under = [s for s in left if big[0] % s[0] == 0 and big[1] % s[1] == 0]
+            if not under:
+                continue
+            left -= set(under)
+            if side == "A":
+                r = rearrange(w, big[0], big[1])
+                g = r @ r.t()
+            else:
+                r = rearrange(w, m // big[0], n // big[1])
+                g = r.t() @ r
+            for s0, s1 in under:
+                a, b = big[0] // s0, big[1] // s1
+                if side == "A":
+                    gc = torch.einsum("ipjqkplq->ijkl", g.view(s0, a, s1, b, s0, a, s1, b))
+                    key = (s0, s1)
+                else:
+                    gc = torch.einsum("piqjpkql->ijkl", g.view(a, s0, b, s1, a, s0, b, s1))
+                    key = (m // s0, n // s1)
+                eig = torch.linalg.eigvalsh(gc.reshape(s0 * s1, s0 * s1))
+                out[key] = eig[-min(rank, eig.shape[0]):].flip(0).clamp_min(0)
+    return out
+
+
+def profile_scoring(groups: dict, shape_cands: dict, max_rank: int) -> None:
+    """One matrix per shape: kron's per-candidate steps, and the shared-Gram prototype, both vs float64 SVD."""
+    print("\n== --profile: kron scoring of one matrix per shape, split by step (best of 3, seconds) ==")
+    print(f"{'shape':>16} {'cands':>5} {'rearrange':>9} {'Gram mm':>8} {'eigvalsh':>8} {'score':>7} | "
+          f"{'shared-Gram':>11} {'x':>5} {'GEMMs':>5} | {'max|err-SVD64|: kron':>21} {'shared':>8}")
+    for k, ts in groups.items():
+        t = ts[0]
+        w = t.weight.detach().float()
+        w_t = w.t().contiguous()
+        m, n = w.shape
+        pairs = sorted({(m1, n1) for m1, n1, _ in shape_cands[k]})
+        steps = defaultdict(float)
+        for m1, n1 in pairs:
+            if m // m1 > n // n1:
+                rr = lambda: rearrange(w_t, n1, m1).contiguous()  # noqa: E731 (as squared_singular_values)
+            else:
+                rr = lambda: rearrange(w, m1, n1).contiguous()  # noqa: E731
+            dt, r = _best_of(rr)
+            steps["rearrange"] += dt
+            dt, g = _best_of(lambda: r @ r.t() if r.shape[0] <= r.shape[1] else r.t() @ r)
+            steps["gram"] += dt
+            steps["eig"] += _best_of(lambda: torch.linalg.eigvalsh(g))[0]
+        kron_t, kron_s = _best_of(lambda: {p: squared_singular_values(w, p[0], p[1], max_rank, w_t) for p in pairs})
+        lat_t, lat_s = _best_of(lambda: lattice_scores(w, pairs, max_rank))
+        a_max = _maxima({p for p in pairs if p[0] * p[1] <= (m // p[0]) * (n // p[1])})
+        b_max = _maxima({(m // p[0], n // p[1]) for p in pairs if p[0] * p[1] > (m // p[0]) * (n // p[1])})
+        w64 = w.double().numpy()
+        energy = float((w64 ** 2).sum())
+        err = lambda s: math.sqrt(max(1 - float(s[0]) / energy, 0.0))  # noqa: E731
+        d_kron = d_lat = 0.0
+        for p in pairs:
+            exact = np.linalg.svd(np_rearrange(w64, *p), compute_uv=False)[0] ** 2
+            d_kron = max(d_kron, abs(err(kron_s[p]) - err([exact])))
+            d_lat = max(d_lat, abs(err(lat_s[p]) - err([exact])))
+        print(f"{k[0][:3] + ' ' + f'{m}x{n}':>16} {len(pairs):5d} {steps['rearrange']:9.3f} {steps['gram']:8.3f} "
+              f"{steps['eig']:8.3f} {kron_t:7.3f} | {lat_t:11.3f} {kron_t / lat_t:4.1f}x {len(a_max) + len(b_max):5d} | "
+              f"{d_kron:21.1e} {d_lat:8.1e}")
+    print("(score = squared_singular_values over all candidate shapes, as score_candidates calls it; "
+          "shared-Gram = the lattice_scores prototype in this file; x = score / shared-Gram; "
+          "GEMMs = fine Grams it computes instead of one per candidate)")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,8 +283,14 @@ def main(argv=None) -> int:
                    help="comma list of baseline SVD dtypes (float32, float64)")
     p.add_argument("--full-baseline", action="store_true", help="SVD-score every matrix instead of one per shape")
     p.add_argument("--skip-baseline", action="store_true")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
+    p.add_argument("--profile", action="store_true",
+                   help="split kron's scoring time by step and time the shared-Gram prototype (one matrix per shape)")
+    p.add_argument("--wait-quiet", type=float, default=30.0,
                    help="before each timed block wait up to this many seconds for the machine to be idle")
+    p.add_argument("--retries", type=int, default=2,
+                   help="re-time a block (up to this many times) when other processes took > --max-other of "
+                        "the CPUs while it ran")
+    p.add_argument("--max-other", type=float, default=0.1)
     p.add_argument("--goal-speedup", type=float, default=25.0)
     p.add_argument("--goal-seconds", type=float, default=15.0)
     args = p.parse_args(argv)
@@ -182,9 +299,8 @@ def main(argv=None) -> int:
     print(f"command: python {' '.join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}")
     runs = []
     for i in range(args.repeats):
-        if args.wait_quiet:
-            wait_quiet(args.wait_quiet)
-        t, cap = run_kron(args.config, args.ratio, args.seed)
+        (t, cap), _ = quiet_run(lambda: run_kron(args.config, args.ratio, args.seed), args.wait_quiet,
+                                args.retries, args.max_other)
         runs.append(t)
         print(f"kron run {i + 1}/{args.repeats}: score_candidates {t['score']:.2f} s, allocate "
               f"{t['allocate']:.2f} s, init {t['init']:.2f} s (load {t['load']:.2f} s, compression "
@@ -211,30 +327,30 @@ def main(argv=None) -> int:
     rows, totals, diffs = {}, {}, {}
     for dt in dtypes:
         np_dt = {"float32": np.float32, "float64": np.float64}[dt]
-        total, measured_all = 0.0, True
+        total, measured_all, worst_other = 0.0, True, 0.0
         worst: dict[str, tuple] = {}  # per kind: (diff, where)
-        with Contention() as cont:
-            for k, ts in groups.items():
-                timed = ts if args.full_baseline else ts[:1]
-                secs = []
-                for t in timed:
-                    if args.wait_quiet:
-                        wait_quiet(args.wait_quiet)
-                    s, errs = svd_baseline(t.weight, shape_cands[k], np_dt)
-                    secs.append(s)
-                    kron_err = {(c.m1, c.n1, c.rank): c.rel_error for c in cands[t.name] if c.rank > 0}
-                    for key, e in errs.items():
-                        d = abs(e - kron_err[key])
-                        if d >= worst.get(t.kind, (-1.0,))[0]:
-                            worst[t.kind] = (d, (t.name, key, e, kron_err[key]))
-                per_matrix = float(np.mean(secs))
-                est = per_matrix * len(ts) if not args.full_baseline else float(np.sum(secs))
-                measured_all &= len(timed) == len(ts)
-                total += est
-                rows[(dt, k)] = (per_matrix, len(timed), est)
-                print(f"baseline {dt} {k[0]} {k[1][0]}x{k[1][1]}: {len(shape_cands[k])} candidates, "
-                      f"{per_matrix:.2f} s/matrix (timed on {len(timed)} of {len(ts)}) -> {est:.1f} s", flush=True)
-        totals[dt] = (total, measured_all, cont.other)
+        for k, ts in groups.items():
+            timed = ts if args.full_baseline else ts[:1]
+            secs, shape_other = [], 0.0
+            for t in timed:
+                (s, errs), other = quiet_run(lambda: svd_baseline(t.weight, shape_cands[k], np_dt),
+                                             args.wait_quiet, args.retries, args.max_other)
+                secs.append(s)
+                worst_other, shape_other = max(worst_other, other), max(shape_other, other)
+                kron_err = {(c.m1, c.n1, c.rank): c.rel_error for c in cands[t.name] if c.rank > 0}
+                for key, e in errs.items():
+                    d = abs(e - kron_err[key])
+                    if d >= worst.get(t.kind, (-1.0,))[0]:
+                        worst[t.kind] = (d, (t.name, key, e, kron_err[key]))
+            per_matrix = float(np.mean(secs))
+            est = per_matrix * len(ts) if not args.full_baseline else float(np.sum(secs))
+            measured_all &= len(timed) == len(ts)
+            total += est
+            rows[(dt, k)] = (per_matrix, len(timed), est)
+            print(f"baseline {dt} {k[0]} {k[1][0]}x{k[1][1]}: {len(shape_cands[k])} candidates, "
+                  f"{per_matrix:.2f} s/matrix (timed on {len(timed)} of {len(ts)}) -> {est:.1f} s; other processes "
+                  f"used {100 * shape_other:.0f}% of the CPUs", flush=True)
+        totals[dt] = (total, measured_all, worst_other)
         diffs[dt] = worst
 
     per_t = cap["per_target"]
@@ -276,6 +392,8 @@ def main(argv=None) -> int:
             print(f"  max |rel_error(kron fp32 Gram) - rel_error(SVD {dt})|, {kind:9}: {d:.2e} "
                   f"(at {name} A={key[0]}x{key[1]} r{key[2]}: {ke:.6f} vs {e:.6f}; "
                   f"on the {'all' if args.full_baseline else 'timed'} matrices)")
+    if args.profile:
+        profile_scoring(groups, shape_cands, cap["max_rank"])
     other = max([r["other_load"] for r in runs] + [v[2] for v in totals.values()])
     if other > 0.1:
         print(f"WARNING: other processes used up to {100 * other:.0f}% of the CPUs during a timed block; "
