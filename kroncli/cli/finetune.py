@@ -98,6 +98,7 @@ def finetune_cmd(
 def _squad(version: int, **a) -> None:
     """`kron finetune --task squad|squad_v2`: the same loop and outputs, on the SQuAD stage functions."""
     from ..data.squad import task_name
+    from ..train import TrainConfig
     from ..stages.squad import SquadOptions, default_weights, finetune_squad_student, finetune_squad_teacher
 
     name = task_name(version)
