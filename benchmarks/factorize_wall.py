@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     base = kron_cmd()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
-    with Contention() as c:
+    with Contention():
         t0 = time.perf_counter()
         subprocess.run(base + ["--help"], capture_output=True, check=True, env=env)
         startup = time.perf_counter() - t0

@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
 
 import torch
 
@@ -142,7 +141,8 @@ def worker(args) -> dict:
     trimmed = _malloc_trim()  # hand the freed teacher weights (students are built from one) back to the OS
     params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     out = {"model": args.worker, "params": params, "param_mb": params * 4 / 2**20, **info,
-           "rss_model_mb": _status_kb("VmRSS") / 1024, "malloc_trim": trimmed, "batches": {}, "threads": torch.get_num_threads()}
+           "rss_model_mb": _status_kb("VmRSS") / 1024, "malloc_trim": trimmed, "batches": {},
+           "threads": torch.get_num_threads()}
     gen = torch.Generator().manual_seed(args.seed)
     with torch.inference_mode():
         for b in args.batches:

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -171,7 +171,8 @@ def lattice_scores(w: torch.Tensor, pairs: list[tuple[int, int]], rank: int) -> 
 def profile_scoring(groups: dict, shape_cands: dict, max_rank: int) -> None:
     """One matrix per shape: kron's per-candidate steps, and the shared-Gram prototype, both vs float64 SVD."""
     print("\n== --profile: kron scoring of one matrix per shape, split by step (best of 3, seconds) ==")
-    print(f"{'shape':>16} {'cands':>5} {'rearrange':>9} {'Gram mm':>8} {'eigvalsh':>8} {'score':>7} | "
+    print(f"{'shape':>16} {'cands':>5} {'rearrange':>9} {'Gram mm':>8} {'GFLOP/s':>7} {'eigvalsh':>8} "
+          f"{'score':>7} | "
           f"{'shared-Gram':>11} {'x':>5} {'GEMMs':>5} | {'max|err-SVD64|: kron':>21} {'shared':>8}")
     for k, ts in groups.items():
         t = ts[0]
@@ -180,6 +181,7 @@ def profile_scoring(groups: dict, shape_cands: dict, max_rank: int) -> None:
         m, n = w.shape
         pairs = sorted({(m1, n1) for m1, n1, _ in shape_cands[k]})
         steps = defaultdict(float)
+        macs = sum(min(m1 * n1, (m // m1) * (n // n1)) * m * n for m1, n1 in pairs)  # Gram multiply-adds
         for m1, n1 in pairs:
             if m // m1 > n // n1:
                 rr = lambda: rearrange(w_t, n1, m1).contiguous()  # noqa: E731 (as squared_singular_values)
@@ -203,9 +205,12 @@ def profile_scoring(groups: dict, shape_cands: dict, max_rank: int) -> None:
             d_kron = max(d_kron, abs(err(kron_s[p]) - err([exact])))
             d_lat = max(d_lat, abs(err(lat_s[p]) - err([exact])))
         print(f"{k[0][:3] + ' ' + f'{m}x{n}':>16} {len(pairs):5d} {steps['rearrange']:9.3f} {steps['gram']:8.3f} "
-              f"{steps['eig']:8.3f} {kron_t:7.3f} | {lat_t:11.3f} {kron_t / lat_t:4.1f}x {len(a_max) + len(b_max):5d} | "
+              f"{2 * macs / steps['gram'] / 1e9:7.0f} {steps['eig']:8.3f} {kron_t:7.3f} | {lat_t:11.3f} "
+              f"{kron_t / lat_t:4.1f}x {len(a_max) + len(b_max):5d} | "
               f"{d_kron:21.1e} {d_lat:8.1e}")
-    print("(score = squared_singular_values over all candidate shapes, as score_candidates calls it; "
+    print("(GFLOP/s = 2 x the Gram products' multiply-adds (sum over candidates of short side x m x n) / "
+          "'Gram mm'; "
+          "score = squared_singular_values over all candidate shapes, as score_candidates calls it; "
           "shared-Gram = the lattice_scores prototype in this file; x = score / shared-Gram; "
           "GEMMs = fine Grams it computes instead of one per candidate)")
 
@@ -298,7 +303,8 @@ def main(argv=None) -> int:
     for k, ts in groups.items():
         ks = float(np.mean([per_t["score"].get(t.name, float("nan")) for t in ts]))
         ki = float(np.mean([per_t["init"].get(t.name, float("nan")) for t in ts]))
-        line = f"{k[0][:3] + ' ' + f'{k[1][0]}x{k[1][1]}':>16} {len(ts):5d} {len(shape_cands[k]):5d} {ks:10.3f} {ki:9.3f}"
+        line = (f"{k[0][:3] + ' ' + f'{k[1][0]}x{k[1][1]}':>16} {len(ts):5d} {len(shape_cands[k]):5d} "
+                f"{ks:10.3f} {ki:9.3f}")
         for dt in dtypes:
             per, timed, _ = rows[(dt, k)]
             line += f" {per:8.3f} {timed:5d} {per / ks:7.1f}x"
@@ -329,7 +335,7 @@ def main(argv=None) -> int:
             name, key, e, ke = where
             print(f"  max |rel_error(kron fp32 Gram) - rel_error(SVD {dt})|, {kind:9}: {d:.2e} "
                   f"(at {name} A={key[0]}x{key[1]} r{key[2]}: {ke:.6f} vs {e:.6f}; "
-                  f"on the {'all' if args.full_baseline else 'timed'} matrices)")
+                  f"on {'all' if args.full_baseline else 'the timed'} matrices)")
     if args.profile:
         profile_scoring(groups, shape_cands, cap["max_rank"])
     other = max([r["other_load"] for r in runs] + [v[2] for v in totals.values()])
