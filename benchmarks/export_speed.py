@@ -70,15 +70,7 @@ def build(work: Path):
     return ws, teacher, student.eval(), tok, result.compression, factor_s
 
 
-def _busy_jiffies() -> int:
-    with open("/proc/stat") as f:
-        vals = [int(v) for v in f.readline().split()[1:]]
-    return vals[0] + vals[1] + vals[2] + vals[5] + vals[6] + (vals[7] if len(vals) > 7 else 0)
-
-
-def _own_jiffies() -> int:
-    t = os.times()
-    return int(round((t.user + t.system) * os.sysconf("SC_CLK_TCK")))
+from machine import Contention  # noqa: E402  (benchmarks/machine.py)
 
 
 def interleaved_ms(fns: dict, warmup: int, repeats: int, rounds: int = 5) -> tuple[dict, float]:
@@ -89,17 +81,14 @@ def interleaved_ms(fns: dict, warmup: int, repeats: int, rounds: int = 5) -> tup
             fn()
     times = {name: [] for name in fns}
     per_round = max(1, repeats // rounds)
-    t_wall, busy, own = time.perf_counter(), _busy_jiffies(), _own_jiffies()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-    wall = time.perf_counter() - t_wall
-    other = (_busy_jiffies() - busy) - (_own_jiffies() - own)
-    share = other / (wall * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1))
-    return {name: 1000 * statistics.median(t) for name, t in times.items()}, max(share, 0.0)
+    with Contention() as load:
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                for _ in range(per_round):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - t0)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}, load.other
 
 
 def startup_s(cmd: list[str], runs: int) -> float:
