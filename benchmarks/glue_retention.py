@@ -76,11 +76,13 @@ def main() -> None:
             timings.append({"task": task, "stage": stage, "seconds": m.get(stage, {}).get("seconds")})
         ev = pd.read_csv(ws / "metrics" / "eval.csv")
         ev = ev[ev.task == TASKS[task].name].sort_values("timestamp").groupby(["model", "metric"]).last()
+        scores = []
         for metric in TASKS[task].metrics:
             t, s = ev.loc[("teacher", metric), "value"], ev.loc[("student", metric), "value"]
             rows.append({"task": task, "metric": metric, "teacher": t, "student": s, "gap": t - s,
                          "retention": s / t if t else float("nan")})
-        print(f"{task} done in {time.perf_counter() - started:.0f}s", flush=True)
+            scores.append(f"{metric} teacher {t:.2f} student {s:.2f}")
+        print(f"{task} done in {time.perf_counter() - started:.0f}s: {'; '.join(scores)}", flush=True)
     df = pd.DataFrame(rows)
     print("\n" + df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     print("\nwall time per stage (s):\n" + pd.DataFrame(timings).to_string(index=False))

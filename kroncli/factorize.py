@@ -35,6 +35,8 @@ class FactorizeOptions:
     targets: str | None = None
     exclude: str | None = None
     max_layer_ratio: float | None = None
+    min_side: int = 1
+    min_embedding_dim: int = 1
     seed: int = 0
 
 
@@ -91,6 +93,10 @@ def _validate(opts: FactorizeOptions) -> None:
         raise KronError(f"unknown --objective {opts.objective!r}; choose error or speed")
     if opts.max_rank < 1:
         raise KronError("--max-rank must be at least 1")
+    if opts.min_side < 1:
+        raise KronError("--min-side must be at least 1 (1 allows every shape)")
+    if opts.min_embedding_dim < 1:
+        raise KronError("--min-embedding-dim must be at least 1 (1 allows every shape)")
     if not opts.preset and opts.ratio is None and opts.max_params is None:
         opts.ratio = 19.0
 
@@ -119,14 +125,16 @@ def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_p
         total, asked = opts.max_params, f"--max-params {opts.max_params}"
     ratio = teacher_params / total
     cap = opts.max_layer_ratio or max(search.DEFAULT_LAYER_RATIO_CAP, 4 * ratio)
-    smallest = sum(search.smallest_params(t) for t in targets)
+    smallest = sum(search.smallest_params(t, min_side=opts.min_side,
+                                                          min_embedding_dim=opts.min_embedding_dim) for t in targets)
     if total - keep < smallest:
         best = teacher_params / (keep + smallest)
         raise KronError(f"{asked} cannot be met: the largest ratio possible for this model and these targets "
                         f"is {best:.1f}x ({keep + smallest:,} parameters; {keep:,} of them are not factored)")
-    if total - keep < sum(search.smallest_params(t, cap) for t in targets):
+    if total - keep < sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim) for t in targets):
         cap = math.inf  # the budget needs shapes beyond the per-matrix cap: open them all
-    cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress)
+    cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress, min_side=opts.min_side,
+                                    min_embedding_dim=opts.min_embedding_dim)
     return search.allocate(cands, total - keep, opts.objective)
 
 
@@ -177,4 +185,5 @@ def write_workspace(ws: Workspace, result: FactorizeResult, model, tokenizer, ar
     ws.record_stage("factorize", {
         "command": command, "args": args, "student_params": result.student_params,
         "compression": result.compression, "rel_error_mean": result.rel_error_mean,
+        "seconds": round(sum(result.timings.values()), 3),
     }, reset=force, top={"teacher": {**result.source.describe(), "params": result.teacher_params}})

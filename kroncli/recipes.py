@@ -28,6 +28,9 @@ class FactorizeSection:
     max_rank: int = 1
     targets: Optional[str] = None
     exclude: Optional[str] = None
+    max_layer_ratio: Optional[float] = None
+    min_side: int = 1  # shortest side of a Linear factor (2+ rules out one-column factors)
+    min_embedding_dim: int = 1  # narrowest per-token embedding factor d/f
 
 
 @dataclass
@@ -55,7 +58,7 @@ class FinetuneSection:
     lr: float = 1e-4
     lr_per_task: dict[str, float] = field(default_factory=dict)  # student lr per task (paper Table 8)
     teacher_epochs: Optional[float] = None
-    weights: Optional[dict[str, float]] = None
+    weights: Optional[dict[str, float]] = None  # adjusts the task's default terms; 0 drops one
     temperature: float = 1.0
     limit: Optional[int] = None
     save_every: int = 500

@@ -74,7 +74,8 @@ def validate(recipe: Recipe, ws: Workspace) -> None:
         _validate(FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init,
                                    ratio=recipe.factorize.ratio, max_params=recipe.factorize.max_params,
                                    preset=recipe.factorize.preset, objective=recipe.factorize.objective,
-                                   max_rank=recipe.factorize.max_rank))
+                                   max_rank=recipe.factorize.max_rank, min_side=recipe.factorize.min_side,
+                                   min_embedding_dim=recipe.factorize.min_embedding_dim))
         if recipe.factorize.ratio or recipe.factorize.max_params:
             _check_ratio(recipe, source)
     if recipe.distill.corpus:
@@ -93,7 +94,9 @@ def _check_ratio(recipe: Recipe, source) -> None:
     teacher = count_params(model)
     targets = find_targets(model, recipe.factorize.targets, recipe.factorize.exclude)
     keep = teacher - sum(t.weight.numel() for t in targets)
-    smallest = keep + sum(search.smallest_params(t) for t in targets)
+    smallest = keep + sum(search.smallest_params(t, min_side=recipe.factorize.min_side,
+                                                         min_embedding_dim=recipe.factorize.min_embedding_dim)
+                           for t in targets)
     budget = recipe.factorize.max_params or teacher / recipe.factorize.ratio
     if budget < smallest:
         raise KronError(f"the recipe asks for {teacher / budget:.1f}x but the largest ratio possible for "
@@ -121,25 +124,27 @@ def _factorize(recipe, ws, stage, resume, progress, log, command):
     f = recipe.factorize
     opts = FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init, ratio=f.ratio,
                             max_params=f.max_params, preset=f.preset, objective=f.objective, max_rank=f.max_rank,
-                            targets=f.targets, exclude=f.exclude)
+                            targets=f.targets, exclude=f.exclude, max_layer_ratio=f.max_layer_ratio,
+                            min_side=f.min_side, min_embedding_dim=f.min_embedding_dim)
     result, model, tok = factorize(opts)
     write_workspace(ws, result, model, tok, vars(opts), command, force=False)
     return {"compression": result.compression, "student_params": result.student_params}
 
 
 def _distill(recipe, ws, stage, resume, progress, log, command):
-    from .stages.distill import DistillOptions, run_distill
+    from .stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
 
     d = recipe.distill
     cfg = TrainConfig(stage="distill", max_steps=d.max_steps, epochs=d.epochs if not d.max_steps else None,
                       batch_size=d.batch_size, lr=d.lr, save_every=d.save_every, seed=d.seed, resume=resume)
-    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=dict(d.weights)),
+    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights={**DEFAULT_WEIGHTS, **d.weights}),
                     cfg, progress, log)
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
 
 
 def _finetune(recipe, ws, stage, resume, progress, log, command):
-    from .stages.finetune import FinetuneOptions, finetune_student, finetune_teacher
+    from .data.glue import normalize_task
+    from .stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
 
     f = recipe.finetune
     teacher = stage.kind == "teacher"
@@ -148,7 +153,9 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
     cfg = TrainConfig(stage=stage.name, max_steps=f.max_steps, epochs=epochs if not f.max_steps else None,
                       batch_size=f.batch_size, lr=lr, save_every=f.save_every, seed=f.seed, resume=resume)
     opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
-                           teacher_only=teacher, weights=f.weights, temperature=f.temperature, limit=f.limit)
+                           teacher_only=teacher, temperature=f.temperature, limit=f.limit)
+    if f.weights:  # a recipe's weights adjust the task's defaults (0 drops a term), like --weight does
+        opts.weights = {**default_weights(normalize_task(stage.task)), **f.weights}
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}
 

@@ -38,6 +38,12 @@ def factorize_cmd(
     max_layer_ratio: Annotated[Optional[float], typer.Option(
         help="Skip candidate shapes compressing one matrix more than this (default max(64, 4*ratio)).")]
     = None,
+    min_side: Annotated[int, typer.Option(
+        help="Shortest side a Linear factor may have; 2+ rules out one-column/one-row factors, which win on "
+             "reconstruction error but distil worse.")] = 1,
+    min_embedding_dim: Annotated[int, typer.Option(
+        help="Narrowest per-token factor of an embedding (d/f): all token vectors share a subspace of this "
+             "dimension.")] = 1,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print the chosen shapes, write "
                                                       "nothing.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for --random-init.")] = 0,
@@ -57,7 +63,8 @@ def factorize_cmd(
         ws.prepare_new(force)  # fail before the slow part
     opts = FactorizeOptions(model=model, random_init=random_init, ratio=ratio, max_params=max_params,
                             preset=preset, objective=objective, max_rank=max_rank, targets=targets,
-                            exclude=exclude, max_layer_ratio=max_layer_ratio, seed=seed)
+                            exclude=exclude, max_layer_ratio=max_layer_ratio, min_side=min_side,
+                            min_embedding_dim=min_embedding_dim, seed=seed)
     progress = progress_factory(show_progress(json_out))
     if plan:
         result, _, _ = factorize(opts, plan_only=True, progress_factory=progress)

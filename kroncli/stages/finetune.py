@@ -129,6 +129,12 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     return summary
 
 
+def _factored(module) -> bool:
+    from ..kron.layers import KroneckerEmbedding, KroneckerLinear
+
+    return module is not None and any(isinstance(m, (KroneckerLinear, KroneckerEmbedding)) for m in module.modules())
+
+
 def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Module, list]:
     """General student + a task head initialised from the fine-tuned teacher's (pooler and classifier)."""
     from transformers import AutoModelForSequenceClassification
@@ -139,8 +145,10 @@ def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Mod
     model = AutoModelForSequenceClassification.from_config(_task_config(general.config, task))
     prefix = model.base_model_prefix
     t_base = teacher.base_model
-    if getattr(t_base, "pooler", None) is not None:
-        base.pooler = copy.deepcopy(t_base.pooler)  # MLM-pretrained students have no pooler
+    # MLM-pretrained students have no pooler: take the task teacher's. A dense one is replaced by the task
+    # teacher's (fine-tuned) pooler; a factored one (--targets with the pooler) stays, and learns in this stage.
+    if getattr(t_base, "pooler", None) is not None and not _factored(getattr(base, "pooler", None)):
+        base.pooler = copy.deepcopy(t_base.pooler)
     setattr(model, prefix, base)
     own = {k: v for k, v in teacher.state_dict().items() if not k.startswith(prefix + ".")}
     missing, unexpected = model.load_state_dict(own, strict=False)
