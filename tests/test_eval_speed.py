@@ -145,3 +145,108 @@ def test_task_models(ws, tmp_path):
     weights = task_ws / "tasks" / "mrpc" / "teacher" / "model.safetensors"
     assert out["models"]["teacher"]["size_bytes"] == weights.stat().st_size
     assert len(pd.read_csv(task_ws / "metrics" / "speed.csv")) == 2
+
+
+# ------------------------------------------------------------------------------------------ exported ONNX rows
+
+ONNX_LABELS = ("kronecker-onnx-fp32", "kronecker-onnx-int8", "dense-onnx-fp32")
+
+
+@pytest.fixture(scope="module")
+def exported(kron_task_ws, tmp_path_factory):
+    """A copy of the tiny MRPC workspace (Kronecker task student + dense teacher) and its ONNX exports: fp32,
+    int8 and --dense fp32, written by kron export."""
+    import shutil
+
+    pytest.importorskip("onnxruntime", reason='pip install "kroncli[export]"')
+    pytest.importorskip("onnx", reason='pip install "kroncli[export]"')
+    root = tmp_path_factory.mktemp("speed-onnx")
+    ws = root / "ws"
+    shutil.copytree(kron_task_ws, ws)
+    outs = {}
+    for label, args in zip(ONNX_LABELS, ([], ["--quantize", "int8", "--eval-limit", "0"], ["--dense"])):
+        outs[label] = root / label
+        res = run("export", "-w", ws, "--task", "mrpc", "--format", "onnx", "--out", outs[label], *args)
+        assert res.exit_code == 0, res.output
+    return ws, outs
+
+
+def test_onnx_exports_timed_beside_teacher_and_student(exported):
+    ws, outs = exported
+    folders = [a for label in ONNX_LABELS for a in ("--onnx", outs[label])]
+    res = speed(ws, "--model", "mrpc", "--batch", "1,2", *FAST, "--device", "cpu", "--threads", "1", *folders,
+                "--onnx", outs["kronecker-onnx-fp32"], "--json")  # a repeated folder is timed once
+    assert res.exit_code == 0, res.output
+    out = last_json(res)
+    rows = out["results"]
+    models = ("mrpc/teacher", "mrpc/student") + ONNX_LABELS
+    assert [(r["model"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in models]
+    for r in rows:
+        assert r["device"] == "cpu" and r["seq_len"] == 16 and r["threads"] == 1
+        assert r["latency_ms"] > 0 and r["throughput_seq_s"] > 0 and r["peak_mem_mb"] > 0
+        assert r["throughput_seq_s"] == pytest.approx(r["batch"] * 1e3 / r["latency_ms"])
+        teacher = next(t for t in rows if t["model"] == "mrpc/teacher" and t["batch"] == r["batch"])
+        assert r["speedup"] == pytest.approx(teacher["latency_ms"] / r["latency_ms"])
+    onnx_rows = [r for r in rows if r["role"] == "onnx"]
+    assert {r["model"]: r["export"] for r in onnx_rows} == {label: str(outs[label]) for label in ONNX_LABELS}
+    exports = {e["label"]: e for e in out["exports"]}
+    assert list(exports) == list(ONNX_LABELS)
+    for label, e in exports.items():
+        assert e["size_bytes"] == (outs[label] / "model.onnx").stat().st_size
+        assert e["task"] == "MRPC" and e["kronecker"] == label.startswith("kronecker")
+    assert exports["kronecker-onnx-int8"]["size_bytes"] < exports["kronecker-onnx-fp32"]["size_bytes"]
+    assert exports["kronecker-onnx-fp32"]["params"] < exports["dense-onnx-fp32"]["params"]
+    assert exports["kronecker-onnx-fp32"]["params"] <= out["models"]["student"]["params"] * 1.02 + 1000
+    assert "intra_op_num_threads 1" in out["method"]["onnx"] and "exports" in out["method"]["latency"]
+    assert out["warnings"] == []
+
+    df = pd.read_csv(ws / "metrics" / "speed.csv")
+    assert list(df.columns)[:13] == ["timestamp", "model", "device", "batch", "seq_len", "latency_ms",
+                                     "throughput_seq_s", "tokens_s", "speedup", "params", "size_mb",
+                                     "peak_mem_mb", "threads"]
+    assert len(df) == 10 and set(df.model) == set(models) and (df.latency_ms > 0).all()
+    onnx_csv = df[df.model == "kronecker-onnx-int8"]
+    assert list(onnx_csv.size_mb) == pytest.approx([exports["kronecker-onnx-int8"]["size_mb"]] * 2)
+
+    # kron report reads the file with the ONNX rows in it (its speed-up columns are the general student's:
+    # none here, the rows are mrpc/...)
+    from kroncli.report import workspace_rows
+
+    (ws / "manifest.json").write_text(json.dumps({"stages": {}}))
+    report = workspace_rows(ws)
+    assert report[0]["model"] == "student" and not any(k.startswith("speedup") for k in report[0])
+
+
+def test_onnx_rows_beside_the_general_student_warn(exported, tmp_path):
+    """An export of a task student next to the general models: timed, with a warning naming --model."""
+    ws, outs = exported
+    general = tmp_path / "general"
+    res = run("factorize", "--random-init", "tiny", "--ratio", "4", "-w", general)
+    assert res.exit_code == 0, res.output
+    res = speed(general, "--batch", "1", "--seq-len", "8", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+                "--onnx", outs["kronecker-onnx-int8"], "--json")
+    assert res.exit_code == 0, res.output
+    out = last_json(res)
+    assert [r["model"] for r in out["results"]] == ["teacher", "student", "kronecker-onnx-int8"]
+    assert len(out["warnings"]) == 1 and "--model mrpc" in out["warnings"][0]
+
+
+def test_bad_onnx_folders_are_one_line_errors(exported, tmp_path):
+    ws, outs = exported
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "kron_export.json").write_text(json.dumps({"export_format_version": 1, "format": "hf"}))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "kron_export.json").write_text((outs["kronecker-onnx-fp32"] / "kron_export.json").read_text())
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder, needle in ((empty, "is not an ONNX export"), (tmp_path / "missing", "no such folder"),
+                           (hf, "--format hf export, not ONNX"), (broken, "model.onnx")):
+        res = speed(ws, "--model", "mrpc", "--batch", "1", *FAST, "--device", "cpu",
+                    "--onnx", outs["kronecker-onnx-fp32"], "--onnx", folder)
+        assert res.exit_code == 2, res.output
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: --onnx"), res.output
+        assert str(folder) in lines[0] and needle in lines[0] and "kron export --format onnx" in lines[0]

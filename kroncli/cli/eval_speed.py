@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 from rich import box
@@ -27,17 +27,23 @@ def speed_cmd(
                                                         "default).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, or auto (CPU, plus the GPU when there is "
                                              "one).")] = "auto",
+    onnx: Annotated[Optional[List[str]], typer.Option(
+        "--onnx", metavar="DIR", help="A folder written by kron export --format onnx (fp32, --quantize int8, "
+                                      "--dense): timed in onnxruntime beside the PyTorch models, CPU rows. "
+                                      "Repeatable.", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Size, latency, throughput and peak memory of the student and its teacher, measured side by side.
 
     Example: kron eval speed --workspace runs/m19 --batch 1,8,32 --seq-len 128
 
+    With exports: kron eval speed -w runs/m19 --model mrpc --onnx deploy/m19 --onnx deploy/m19-int8
+
     Rows are appended to WORKSPACE/metrics/speed.csv.
     """
     from ..evaluation.speed import SpeedOptions, run_speed
     opts = SpeedOptions(batches=batch, seq_len=seq_len, model=model, repeats=repeats, warmup=warmup,
-                        threads=threads, device=device)
+                        threads=threads, device=device, onnx=tuple(onnx or ()))
     console = human_console(json_out)
 
     def log(message: str) -> None:
@@ -61,6 +67,8 @@ def print_report(result: dict, console) -> None:
         m = models[role]
         counted = "fp32 tensors (random init)" if m["size_counted"].startswith("fp32") else "weights on disk"
         sizes.add_row(m["label"], f"{m['params']:,}", f"{m['size_mb']:.1f}", counted)
+    for e in result.get("exports", []):
+        sizes.add_row(e["label"], f"{e['params']:,}", f"{e['size_mb']:.1f}", f".onnx file ({e['folder']})")
     console.print(sizes)
     console.print(f"compression: [bold]{comp['params']:.2f}x[/] fewer parameters, [bold]{comp['disk']:.2f}x[/] "
                   "smaller on disk", highlight=False)
@@ -69,7 +77,7 @@ def print_report(result: dict, console) -> None:
     table = Table(Column("device", no_wrap=True), Column("batch", **num), Column("model", no_wrap=True),
                   Column("latency ms", **num), Column("seq/s", **num), Column("tokens/s", **num),
                   Column("speed-up", **num), Column("peak MB", **num),
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,  # 80 columns
                   title=f"seq_len {result['seq_len']}, {result['threads']} CPU threads{gpu}, median of "
                         f"{result['repeats']} after {result['warmup']} warm-up")
     last = None
@@ -78,14 +86,16 @@ def print_report(result: dict, console) -> None:
         if last is not None and key != last:
             table.add_section()
         last = key
-        student = r["role"] == "student"
+        teacher = r["role"] == "teacher"
         table.add_row(r["device"], str(r["batch"]), r["model"], f"{r['latency_ms']:.2f}",
                       f"{r['throughput_seq_s']:,.1f}", f"{r['tokens_s']:,.0f}",
-                      f"[bold]{r['speedup']:.2f}x[/]" if student else f"{r['speedup']:.2f}x",
+                      f"{r['speedup']:.2f}x" if teacher else f"[bold]{r['speedup']:.2f}x[/]",
                       _num(r["peak_mem_mb"], ",.1f"))
     console.print(table)
     method = result["method"]
     console.print(f"latency: {method['latency']}", style="dim", highlight=False)
+    if method.get("onnx"):
+        console.print(f"onnx: {method['onnx']}", style="dim", highlight=False)
     for dev, text in method["memory"].items():
         console.print(f"peak memory ({dev}): {text}", style="dim", highlight=False)
     for w in result["warnings"]:

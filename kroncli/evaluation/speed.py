@@ -22,6 +22,14 @@ Method (also returned in the result, so every report carries it):
   - torch.cuda.memory_allocated() before it), after a warm-up forward of both models.
 - Sizes: student = bytes of its model.safetensors; teacher = bytes of the weight files it was loaded
   from, or the fp32 bytes of its tensors when it is a random init (nothing on disk). 1 MB = 2**20 bytes.
+- Exported ONNX folders (`--onnx DIR`, written by `kron export --format onnx [--quantize int8] [--dense]`):
+  extra CPU rows, labelled from the folder's kron_export.json (kronecker|dense)-onnx-(fp32|int8). Each runs
+  in an onnxruntime CPUExecutionProvider session with intra_op_num_threads = the torch thread count of the
+  PyTorch rows (inter_op 1; idle threads sleep instead of spinning, so they take no core from the model
+  that runs next), on the same token ids and attention mask (token_type_ids zeros, as the PyTorch
+  models default to), timed in the same interleaved loop as teacher and student; speed-up = teacher / row
+  latency. Size = bytes of the .onnx file (+ external data files); params = elements of the graph's
+  initializers. Peak memory: the same fresh-subprocess measurement, the session in place of the model.
 """
 
 from __future__ import annotations
@@ -54,8 +62,12 @@ CPU_MEMORY_METHOD_FALLBACK = ("fresh subprocess per model; peak = ru_maxrss afte
                               "library initialisation")
 GPU_MEMORY_METHOD = ("weight bytes + torch.cuda.max_memory_allocated() during one forward - "
                      "torch.cuda.memory_allocated() before it")
-LATENCY_METHOD = ("median of {repeats} forwards after {warmup} warm-up forwards, teacher and student interleaved "
+LATENCY_METHOD = ("median of {repeats} forwards after {warmup} warm-up forwards, {who} interleaved "
                   "(order flipped each repeat), torch.inference_mode, fp32, random token ids, full attention mask")
+ONNX_METHOD = ("onnxruntime {version} CPUExecutionProvider, intra_op_num_threads {threads} (the torch thread count), "
+               "inter_op_num_threads 1, intra-op spinning off, default graph optimisations; same token ids and "
+               "attention mask, token_type_ids zeros; CPU rows only")
+EXPORT_EXPECTED = "a folder written by kron export --format onnx (model.onnx + kron_export.json)"
 
 
 @dataclass
@@ -67,17 +79,19 @@ class SpeedOptions:
     warmup: int = 3
     threads: int | None = None
     device: str = "auto"
+    onnx: tuple[str, ...] = ()  # exported ONNX folders timed beside teacher and student (CPU)
 
 
 @dataclass
 class ModelRef:
-    """How to load one model: a Kronecker student folder, a random-init config, or a transformers folder."""
+    """How to load one model: a Kronecker student folder, a random-init config, a transformers folder, or an
+    exported ONNX graph."""
 
-    label: str  # "student", "teacher", "mrpc/student", ...
-    role: str  # "student" | "teacher"
-    kind: str  # "student" | "random" | "pretrained"
-    path: str | None
-    requested: str
+    label: str  # "student", "teacher", "mrpc/student", "kronecker-onnx-int8", ...
+    role: str  # "student" | "teacher" | "onnx"
+    kind: str  # "student" | "random" | "pretrained" | "onnx"
+    path: str | None  # for "onnx": the .onnx file
+    requested: str  # for "onnx": the export folder
 
 
 # ----------------------------------------------------------------------------------------------- input checks
@@ -184,16 +198,143 @@ def check_seq_len(seq_len: int, configs: dict) -> None:
                             f"pass --seq-len {limit} or less")
 
 
+def export_label(meta: dict) -> str:
+    """kronecker-onnx-fp32, kronecker-onnx-int8, dense-onnx-fp32, ... from an export's kron_export.json."""
+    kind = "kronecker" if meta.get("kronecker", True) else "dense"
+    return f"{kind}-onnx-{meta.get('quantize') or 'fp32'}"
+
+
+def resolve_exports(folders, taken=("teacher", "student")) -> list[tuple[ModelRef, dict]]:
+    """(ref, kron_export.json) per --onnx folder, in order, duplicates dropped; KronError naming the folder
+    when it is not an ONNX export. Labels come from the export's metadata (folder name appended on a clash)."""
+    from ..predict import EXPORT_JSON, ONNX_FILE, read_export
+
+    out: list[tuple[ModelRef, dict]] = []
+    seen, labels = set(), set(taken)
+    for text in folders:
+        folder = Path(text)
+        if not folder.is_dir():
+            raise KronError(f"--onnx {folder}: no such folder; expected {EXPORT_EXPECTED}")
+        if not (folder / EXPORT_JSON).is_file():
+            raise KronError(f"--onnx {folder} is not an ONNX export (no {EXPORT_JSON}); expected {EXPORT_EXPECTED}")
+        meta = read_export(folder)
+        if meta["format"] != "onnx":
+            raise KronError(f"--onnx {folder} is a --format {meta['format']} export, not ONNX; expected "
+                            f"{EXPORT_EXPECTED}")
+        model_file = folder / meta.get("model_file", ONNX_FILE)
+        if not model_file.is_file():
+            raise KronError(f"--onnx {folder} is not a complete ONNX export ({model_file.name} missing); expected "
+                            f"{EXPORT_EXPECTED}")
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        label = base = export_label(meta)
+        if label in labels:
+            label = base = f"{base}:{folder.name}"
+        n = 2
+        while label in labels:
+            label, n = f"{base}#{n}", n + 1
+        labels.add(label)
+        out.append((ModelRef(label, "onnx", "onnx", str(model_file), str(folder)), meta))
+    return out
+
+
+def onnx_weights(ref: ModelRef) -> tuple[int, int, list[str]]:
+    """(bytes of the .onnx file + its external data files, elements of its initializers, the files counted)."""
+    import onnx
+
+    path = Path(ref.path)
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # a truncated or foreign file: protobuf's DecodeError, onnx's own errors
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise KronError(f"--onnx {ref.requested}: cannot read {path.name} ({first}); expected "
+                        f"{EXPORT_EXPECTED}") from None
+    files, elements = {path}, 0
+    for init in graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= int(d)
+        elements += n
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            files |= {path.parent / e.value for e in init.external_data if e.key == "location"}
+    files = sorted(f for f in files if f.is_file())
+    return sum(f.stat().st_size for f in files), elements, [str(f) for f in files]
+
+
+def export_vocab_size(folder: str) -> int | None:
+    """The export's tokenizer vocabulary (an upper bound for the random token ids), when it is readable."""
+    path = Path(folder) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        from tokenizers import Tokenizer
+
+        return int(Tokenizer.from_file(str(path)).get_vocab_size())
+    except Exception:  # unreadable tokenizer: no bound from it (the run fails loudly if the ids do not fit)
+        return None
+
+
+class OnnxModel:
+    """An exported ONNX graph called like the PyTorch models: model(input_ids=..., attention_mask=...).
+
+    The torch tensors are handed over as numpy views (no copy); token_type_ids, when the graph takes it, are
+    zeros (what the PyTorch BERT models use when it is not given). The feed is built once per input."""
+
+    def __init__(self, path: str, folder: str, threads: int | None):
+        from ..export.onnx_export import require_onnx, session
+
+        require_onnx()
+        self.folder = folder
+        try:
+            self.session = session(path, threads, spinning=False)
+        except Exception as e:  # onnxruntime's Fail / InvalidGraph / ...: one line naming the folder
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise KronError(f"--onnx {folder}: onnxruntime cannot load {Path(path).name} ({first}); expected "
+                            f"{EXPORT_EXPECTED}") from None
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.outputs = [o.name for o in self.session.get_outputs()][:1]
+        unknown = [n for n in self.names if n not in ("input_ids", "attention_mask", "token_type_ids")]
+        if unknown or "input_ids" not in self.names:
+            raise KronError(f"--onnx {folder}: the graph takes {', '.join(self.names)}; kron eval speed feeds "
+                            f"input_ids, attention_mask and token_type_ids (expected {EXPORT_EXPECTED})")
+        self._source: tuple = ()
+        self._feed: dict = {}
+
+    def feed(self, inputs: dict) -> dict:
+        import numpy as np
+
+        source = tuple(inputs.values())
+        if len(source) != len(self._source) or any(a is not b for a, b in zip(source, self._source)):
+            arrays = {k: np.ascontiguousarray(v.cpu().numpy(), dtype=np.int64) for k, v in inputs.items()}
+            arrays.setdefault("token_type_ids", np.zeros_like(arrays["input_ids"]))
+            self._source, self._feed = source, {n: arrays[n] for n in self.names}
+        return self._feed
+
+    def __call__(self, **inputs):
+        feed = self.feed(inputs)
+        try:
+            return self.session.run(self.outputs, feed)
+        except Exception as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            shape = "x".join(str(d) for d in feed["input_ids"].shape)
+            raise KronError(f"--onnx {self.folder}: onnxruntime failed on a {shape} input ({first}); check that "
+                            "the export is of this workspace's model and --seq-len fits it") from None
+
+
 # ------------------------------------------------------------------------------------------ loading and sizes
 
 
 def load_ref(ref: ModelRef):
-    """The model in eval mode, fp32, without its tokenizer (so memory is the model's alone)."""
+    """The model in eval mode, fp32, without its tokenizer (so memory is the model's alone); for an ONNX
+    export an OnnxModel whose session uses torch's current thread count."""
     import torch
 
     from ..sources import _quiet_transformers, model_class
     from ..student import load_student
 
+    if ref.kind == "onnx":
+        return OnnxModel(ref.path, ref.requested, torch.get_num_threads())
     _quiet_transformers()
     if ref.kind == "student":
         model = load_student(ref.path)
@@ -420,17 +561,37 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
     if opts.threads is not None and opts.threads < 1:
         raise KronError(f"--threads {opts.threads} must be at least 1")
     devices = resolve_devices(opts.device)
+    exports = resolve_exports(opts.onnx or ())
+    if exports:
+        from ..export.onnx_export import require_onnx
+
+        require_onnx()
+        if "cpu" not in devices:
+            raise KronError("--onnx runs on the CPU (onnxruntime's CPUExecutionProvider); pass --device cpu or "
+                            "auto")
     student_ref, teacher_ref = resolve_models(ws, opts.model)
     configs = {"student": model_config(student_ref), "teacher": model_config(teacher_ref)}
     check_seq_len(opts.seq_len, configs)
-    vocab_size = min(int(c.vocab_size) for c in configs.values())
+    vocab_sizes = [int(c.vocab_size) for c in configs.values()]
+    vocab_sizes += [v for v in (export_vocab_size(ref.requested) for ref, _ in exports) if v]
+    vocab_size = min(vocab_sizes)
+
+    warnings: list[str] = []
+    general = opts.model.strip().lower() == "general"
+    for ref, meta in exports:
+        task = str(meta.get("task", "?"))
+        if general or task.lower() != Path(student_ref.path).parent.name:
+            warnings.append(f"{ref.requested} is an export of the {task} student, the PyTorch rows are "
+                            f"{student_ref.label} and {teacher_ref.label}; pass --model {task.lower()} to time "
+                            "the same model in PyTorch")
 
     old_threads = torch.get_num_threads()
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
     threads = torch.get_num_threads()
     try:
-        log(f"loading {teacher_ref.label} ({teacher_ref.requested}) and {student_ref.label}")
+        log(f"loading {teacher_ref.label} ({teacher_ref.requested}) and {student_ref.label}"
+            + "".join(f", {ref.label} ({ref.requested})" for ref, _ in exports))
         refs = {"teacher": teacher_ref, "student": student_ref}
         models = {role: load_ref(ref) for role, ref in refs.items()}
         info = {}
@@ -440,6 +601,16 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                           "size_bytes": size, "size_mb": size / MB, "size_counted": counted}
         compression = {"params": info["teacher"]["params"] / info["student"]["params"],
                        "disk": info["teacher"]["size_bytes"] / info["student"]["size_bytes"]}
+        onnx_info: dict[str, dict] = {}
+        onnx_models = {}
+        for ref, meta in exports:  # keyed by label (unique), timed on the CPU only
+            size, elements, files = onnx_weights(ref)
+            onnx_models[ref.label] = load_ref(ref)
+            onnx_info[ref.label] = {"label": ref.label, "folder": ref.requested, "task": meta.get("task"),
+                                    "kronecker": bool(meta.get("kronecker", True)),
+                                    "quantize": meta.get("quantize"), "params": elements, "size_bytes": size,
+                                    "size_mb": size / MB, "size_counted": ", ".join(files),
+                                    "source": meta.get("source")}
 
         rows: list[dict] = []
         stamp = now()
@@ -450,6 +621,7 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                 sync = torch.cuda.synchronize if cuda else (lambda: None)
                 for m in models.values():
                     m.to(device)
+                timed = dict(models) if cuda else {**models, **onnx_models}
                 for b in batches:
                     inputs = make_inputs(b, opts.seq_len, vocab_size, device)
                     gpu_mem = {}
@@ -459,21 +631,23 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                                 for m in models.values():
                                     m(**inputs)  # cuBLAS workspaces etc. are allocated once, before measuring
                             gpu_mem = {role: gpu_peak_memory(m, inputs) for role, m in models.items()}
-                        times = time_interleaved(models, inputs, opts.repeats, opts.warmup, sync)
+                        times = time_interleaved(timed, inputs, opts.repeats, opts.warmup, sync)
                     except torch.OutOfMemoryError:
                         raise KronError(f"out of {device} memory at --batch {b} --seq-len {opts.seq_len}; pass "
                                         "smaller batch sizes") from None
-                    med = {role: statistics.median(t) for role, t in times.items()}
-                    for role in ("teacher", "student"):
-                        lat = med[role]
+                    med = {key: statistics.median(t) for key, t in times.items()}
+                    for key in timed:
+                        lat = med[key]
+                        about = info.get(key) or onnx_info[key]
                         rows.append({
-                            "timestamp": stamp, "model": info[role]["label"], "device": device, "batch": b,
+                            "timestamp": stamp, "model": about["label"], "device": device, "batch": b,
                             "seq_len": opts.seq_len, "latency_ms": lat * 1e3, "throughput_seq_s": b / lat,
                             "tokens_s": b * opts.seq_len / lat, "speedup": med["teacher"] / lat,
-                            "params": info[role]["params"], "size_mb": info[role]["size_mb"],
-                            "peak_mem_mb": gpu_mem.get(role), "threads": threads,
-                            "role": role, "latency_ms_min": min(times[role]) * 1e3,
-                            "latency_ms_max": max(times[role]) * 1e3,
+                            "params": about["params"], "size_mb": about["size_mb"],
+                            "peak_mem_mb": gpu_mem.get(key), "threads": threads,
+                            "role": key if key in info else "onnx", "latency_ms_min": min(times[key]) * 1e3,
+                            "latency_ms_max": max(times[key]) * 1e3,
+                            **({"export": onnx_info[key]["folder"]} if key in onnx_info else {}),
                         })
                     advance(1)
                     del inputs
@@ -481,24 +655,25 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                     for m in models.values():
                         m.to("cpu")
                     torch.cuda.empty_cache()
-        del models
+        del models, onnx_models, timed
         gc.collect()
 
-        warnings: list[str] = []
         memory_method = {}
         if "cpu" in devices:
             log("measuring CPU peak memory (one fresh process per model)")
-            procs = {role: start_cpu_memory_worker(ref, batches, opts.seq_len, vocab_size, threads)
-                     for role, ref in refs.items()}
-            for role, proc in procs.items():
+            everyone = {**refs, **{ref.label: ref for ref, _ in exports}}
+            procs = {key: start_cpu_memory_worker(ref, batches, opts.seq_len, vocab_size, threads)
+                     for key, ref in everyone.items()}
+            for key, proc in procs.items():
                 res, error = finish_cpu_memory_worker(proc)
                 if res is None:
-                    warnings.append(f"CPU peak memory of the {role} not measured ({error})")
+                    warnings.append(f"CPU peak memory of {'the ' + key if key in refs else key} not measured "
+                                    f"({error})")
                     continue
                 memory_method["cpu"] = res["method"]
-                info[role]["cpu_weights_rss_mb"] = res["weights_mb"]
-                for row in rows:
-                    if row["role"] == role and row["device"] == "cpu":
+                (info.get(key) or onnx_info[key])["cpu_weights_rss_mb"] = res["weights_mb"]
+                for row in rows:  # key: the role of teacher and student rows, the label of ONNX rows
+                    if row["device"] == "cpu" and key in (row["role"], row["model"]):
                         row["peak_mem_mb"] = res["peak_mb"][str(row["batch"])]
         if "cuda" in devices:
             memory_method["cuda"] = GPU_MEMORY_METHOD
@@ -508,14 +683,22 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
     ws.metrics_dir.mkdir(parents=True, exist_ok=True)
     csv_path = ws.metrics_dir / CSV_NAME
     append_rows(csv_path, [{k: r[k] for k in CSV_COLUMNS} for r in rows])
+    method = {"latency": LATENCY_METHOD.format(repeats=opts.repeats, warmup=opts.warmup,
+                                               who="teacher, student and exports" if exports else
+                                               "teacher and student"),
+              "memory": memory_method, "size": "student: model.safetensors bytes; teacher: its weight files, or "
+                                                "fp32 tensor bytes for a random init"
+                                                + ("; exports: .onnx file bytes" if exports else "")}
+    if exports:
+        import onnxruntime
+
+        method["onnx"] = ONNX_METHOD.format(version=onnxruntime.__version__, threads=threads)
     return {
         "workspace": str(ws.root), "model": opts.model, "devices": devices, "batches": batches,
         "seq_len": opts.seq_len, "repeats": opts.repeats, "warmup": opts.warmup, "threads": threads,
         "gpu": torch.cuda.get_device_name(0) if "cuda" in devices else None,
-        "torch": torch.__version__, "models": info, "compression": compression,
-        "method": {"latency": LATENCY_METHOD.format(repeats=opts.repeats, warmup=opts.warmup),
-                   "memory": memory_method, "size": "student: model.safetensors bytes; teacher: its weight "
-                                                     "files, or fp32 tensor bytes for a random init"},
+        "torch": torch.__version__, "models": info, "exports": list(onnx_info.values()),
+        "compression": compression, "method": method,
         "warnings": warnings, "csv": str(csv_path), "results": rows,
     }
 

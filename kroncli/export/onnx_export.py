@@ -86,14 +86,17 @@ def export_onnx(model, tokenizer, path: Path, is_pair: bool = True, max_seq_len:
     return names
 
 
-def session(path: Path | str, threads: int | None = None):
-    """An onnxruntime CPU session (intra-op threads: `threads`, else onnxruntime's default)."""
+def session(path: Path | str, threads: int | None = None, spinning: bool = True):
+    """An onnxruntime CPU session (intra-op threads: `threads`, else onnxruntime's default). `spinning=False`:
+    idle intra-op threads sleep instead of busy-waiting (for timing it between other models)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
