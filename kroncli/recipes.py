@@ -61,6 +61,9 @@ class FinetuneSection:
     weights: Optional[dict[str, float]] = None  # adjusts the task's default terms; 0 drops one
     temperature: float = 1.0
     limit: Optional[int] = None
+    augment: int = 0  # student: teacher-neighbour word-swap copies per training example
+    augment_p: float = 0.4
+    augment_k: int = 15
     save_every: int = 500
     seed: int = 0
 

@@ -153,7 +153,8 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
     cfg = TrainConfig(stage=stage.name, max_steps=f.max_steps, epochs=epochs if not f.max_steps else None,
                       batch_size=f.batch_size, lr=lr, save_every=f.save_every, seed=f.seed, resume=resume)
     opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
-                           teacher_only=teacher, temperature=f.temperature, limit=f.limit)
+                           teacher_only=teacher, temperature=f.temperature, limit=f.limit,
+                           augment=0 if teacher else f.augment, augment_p=f.augment_p, augment_k=f.augment_k)
     if f.weights:  # a recipe's weights adjust the task's defaults (0 drops a term), like --weight does
         opts.weights = {**default_weights(normalize_task(stage.task)), **f.weights}
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)

@@ -46,6 +46,7 @@ class TrainConfig:
     mixed_precision: str = "no"
     seed: int = 0
     resume: bool = False
+    restart: bool = False  # drop this stage's checkpoints (and its metrics rows) and start again
 
 
 class NonFiniteLoss(KronError):
@@ -170,8 +171,16 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         if main:
             truncate_rows(metrics_csv, step)
             log(f"resumed {cfg.stage} from {ckpt} (step {step}/{total})")
-    elif existing and not cfg.resume:
-        raise KronError(f"{stage_dir} already has checkpoints; pass --resume to continue or --force to restart")
+    elif existing and not cfg.restart:
+        raise KronError(f"{stage_dir} already has checkpoints; pass --resume to continue or --restart to start "
+                        "this stage again")
+    elif existing:
+        if main:
+            for _, ckpt in existing:
+                shutil.rmtree(ckpt, ignore_errors=True)
+            truncate_rows(metrics_csv, 0)
+            log(f"--restart: removed {len(existing)} checkpoint(s) of {cfg.stage}")
+        accelerator.wait_for_everyone()
 
     def save(at: int) -> Path:
         final = stage_dir / f"{STEP_PREFIX}{at}"

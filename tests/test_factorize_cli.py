@@ -98,6 +98,8 @@ def test_existing_workspace_needs_force(tiny_bert_dir, tmp_path):
     (["--targets", "(("], "not a valid regular expression"),
     (["--targets", "nothing.*"], "Linear/Embedding modules found"),
     (["--random-init", "gpt9"], "unknown --random-init"),
+    (["--min-side", "0"], "--min-side"),
+    (["--min-embedding-dim", "0"], "--min-embedding-dim"),
 ])
 def test_bad_inputs_give_one_line_errors(tiny_bert_dir, tmp_path, args, needle):
     res = run("factorize", tiny_bert_dir, "-w", tmp_path / "ws", *args)
@@ -139,6 +141,28 @@ def test_exclude_keeps_layers_dense(tiny_bert_dir, tmp_path):
     csv = pd.read_csv(ws / "metrics" / "factorize.csv")
     assert set(csv.name) == {n for n in csv.name if ".layer.0." in n}
     assert not any(isinstance(m, KroneckerEmbedding) for m in kroncli.load_student(ws).modules())
+
+
+def test_shape_rules_and_extra_targets(tiny_bert_dir, tmp_path):
+    """--min-side/--min-embedding-dim hold for every chosen shape; --targets can add the position table and
+    the pooler, which then reload as Kronecker modules."""
+    ws = tmp_path / "ws"
+    targets = r".*embeddings\.(word|position)_embeddings|.*attention\.self\.(query|key|value)|" \
+              r".*attention\.output\.dense|.*intermediate\.dense|.*layer\.\d+\.output\.dense|.*pooler\.dense"
+    res = run("factorize", tiny_bert_dir, "--ratio", 3, "-w", ws, "--min-side", 2, "--min-embedding-dim", 4,
+              "--targets", targets, "--json")
+    assert res.exit_code == 0, res.output
+    csv = pd.read_csv(ws / "metrics" / "factorize.csv")
+    lin = csv[(csv.kind == "linear") & (csv["rank"] > 0)]
+    assert len(lin) and (lin[["m1", "n1", "m2", "n2"]].min(axis=1) >= 2).all()
+    emb = csv[(csv.kind == "embedding") & (csv["rank"] > 0)]
+    assert (emb.n1 >= 4).all()
+    assert any(n.endswith("position_embeddings") for n in csv.name) and any("pooler" in n for n in csv.name)
+    student = kroncli.load_student(ws)
+    assert json.loads(res.stdout.strip().splitlines()[-1])["compression"] >= 3
+    mods = dict(student.named_modules())
+    assert any(n.endswith("pooler.dense") and isinstance(m, KroneckerLinear) for n, m in mods.items()) or \
+        not (csv.name.str.contains("pooler") & (csv["rank"] > 0)).any()
 
 
 @pytest.mark.integration

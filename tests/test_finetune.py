@@ -1,6 +1,7 @@
 """kron finetune: teacher fine-tuning and stage-2 distillation on a slice of the real MRPC files."""
 
 import json
+import math
 
 import pandas as pd
 import pytest
@@ -67,6 +68,28 @@ def test_teacher_then_student_end_to_end(ws):
         assert student(**batch).logits.shape == (1, 2)
     manifest = json.loads((ws / "manifest.json").read_text())
     assert manifest["stages"]["finetune-mrpc"]["done"] and manifest["stages"]["teacher-mrpc"]["done"]
+
+
+def test_augmented_student_trains_on_teacher_labelled_copies(ws):
+    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
+        assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
+    res = finetune(ws, "--max-steps", "3", "--augment", "2", "--limit", "40", "--restart")
+    assert res.exit_code == 0, res.output
+    again = finetune(ws, "--max-steps", "3", "--augment", "2", "--limit", "40")  # checkpoints exist now
+    assert again.exit_code == 2 and "--resume" in again.output and "--restart" in again.output
+    info = json.loads((ws / "manifest.json").read_text())["stages"]["finetune-mrpc"]
+    assert info["augment"] == 2 and info["train_examples"] == 40 * 3
+    df = pd.read_csv(ws / "metrics" / "finetune-mrpc.csv")
+    assert df.supervised.dropna().map(math.isfinite).all()
+    assert df.step.max() == 3  # --restart dropped the earlier run's rows
+
+
+@pytest.mark.parametrize("args, needle", [(("--augment", "-1"), "--augment"),
+                                          (("--augment", "2", "--augment-p", "1.5"), "--augment-p"),
+                                          (("--augment", "2", "--teacher-only"), "--teacher-only")])
+def test_bad_augment_options(ws, args, needle):
+    res = finetune(ws, "--max-steps", "1", *args)
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
 
 
 def test_unknown_task(ws):

@@ -30,6 +30,23 @@ def test_embedding_candidates_keep_m2_equal_one():
     assert {r for _, _, r in shapes} == {1, 2}
 
 
+def test_min_side_drops_one_row_and_one_column_factors():
+    t = _target(12, 8)
+    shapes = {(a, b) for a, b, _ in search.candidate_shapes(t, max_rank=1, min_side=2)}
+    expected = {(a, b) for a in (2, 3, 4, 6) for b in (2, 4) if a * b + (12 // a) * (8 // b) < 96}
+    assert shapes == expected
+    assert search.smallest_params(t, min_side=2) == min(a * b + (12 // a) * (8 // b) for a, b in expected)
+    assert search.smallest_params(t, min_side=2) >= search.smallest_params(t)
+
+
+def test_min_embedding_dim_keeps_the_per_token_factor_wide():
+    t = Target("emb", "embedding", "embedding", torch.randn(50, 12))
+    shapes = search.candidate_shapes(t, max_rank=1, min_embedding_dim=4)
+    assert {(a, b) for a, b, _ in shapes} == {(50, 6), (50, 4)}  # d/f >= 4: f in (2, 3)
+    scored = search.score_candidates([t], ratio_cap=math.inf, min_embedding_dim=4)[t.name]
+    assert {c.n1 for c in scored if c.rank} == {6, 4}
+
+
 def test_scored_errors_match_exact_fit():
     t = _target(16, 24, seed=3)
     cands = search.score_candidates([t], max_rank=2, ratio_cap=math.inf)[t.name]

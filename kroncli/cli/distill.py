@@ -39,6 +39,7 @@ def distill_cmd(
     keep: o.Keep = 2,
     log_every: o.LogEvery = 10,
     resume: o.Resume = False,
+    restart: o.Restart = False,
     mixed_precision: o.MixedPrecision = "no",
     grad_accum: o.GradAccum = 1,
     seed: o.Seed = 0,
@@ -63,7 +64,7 @@ def distill_cmd(
     ws = Workspace(workspace)
     cfg = TrainConfig(stage="distill", max_steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr,
                       save_every=save_every, keep=keep, log_every=log_every, mixed_precision=mixed_precision,
-                      grad_accum=grad_accum, seed=seed, resume=resume)
+                      grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
     opts = DistillOptions(corpus=corpus, max_seq_len=max_seq_len, weights=parse_weights(weight, DEFAULT_WEIGHTS),
                           attention=attention, teacher=teacher, layer_map=layer_map)
     log = main_process_log

@@ -43,6 +43,7 @@ def finetune_cmd(
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate on dev every N steps (and at the "
                                                            "end).")] = None,
     resume: o.Resume = False,
+    restart: o.Restart = False,
     mixed_precision: o.MixedPrecision = "no",
     grad_accum: o.GradAccum = 1,
     seed: o.Seed = 0,
@@ -50,6 +51,11 @@ def finetune_cmd(
     temperature: Annotated[float, typer.Option(help="Logit distillation temperature.")] = 1.0,
     layer_map: Annotated[Optional[str], typer.Option(help="Shallower student: 'uniform' or '1,3,5'.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N training examples.")] = None,
+    augment: Annotated[int, typer.Option(help="Student: unlabelled copies of each training example with words "
+                                              "swapped for the teacher's embedding neighbours (TinyBERT-style "
+                                              "augmentation; the teacher labels them).")] = 0,
+    augment_p: Annotated[float, typer.Option(help="Probability of swapping each eligible word.")] = 0.4,
+    augment_k: Annotated[int, typer.Option(help="Nearest neighbours a swap is drawn from.")] = 15,
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 2: fine-tune the teacher on a task (--teacher-only), then distil it into the student.
@@ -76,10 +82,17 @@ def finetune_cmd(
     cfg = TrainConfig(stage=stage, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
                       lr=lr if lr is not None else (2e-5 if teacher_only else 1e-4), save_every=save_every,
                       keep=keep, log_every=log_every, eval_every=eval_every, mixed_precision=mixed_precision,
-                      grad_accum=grad_accum, seed=seed, resume=resume)
+                      grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
     opts = FinetuneOptions(task=task, data_dir=data_dir, max_seq_len=max_seq_len, teacher_only=teacher_only,
                            weights=parse_weights(weight, default_weights(spec)) if weight else None,
-                           temperature=temperature, layer_map=layer_map, limit=limit)
+                           temperature=temperature, layer_map=layer_map, limit=limit, augment=augment,
+                           augment_p=augment_p, augment_k=augment_k)
+    if augment and not 0.0 < augment_p <= 1.0:
+        raise KronError(f"--augment-p {augment_p} is not a probability in (0, 1], e.g. --augment-p 0.4")
+    if augment < 0:
+        raise KronError(f"--augment {augment} is negative; pass 0 (off) or the number of copies, e.g. --augment 4")
+    if teacher_only and augment:
+        raise KronError("--augment is for the student (the teacher labels the copies); drop it with --teacher-only")
     ws = Workspace(workspace)
     run = finetune_teacher if teacher_only else finetune_student
     with _maybe_lock(ws):
@@ -100,6 +113,8 @@ def _squad(version: int, **a) -> None:
     from ..data.squad import task_name
     from ..train import TrainConfig
     from ..stages.squad import SquadOptions, default_weights, finetune_squad_student, finetune_squad_teacher
+    if a["augment"]:
+        raise KronError("--augment is for GLUE tasks; SQuAD spans do not survive word swaps, drop --augment")
 
     name = task_name(version)
     teacher_only = a["teacher_only"]
@@ -109,7 +124,7 @@ def _squad(version: int, **a) -> None:
                       lr=a["lr"] if a["lr"] is not None else (3e-5 if teacher_only else 1e-4),
                       save_every=a["save_every"], keep=a["keep"], log_every=a["log_every"],
                       eval_every=a["eval_every"], mixed_precision=a["mixed_precision"], grad_accum=a["grad_accum"],
-                      seed=a["seed"], resume=a["resume"])
+                      seed=a["seed"], resume=a["resume"], restart=a["restart"])
     opts = SquadOptions(task=name, version=version, data_dir=a["data_dir"], train_file=a["train_file"],
                         dev_file=a["dev_file"], max_seq_len=a["max_seq_len"] or 384, doc_stride=a["doc_stride"],
                         teacher_only=teacher_only, temperature=a["temperature"], layer_map=a["layer_map"],

@@ -14,6 +14,8 @@ SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (and at t
 Keep = Annotated[int, typer.Option(help="Checkpoints to keep.")]
 LogEvery = Annotated[int, typer.Option(help="Metrics row every N steps.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of this stage.")]
+Restart = Annotated[bool, typer.Option("--restart", help="Delete this stage's checkpoints and metrics rows and "
+                                                         "start it again.")]
 MixedPrecision = Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU).")]
 GradAccum = Annotated[int, typer.Option(help="Gradient accumulation steps.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]

@@ -31,8 +31,9 @@ def encode(task: Task, frame: pd.DataFrame, tokenizer, max_seq_len: int) -> Enco
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
     features = [{k: enc[k][i] for k in keys} for i in range(len(a))]
     labels = None
-    if frame["label"].notna().all():
-        labels = frame["label"].astype(float if task.is_regression else int).tolist()
+    if frame["label"].notna().any():  # unlabelled rows (augmented copies) keep NaN / -100: no gold label
+        col = frame["label"] if task.is_regression else frame["label"].fillna(-100)
+        labels = col.astype(float if task.is_regression else int).tolist()
     return EncodedSplit(features, labels)
 
 

@@ -149,11 +149,21 @@ def logit_mse(s: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def supervised(logits: Tensor, labels: Tensor) -> Tensor:
-    """The task loss on gold labels: cross-entropy (ignore_index -100), or MSE when there is one output."""
+    """The task loss on gold labels: cross-entropy, or MSE when there is one output.
+
+    Rows without a gold label (-100 for classes, NaN for a regression target: augmented copies) are skipped;
+    a batch with none gives a zero that keeps the graph.
+    """
     if logits.shape[-1] == 1:
-        return F.mse_loss(_up(logits).reshape(-1), labels.reshape(-1).to(device=logits.device, dtype=_up(logits).dtype))
-    return F.cross_entropy(_up(logits).reshape(-1, logits.shape[-1]), labels.reshape(-1).long().to(logits.device),
-                           ignore_index=-100)
+        target = labels.reshape(-1).to(device=logits.device, dtype=_up(logits).dtype)
+        keep = ~torch.isnan(target)
+        if not bool(keep.any()):
+            return logits.sum() * 0.0
+        return F.mse_loss(_up(logits).reshape(-1)[keep], target[keep])
+    target = labels.reshape(-1).long().to(logits.device)
+    if not bool((target != -100).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(_up(logits).reshape(-1, logits.shape[-1]), target, ignore_index=-100)
 
 
 def mlm(logits: Tensor, labels: Tensor) -> Tensor:

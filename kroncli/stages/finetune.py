@@ -44,6 +44,9 @@ class FinetuneOptions:
     layer_map: str | None = None
     eval_batch_size: int = 64
     limit: int | None = None  # first N training examples (quick runs, tests)
+    augment: int = 0  # student stage: unlabelled variants per training example (teacher-neighbour word swaps)
+    augment_p: float = 0.4  # probability of swapping each eligible word
+    augment_k: int = 15  # nearest neighbours to draw a swap from
     extra: dict = field(default_factory=dict)
 
 
@@ -62,10 +65,12 @@ def _task_config(config, task: Task):
     return cfg
 
 
-def _data(task: Task, tokenizer, opts: FinetuneOptions):
+def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None):
     train_df = load_split(task, "train", opts.data_dir)
     if opts.limit:
         train_df = train_df.iloc[: opts.limit]
+    if augmenter is not None and opts.augment:
+        train_df = augmenter.expand(train_df, task.is_regression, opts.augment)
     train_set = encode(task, train_df, tokenizer, opts.max_seq_len)
     evals = {s: encode(task, load_split(task, s, opts.data_dir), tokenizer, opts.max_seq_len)
              for s in task.eval_splits}
@@ -177,7 +182,15 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     student, choices = build_task_student(ws, task, teacher)
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(opts.layer_map))
     tokenizer = _load_tokenizer(ws.student_dir)
-    train_set, evals = _data(task, tokenizer, opts)
+    augmenter = None
+    if opts.augment:
+        from ..data.augment import Augmenter
+
+        try:
+            augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed)
+        except ValueError as e:
+            raise KronError(str(e)) from None
+    train_set, evals = _data(task, tokenizer, opts, augmenter)
     weights = opts.weights or default_weights(task)
     try:
         loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(opts.layer_map))
@@ -200,16 +213,19 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                 t_out = t_capture(**inputs)
         return loss(s_captures[id(model)](**inputs), t_out, batch)
 
-    log(f"{task.name}: {len(train_set):,} training examples; distilling the student")
+    log(f"{task.name}: {len(train_set):,} training examples"
+        + (f" ({opts.augment} augmented copies of each)" if opts.augment else "") + "; distilling the student")
     before = _eval_fn(task, evals, tokenizer, opts.eval_batch_size)(student)
     summary = train(cfg, student, train_set, Collate(tokenizer, task.is_regression), step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
-                    {**shapes_fingerprint(ws.student_dir), "task": task.name},
+                    {**shapes_fingerprint(ws.student_dir), "task": task.name,
+                     **({"augment": [opts.augment, opts.augment_p, opts.augment_k]} if opts.augment else {})},
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size), progress=progress, log=log)
     if summary["is_main"]:
         save_student(summary["model"], choices, task_dir(ws, task) / "student", tokenizer,
                      extra={"task": task.name})
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
-                                    "eval_before": before, "weights": weights, "seconds": summary["seconds"]})
+                                    "eval_before": before, "weights": weights, "seconds": summary["seconds"],
+                                    "train_examples": len(train_set), "augment": opts.augment})
     summary["eval_before"] = before
     return summary
