@@ -120,6 +120,18 @@ class _StopFlag:
         return False
 
 
+def tolerant(log: Callable[[str], None]) -> Callable[[str], None]:
+    """A log that survives a closed stream: when the parent that read stderr is gone (a killed pipeline, a
+    closed terminal) a log line must not end the run before its next checkpoint."""
+    def write(msg: str) -> None:
+        try:
+            log(msg)
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    return write
+
+
 def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, step_fn: Callable,
           stage_dir: Path, metrics_csv: Path, fingerprint: dict, eval_fn: Callable | None = None,
           progress: bool = False, log: Callable[[str], None] = print) -> dict:
@@ -131,6 +143,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
     from transformers import get_scheduler
+
+    log = tolerant(log)
 
     # cpu=True is what makes accelerate treat torchrun's processes as one gloo job when there is no GPU
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,

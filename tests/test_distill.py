@@ -231,3 +231,19 @@ def test_torchrun_two_processes_match_one(teacher_dir, corpus, tmp_path):
     assert len(a) == len(b) == 4
     for x, y in zip(a.total, b.total):
         assert y == pytest.approx(x, rel=1e-3)
+
+
+def test_training_log_survives_a_closed_stream():
+    """kron run whose stderr reader died must keep training to its checkpoint, not die on a log line."""
+    from kroncli.train import tolerant
+
+    seen = []
+
+    def broken(msg):
+        seen.append(msg)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    log = tolerant(broken)
+    log("step 10")
+    log("step 20")
+    assert seen == ["step 10", "step 20"]
