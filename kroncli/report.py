@@ -78,6 +78,17 @@ def workspace_rows(path: Path) -> list[dict]:
                         glue_scores[model][key] = score
             if model == "teacher" and len(latest):
                 have_teacher = True
+    # tasks trained but never run through `kron eval glue`: the dev score stage 2 logged at its end
+    for name, info in manifest.get("stages", {}).items():
+        model = "teacher" if name.startswith("teacher-") else "student" if name.startswith("finetune-") else None
+        task, ev = info.get("task"), info.get("eval") or {}
+        if model is None or not task or not info.get("done") or str(task).lower().startswith("squad"):
+            continue
+        score = ev.get(_primary(task))
+        if score is not None and task not in glue_scores[model]:
+            (student if model == "student" else teacher)[task] = score
+            glue_scores[model][task] = score
+            have_teacher = have_teacher or model == "teacher"
     for model, row in (("student", student), ("teacher", teacher)):
         if glue_scores[model]:
             row["glue_avg"] = sum(glue_scores[model].values()) / len(glue_scores[model])

@@ -192,3 +192,20 @@ def test_second_process_is_refused_by_the_lock(tmp_path):
     assert not (ws.root / ".lock").exists()
     with ws.lock():  # taken again after release
         pass
+
+
+def test_report_falls_back_to_the_scores_stage_2_logged(tmp_path):
+    """A task trained but never run through `kron eval glue` still shows its end-of-training dev score."""
+    from kroncli.report import build_table
+    from kroncli.workspace import Workspace
+
+    ws = Workspace(tmp_path / "w")
+    ws.root.mkdir()
+    ws.record_stage("factorize", {"student_params": 1000, "compression": 20.0}, top={"teacher": {"params": 20000}})
+    ws.record_stage("teacher-mrpc", {"task": "MRPC", "eval": {"accuracy": 80.0, "f1": 86.0, "combined": 83.0}})
+    ws.record_stage("finetune-mrpc", {"task": "MRPC", "eval": {"accuracy": 70.0, "f1": 78.0, "combined": 74.0}})
+    ws.record_stage("finetune-cola", {"task": "CoLA", "eval": {"mcc": 12.5}})
+    df = build_table([str(ws.root)]).set_index("model")
+    assert df.loc["student", "MRPC"] == 74.0 and df.loc["teacher", "MRPC"] == 83.0
+    assert df.loc["student", "CoLA"] == 12.5 and pd.isna(df.loc["teacher", "CoLA"])
+    assert df.loc["student", "retention"] == pytest.approx(74.0 / 83.0)
