@@ -105,3 +105,14 @@ def kron_task_ws(tmp_path_factory, minilm_tok) -> Path:
     root = tmp_path_factory.mktemp("kron-task") / "ws"
     make_student(root / "tasks" / "mrpc" / "student", minilm_tok, root / "tasks" / "mrpc" / "teacher")
     return root
+
+
+def one_line_error(res, *needles) -> str:
+    """A CLI result that failed with exit 2 and exactly one `error:` line containing every needle."""
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

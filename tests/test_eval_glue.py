@@ -23,7 +23,7 @@ from kroncli.data.glue import load_split
 from kroncli.evaluation.glue_eval import EVAL_COLUMNS
 from kroncli.metrics import compute_metrics
 
-from conftest import glue_dir, tiny_config
+from conftest import glue_dir, one_line_error, tiny_config
 
 runner = CliRunner()
 T = "\t"
@@ -141,16 +141,6 @@ def run(*args, env=None):
 def ok_json(res) -> dict:
     assert res.exit_code == 0, res.output
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def one_line_error(res, *needles) -> str:
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def load(ws, task: str, which: str):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from kroncli.cli import app
 
-from conftest import PAIRS
+from conftest import PAIRS, one_line_error
 
 pytest.importorskip("onnxruntime", reason='pip install "kroncli[export]"')
 pytest.importorskip("onnx", reason='pip install "kroncli[export]"')
@@ -223,16 +223,6 @@ def test_hf_dense_checkpoint(ws, tmp_path, student, tok):
 
 
 # ------------------------------------------------------------------------------------------------ bad inputs
-
-def one_line_error(res, *needles) -> str:
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
 
 def test_bad_inputs_are_one_line_errors(ws, onnx_dir, tmp_path):
     out, _ = onnx_dir
