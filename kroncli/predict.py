@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import KronError
+from .errors import KronError, first_line
 
 EXPORT_JSON = "kron_export.json"
 ONNX_FILE = "model.onnx"
@@ -129,7 +129,7 @@ class HfRunner:
             self.model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
         except (OSError, ValueError) as e:
-            first = (str(e).splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise KronError(f"cannot load the export in {folder} ({first}); re-run kron export") from None
 
     def logits(self, inputs: list[tuple]):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import KronError
+from ..errors import KronError, first_line
 
 HUB_DATASET = "nyu-mll/glue"
 ENV_DIR = "KRON_GLUE_DIR"
@@ -320,7 +320,7 @@ def _load_hub(task: Task, split: str, expected: str) -> pd.DataFrame:
     try:
         dataset = datasets.load_dataset(HUB_DATASET, task.hub_config, split=hub_split)
     except Exception as e:  # network, cache or hub errors: one line, and where to put local files instead
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise KronError(f"could not load {HUB_DATASET} {task.hub_config} {hub_split} from the hub ({first}); "
                         f"{DATA_DIR_HINT}") from None
     return _from_datasets(task, split, dataset, f"{HUB_DATASET} {task.hub_config} {hub_split}")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import KronError
+from ..errors import KronError, first_line
 
 ENV_DIR = "KRON_SQUAD_DIR"
 HUB = {1: "rajpurkar/squad", 2: "rajpurkar/squad_v2"}
@@ -180,7 +180,7 @@ def _from_hub(version: int, split: str, expected: str) -> list[SquadExample]:
     try:
         ds = datasets.load_dataset(name, split=hub_split)
     except Exception as e:  # network, cache or hub errors: one line and the local alternative
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise KronError(f"could not load {name} {hub_split} from the hub ({first}); {DATA_DIR_HINT}") from None
     out = []
     for row in ds:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..data.encode import EncodedSplit, encode
 from ..data.glue import TASKS, VARIANTS, Task, load_split, normalize_task
-from ..errors import KronError
+from ..errors import KronError, first_line
 from ..metrics import compute_metrics
 from ..workspace import Workspace, now
 from .predictions import unwritable, write_submission
@@ -145,7 +145,7 @@ def load_task_model(ws: Workspace, task: Task, which: str, max_seq_len: int | No
             model = AutoModelForSequenceClassification.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise KronError(f"cannot load the {which} in {path} ({first}); re-run {finetune_hint(ws, task, which)}") \
             from None
     if getattr(model.config, "num_labels", None) != model_task(task).num_labels:

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.glue import Task, load_split, normalize_task
-from ..errors import KronError
+from ..errors import KronError, first_line
 from ..metrics import compute_metrics
 from ..workspace import Workspace
 from .glue_eval import (Evaluation, append_eval_rows, check_labels, check_options, load_task_model, model_task,
@@ -160,7 +160,7 @@ def read_source(data: str, split: str) -> tuple[pd.DataFrame, str]:
     try:
         dataset = datasets.load_dataset(name, config or None, split=split)
     except Exception as e:  # network, cache or hub errors: one line
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise KronError(f"could not load {data} ({split}) from the hub ({first}); pass a local file") from None
     return _from_dataset(dataset, f"{data}/{split}"), f"{data}/{split}"
 

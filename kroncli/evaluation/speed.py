@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import KronError
+from ..errors import KronError, first_line
 from ..workspace import Workspace, now
 
 MB = 2 ** 20
@@ -247,7 +247,7 @@ def onnx_weights(ref: ModelRef) -> tuple[int, int, list[str]]:
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as e:  # a truncated or foreign file: protobuf's DecodeError, onnx's own errors
-        first = (str(e).splitlines() or [type(e).__name__])[0]
+        first = first_line(e)
         raise KronError(f"--onnx {ref.requested}: cannot read {path.name} ({first}); expected "
                         f"{EXPORT_EXPECTED}") from None
     files, elements = {path}, 0
@@ -289,7 +289,7 @@ class OnnxModel:
         try:
             self.session = session(path, threads, spinning=False)
         except Exception as e:  # onnxruntime's Fail / InvalidGraph / ...: one line naming the folder
-            first = (str(e).splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             raise KronError(f"--onnx {folder}: onnxruntime cannot load {Path(path).name} ({first}); expected "
                             f"{EXPORT_EXPECTED}") from None
         self.names = [i.name for i in self.session.get_inputs()]
@@ -316,7 +316,7 @@ class OnnxModel:
         try:
             return self.session.run(self.outputs, feed)
         except Exception as e:
-            first = (str(e).splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             shape = "x".join(str(d) for d in feed["input_ids"].shape)
             raise KronError(f"--onnx {self.folder}: onnxruntime failed on a {shape} input ({first}); check that "
                             "the export is of this workspace's model and --seq-len fits it") from None
