@@ -115,23 +115,29 @@ def _preset_plan(targets: list[Target], opts: FactorizeOptions) -> list[Choice]:
     return out
 
 
+def smallest_student(targets: list[Target], teacher_params: int, opts: FactorizeOptions,
+                     cap: float = math.inf) -> int:
+    """Fewest parameters a student can have under `opts`' shape rules (and a per-matrix ratio cap): the
+    parameters left dense plus each target's smallest candidate. Counts only; no SVD."""
+    keep = teacher_params - sum(t.weight.numel() for t in targets)
+    return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim) for t in targets)
+
+
 def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_params: int,
                  progress=None) -> list[Choice]:
-    dense_targets = sum(t.weight.numel() for t in targets)
-    keep = teacher_params - dense_targets
+    keep = teacher_params - sum(t.weight.numel() for t in targets)
     if opts.ratio is not None:
         total, asked = int(teacher_params / opts.ratio), f"--ratio {opts.ratio:g}"
     else:
         total, asked = opts.max_params, f"--max-params {opts.max_params}"
     ratio = teacher_params / total
     cap = opts.max_layer_ratio or max(search.DEFAULT_LAYER_RATIO_CAP, 4 * ratio)
-    smallest = sum(search.smallest_params(t, min_side=opts.min_side,
-                                                          min_embedding_dim=opts.min_embedding_dim) for t in targets)
-    if total - keep < smallest:
-        best = teacher_params / (keep + smallest)
+    smallest = smallest_student(targets, teacher_params, opts)
+    if total < smallest:
         raise KronError(f"{asked} cannot be met: the largest ratio possible for this model and these targets "
-                        f"is {best:.1f}x ({keep + smallest:,} parameters; {keep:,} of them are not factored)")
-    if total - keep < sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim) for t in targets):
+                        f"is {teacher_params / smallest:.1f}x ({smallest:,} parameters; {keep:,} of them are not "
+                        "factored)")
+    if total < smallest_student(targets, teacher_params, opts, cap):
         cap = math.inf  # the budget needs shapes beyond the per-matrix cap: open them all
     cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress, min_side=opts.min_side,
                                     min_embedding_dim=opts.min_embedding_dim)

@@ -8,7 +8,6 @@ since the last checkpoint. Everything the recipe names is checked before the fir
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from . import sources
@@ -66,37 +65,45 @@ def validate(recipe: Recipe, ws: Workspace) -> None:
     """Fail before any stage: the teacher, the data and the ratio."""
     from .data.corpus import corpus_files
     from .data.glue import load_split, normalize_task
-    from .factorize import FactorizeOptions, _validate
+    from .factorize import _validate
+    from .stages.finetune import FinetuneOptions, check_augment
 
     factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
     if not factorized:
         source = sources.resolve(recipe.teacher, recipe.random_init)
-        _validate(FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init,
-                                   ratio=recipe.factorize.ratio, max_params=recipe.factorize.max_params,
-                                   preset=recipe.factorize.preset, objective=recipe.factorize.objective,
-                                   max_rank=recipe.factorize.max_rank, min_side=recipe.factorize.min_side,
-                                   min_embedding_dim=recipe.factorize.min_embedding_dim))
+        opts = _factorize_options(recipe)
+        _validate(opts)
         if recipe.factorize.ratio or recipe.factorize.max_params:
-            _check_ratio(recipe, source)
+            _check_ratio(recipe, opts, source)
     if recipe.distill.corpus:
         corpus_files(recipe.distill.corpus)
+    if recipe.finetune.tasks:
+        f = recipe.finetune
+        check_augment(FinetuneOptions(task="", augment=f.augment, augment_p=f.augment_p, augment_k=f.augment_k))
     for t in recipe.finetune.tasks:
         task = normalize_task(t)
         load_split(task, task.eval_splits[0], recipe.data_dir)  # raises with what to pass if missing
 
 
-def _check_ratio(recipe: Recipe, source) -> None:
+def _factorize_options(recipe: Recipe):
+    """The recipe's factorize section as `kron factorize` options."""
+    from .factorize import FactorizeOptions
+
+    f = recipe.factorize
+    return FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init, ratio=f.ratio,
+                            max_params=f.max_params, preset=f.preset, objective=f.objective, max_rank=f.max_rank,
+                            targets=f.targets, exclude=f.exclude, max_layer_ratio=f.max_layer_ratio,
+                            min_side=f.min_side, min_embedding_dim=f.min_embedding_dim)
+
+
+def _check_ratio(recipe: Recipe, opts, source) -> None:
     """The largest ratio possible needs only parameter counts: no SVD, a second or two."""
-    from .kron import search
+    from .factorize import smallest_student
     from .surgery import count_params, find_targets
 
     model, _ = sources.load_model(source)
     teacher = count_params(model)
-    targets = find_targets(model, recipe.factorize.targets, recipe.factorize.exclude)
-    keep = teacher - sum(t.weight.numel() for t in targets)
-    smallest = keep + sum(search.smallest_params(t, min_side=recipe.factorize.min_side,
-                                                         min_embedding_dim=recipe.factorize.min_embedding_dim)
-                           for t in targets)
+    smallest = smallest_student(find_targets(model, opts.targets, opts.exclude), teacher, opts)
     budget = recipe.factorize.max_params or teacher / recipe.factorize.ratio
     if budget < smallest:
         raise KronError(f"the recipe asks for {teacher / budget:.1f}x but the largest ratio possible for "
@@ -119,13 +126,9 @@ def execute(recipe: Recipe, ws: Workspace, chosen: list[Stage], progress: bool, 
 
 
 def _factorize(recipe, ws, stage, resume, progress, log, command):
-    from .factorize import FactorizeOptions, factorize, write_workspace
+    from .factorize import factorize, write_workspace
 
-    f = recipe.factorize
-    opts = FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init, ratio=f.ratio,
-                            max_params=f.max_params, preset=f.preset, objective=f.objective, max_rank=f.max_rank,
-                            targets=f.targets, exclude=f.exclude, max_layer_ratio=f.max_layer_ratio,
-                            min_side=f.min_side, min_embedding_dim=f.min_embedding_dim)
+    opts = _factorize_options(recipe)
     result, model, tok = factorize(opts)
     write_workspace(ws, result, model, tok, vars(opts), command, force=False)
     return {"compression": result.compression, "student_params": result.student_params}
@@ -137,7 +140,8 @@ def _distill(recipe, ws, stage, resume, progress, log, command):
     d = recipe.distill
     cfg = TrainConfig(stage="distill", max_steps=d.max_steps, epochs=d.epochs if not d.max_steps else None,
                       batch_size=d.batch_size, lr=d.lr, save_every=d.save_every, seed=d.seed, resume=resume)
-    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights={**DEFAULT_WEIGHTS, **d.weights}),
+    weights = {**DEFAULT_WEIGHTS, **d.weights}  # a recipe's weights adjust the defaults, like --weight does
+    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=weights),
                     cfg, progress, log)
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
 

@@ -79,6 +79,10 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws2")])
     assert res.exit_code == 2 and "MRPC" in res.output
     assert not (tmp_path / "ws2" / "manifest.json").exists()
+    rec = write_recipe(tmp_path / "r3.yaml", random_init="tiny", finetune={"tasks": ["mrpc"], "augment": -1})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws3")])
+    assert res.exit_code == 2 and "--augment -1" in res.output
+    assert not (tmp_path / "ws3" / "manifest.json").exists()
 
 
 @pytest.fixture(scope="module")

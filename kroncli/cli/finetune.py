@@ -87,10 +87,6 @@ def finetune_cmd(
                            weights=parse_weights(weight, default_weights(spec)) if weight else None,
                            temperature=temperature, layer_map=layer_map, limit=limit, augment=augment,
                            augment_p=augment_p, augment_k=augment_k)
-    if augment and not 0.0 < augment_p <= 1.0:
-        raise KronError(f"--augment-p {augment_p} is not a probability in (0, 1], e.g. --augment-p 0.4")
-    if augment < 0:
-        raise KronError(f"--augment {augment} is negative; pass 0 (off) or the number of copies, e.g. --augment 4")
     if teacher_only and augment:
         raise KronError("--augment is for the student (the teacher labels the copies); drop it with --teacher-only")
     ws = Workspace(workspace)

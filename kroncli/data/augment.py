@@ -9,7 +9,7 @@ original does not carry over (a swap can flip it), so augmented rows get no labe
 `supervised` term sees the originals only.
 
     aug = Augmenter.from_model(teacher, tokenizer, k=15, p=0.4, seed=0)
-    frame = aug.expand(train_df, task, copies=4)   # originals first, then 4 variants of each
+    frame = aug.expand(train_df, regression=False, copies=4)   # originals first, then 4 variants of each
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None):
     train_df = load_split(task, "train", opts.data_dir)
     if opts.limit:
         train_df = train_df.iloc[: opts.limit]
-    if augmenter is not None and opts.augment:
+    if augmenter is not None:
         train_df = augmenter.expand(train_df, task.is_regression, opts.augment)
     train_set = encode(task, train_df, tokenizer, opts.max_seq_len)
     evals = {s: encode(task, load_split(task, s, opts.data_dir), tokenizer, opts.max_seq_len)
@@ -168,9 +168,22 @@ def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Mod
     return model, choices
 
 
+def check_augment(opts: FinetuneOptions) -> None:
+    """Augmentation settings, checked before anything loads (for `kron finetune` and `kron run` alike)."""
+    if opts.augment < 0:
+        raise KronError(f"--augment {opts.augment} is negative; pass 0 (off) or the number of copies, e.g. "
+                        "--augment 4")
+    if opts.augment and not 0.0 < opts.augment_p <= 1.0:
+        raise KronError(f"--augment-p {opts.augment_p} is not a probability in (0, 1], e.g. --augment-p 0.4")
+    if opts.augment and opts.augment_k < 1:
+        raise KronError(f"--augment-k {opts.augment_k} must be at least 1, e.g. --augment-k 15")
+
+
 def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     """Distil the fine-tuned teacher into the student on the task (intermediate + logits + labels)."""
     from transformers import AutoModelForSequenceClassification
+
+    check_augment(opts)
 
     task = normalize_task(opts.task)
     require_student(ws)
@@ -186,10 +199,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     if opts.augment:
         from ..data.augment import Augmenter
 
-        try:
-            augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed)
-        except ValueError as e:
-            raise KronError(str(e)) from None
+        augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed)
     train_set, evals = _data(task, tokenizer, opts, augmenter)
     weights = opts.weights or default_weights(task)
     try:
