@@ -37,6 +37,7 @@ class FactorizeOptions:
     max_layer_ratio: float | None = None
     min_side: int = 1
     min_embedding_dim: int = 1
+    embedding_rank: int = 0
     seed: int = 0
 
 
@@ -97,6 +98,11 @@ def _validate(opts: FactorizeOptions) -> None:
         raise KronError("--min-side must be at least 1 (1 allows every shape)")
     if opts.min_embedding_dim < 1:
         raise KronError("--min-embedding-dim must be at least 1 (1 allows every shape)")
+    if opts.embedding_rank < 0:
+        raise KronError("--embedding-rank must be 0 (the paper's a_i (x) b table) or a number of terms >= 1")
+    if opts.embedding_rank and opts.preset:
+        raise KronError("--embedding-rank applies to the shape search; a --preset fixes the paper's embedding "
+                        "shape: drop one of the two")
     if not opts.preset and opts.ratio is None and opts.max_params is None:
         opts.ratio = 19.0
 
@@ -120,7 +126,8 @@ def smallest_student(targets: list[Target], teacher_params: int, opts: Factorize
     """Fewest parameters a student can have under `opts`' shape rules (and a per-matrix ratio cap): the
     parameters left dense plus each target's smallest candidate. Counts only; no SVD."""
     keep = teacher_params - sum(t.weight.numel() for t in targets)
-    return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim) for t in targets)
+    return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim,
+                                                                opts.embedding_rank) for t in targets)
 
 
 def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_params: int,
@@ -140,7 +147,8 @@ def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_p
     if total < smallest_student(targets, teacher_params, opts, cap):
         cap = math.inf  # the budget needs shapes beyond the per-matrix cap: open them all
     cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress, min_side=opts.min_side,
-                                    min_embedding_dim=opts.min_embedding_dim)
+                                    min_embedding_dim=opts.min_embedding_dim,
+                                    embedding_rank=opts.embedding_rank)
     return search.allocate(cands, total - keep, opts.objective)
 
 

@@ -31,6 +31,7 @@ class FactorizeSection:
     max_layer_ratio: Optional[float] = None
     min_side: int = 1  # shortest side of a Linear factor (2+ rules out one-column factors)
     min_embedding_dim: int = 1  # narrowest per-token embedding factor d/f
+    embedding_rank: int = 0  # K > 0: embeddings as a V x K table times a learned K x d matrix
 
 
 @dataclass

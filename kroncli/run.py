@@ -93,7 +93,8 @@ def _factorize_options(recipe: Recipe):
     return FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init, ratio=f.ratio,
                             max_params=f.max_params, preset=f.preset, objective=f.objective, max_rank=f.max_rank,
                             targets=f.targets, exclude=f.exclude, max_layer_ratio=f.max_layer_ratio,
-                            min_side=f.min_side, min_embedding_dim=f.min_embedding_dim)
+                            min_side=f.min_side, min_embedding_dim=f.min_embedding_dim,
+                            embedding_rank=f.embedding_rank)
 
 
 def _check_ratio(recipe: Recipe, opts, source) -> None:

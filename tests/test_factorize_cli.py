@@ -100,6 +100,8 @@ def test_existing_workspace_needs_force(tiny_bert_dir, tmp_path):
     (["--random-init", "gpt9"], "unknown --random-init"),
     (["--min-side", "0"], "--min-side"),
     (["--min-embedding-dim", "0"], "--min-embedding-dim"),
+    (["--embedding-rank", "-1"], "--embedding-rank"),
+    (["--embedding-rank", "4", "--preset", "kroneckerbert8"], "--embedding-rank"),
 ])
 def test_bad_inputs_give_one_line_errors(tiny_bert_dir, tmp_path, args, needle):
     res = run("factorize", tiny_bert_dir, "-w", tmp_path / "ws", *args)
@@ -163,6 +165,29 @@ def test_shape_rules_and_extra_targets(tiny_bert_dir, tmp_path):
     mods = dict(student.named_modules())
     assert any(n.endswith("pooler.dense") and isinstance(m, KroneckerLinear) for n, m in mods.items()) or \
         not (csv.name.str.contains("pooler") & (csv["rank"] > 0)).any()
+
+
+def test_embedding_rank_student_reloads_and_matches_its_svd(tiny_bert_dir, tmp_path):
+    """--embedding-rank K: the word table becomes a V x K table times a K x d matrix whose product is the
+    teacher table's rank-K truncated SVD, and the student reloads with the same outputs."""
+    from transformers import AutoModel
+
+    ws = tmp_path / "ws"
+    res = run("factorize", tiny_bert_dir, "--ratio", 3, "-w", ws, "--embedding-rank", 4, "--json")
+    assert res.exit_code == 0, res.output
+    csv = pd.read_csv(ws / "metrics" / "factorize.csv")
+    word = csv[csv.name.str.endswith("word_embeddings")].iloc[0]
+    assert (word.n1, word.m2, word.n2, word["rank"]) == (1, 1, word.n, 4)
+    student = kroncli.load_student(ws)
+    emb = student.get_input_embeddings()
+    assert isinstance(emb, KroneckerEmbedding) and tuple(emb.a.shape) == (word.m, 4)
+    table = AutoModel.from_pretrained(tiny_bert_dir).get_input_embeddings().weight.detach().double()
+    u, s, vh = torch.linalg.svd(table, full_matrices=False)
+    best = (u[:, :4] * s[:4]) @ vh[:4]
+    assert torch.allclose(emb.dense_weight().detach().double(), best, atol=1e-4)
+    ids = torch.tensor([[2, 7, 1, 9]])
+    with torch.no_grad():
+        assert torch.equal(student(input_ids=ids)[0], kroncli.load_student(ws)(input_ids=ids)[0])
 
 
 @pytest.mark.integration

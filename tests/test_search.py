@@ -47,6 +47,24 @@ def test_min_embedding_dim_keeps_the_per_token_factor_wide():
     assert {c.n1 for c in scored if c.rank} == {6, 4}
 
 
+def test_embedding_rank_is_a_truncated_svd_of_the_table():
+    """K terms of (V x 1) (x) (1 x d): the only candidate, and its error is the truncated SVD's."""
+    torch.manual_seed(0)
+    table = torch.randn(50, 12) @ torch.diag(torch.linspace(3, 0.1, 12)) @ torch.linalg.qr(torch.randn(12, 12))[0]
+    t = Target("emb", "embedding", "embedding", table)
+    assert search.candidate_shapes(t, max_rank=1, min_embedding_dim=6, embedding_rank=3) == [(50, 1, 3)]
+    (choice,) = [c for c in search.score_candidates([t], ratio_cap=math.inf, embedding_rank=3)[t.name] if c.rank]
+    s = torch.linalg.svdvals(table.double())
+    assert choice.rel_error == pytest.approx(float((s[3:].pow(2).sum() / s.pow(2).sum()).sqrt()), abs=1e-5)
+    assert choice.params == 3 * (50 + 12)
+    assert search.smallest_params(t, embedding_rank=3) == 3 * (50 + 12)
+    # a rank that saves nothing over the dense table, or compresses past the cap, leaves no candidate
+    assert search.candidate_shapes(t, 1, embedding_rank=12) == []
+    assert search.candidate_shapes(t, 1, ratio_cap=2.0, embedding_rank=3) == []
+    linear = _target(12, 8)
+    assert search.candidate_shapes(linear, 1, embedding_rank=3) == search.candidate_shapes(linear, 1)
+
+
 def test_scored_errors_match_exact_fit():
     t = _target(16, 24, seed=3)
     cands = search.score_candidates([t], max_rank=2, ratio_cap=math.inf)[t.name]

@@ -44,6 +44,9 @@ def factorize_cmd(
     min_embedding_dim: Annotated[int, typer.Option(
         help="Narrowest per-token factor of an embedding (d/f): all token vectors share a subspace of this "
              "dimension.")] = 1,
+    embedding_rank: Annotated[int, typer.Option(
+        help="Factor embeddings as K terms of (V x 1) (x) (1 x d): a V x K table times a learned K x d matrix, "
+             "SVD-initialised, instead of the paper's a_i (x) b (0: the paper's form).")] = 0,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print the chosen shapes, write "
                                                       "nothing.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for --random-init.")] = 0,
@@ -64,7 +67,8 @@ def factorize_cmd(
     opts = FactorizeOptions(model=model, random_init=random_init, ratio=ratio, max_params=max_params,
                             preset=preset, objective=objective, max_rank=max_rank, targets=targets,
                             exclude=exclude, max_layer_ratio=max_layer_ratio, min_side=min_side,
-                            min_embedding_dim=min_embedding_dim, seed=seed)
+                            min_embedding_dim=min_embedding_dim, embedding_rank=embedding_rank,
+                            seed=seed)
     progress = progress_factory(show_progress(json_out))
     if plan:
         result, _, _ = factorize(opts, plan_only=True, progress_factory=progress)

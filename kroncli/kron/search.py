@@ -71,7 +71,8 @@ class Choice:
 
 
 def candidate_shapes(target: Target, max_rank: int, ratio_cap: float = math.inf,
-                     min_side: int = 1, min_embedding_dim: int = 1) -> list[tuple[int, int, int]]:
+                     min_side: int = 1, min_embedding_dim: int = 1,
+                     embedding_rank: int = 0) -> list[tuple[int, int, int]]:
     """(m1, n1, rank) candidates: every divisor pair for a Linear, every f | d (m2 = 1) for an embedding.
 
     Shapes compressing the matrix more than `ratio_cap` are dropped, and so are candidates that save
@@ -80,10 +81,17 @@ def candidate_shapes(target: Target, max_rank: int, ratio_cap: float = math.inf,
     rank <= min(m1, n1) * min(m2, n2); such shapes often win on reconstruction error yet learn less in
     distillation than balanced ones with the same parameters. `min_embedding_dim` keeps an embedding's A
     at least that wide: every token's row is a_i (x) b with one shared b, so d/f is the dimension of the
-    subspace all token embeddings live in.
+    subspace all token embeddings live in. `embedding_rank` K > 0 fixes an embedding to K terms of
+    A (V x 1) (x) B (1 x d): a V x K table times a shared K x d matrix, whose nearest-Kronecker init is the
+    truncated SVD of the table, so its K-dimensional token subspace is learned instead of built from one
+    shared b (the only candidate then; `min_embedding_dim` does not apply).
     """
     m, n = target.shape
     dense = m * n
+    if target.kind == "embedding" and embedding_rank:
+        one = m + n
+        return [(m, 1, embedding_rank)] if embedding_rank * one < dense and \
+            dense / (embedding_rank * one) <= ratio_cap else []
     if target.kind == "embedding":
         pairs = [(m, n // f) for f in divisors(n) if n // f >= min_embedding_dim]
     else:
@@ -115,7 +123,7 @@ def _dense_choice(t: Target) -> Choice:
 
 def score_candidates(targets: list[Target], max_rank: int = 1, ratio_cap: float = DEFAULT_LAYER_RATIO_CAP,
                      progress: Callable[[int], None] | None = None, min_side: int = 1,
-                     min_embedding_dim: int = 1) -> dict[str, list[Choice]]:
+                     min_embedding_dim: int = 1, embedding_rank: int = 0) -> dict[str, list[Choice]]:
     """All candidates of every target with search-grade errors (fp32 Gram of the rearranged matrix).
 
     One matrix at a time so that it stays in cache while all its candidate rearrangements are copied.
@@ -126,7 +134,7 @@ def score_candidates(targets: list[Target], max_rank: int = 1, ratio_cap: float 
         m, n = t.shape
         key = (t.kind, m, n)
         if key not in shapes_of:
-            shapes_of[key] = candidate_shapes(t, max_rank, ratio_cap, min_side, min_embedding_dim)
+            shapes_of[key] = candidate_shapes(t, max_rank, ratio_cap, min_side, min_embedding_dim, embedding_rank)
         ranks: dict[tuple[int, int], list[int]] = defaultdict(list)
         for m1, n1, r in shapes_of[key]:
             ranks[(m1, n1)].append(r)
@@ -158,12 +166,11 @@ def estimate_error(target: Target, m1: int, n1: int, rank: int) -> float:
 
 
 def smallest_params(target: Target, ratio_cap: float = math.inf, min_side: int = 1,
-                    min_embedding_dim: int = 1) -> int:
+                    min_embedding_dim: int = 1, embedding_rank: int = 0) -> int:
     """Fewest parameters any candidate of `target` under the cap needs (the dense size if none)."""
     m, n = target.shape
-    return min([r * (a * b + (m // a) * (n // b)) for a, b, r in candidate_shapes(target, 1, ratio_cap, min_side,
-                                                                                    min_embedding_dim)],
-               default=m * n)
+    shapes = candidate_shapes(target, 1, ratio_cap, min_side, min_embedding_dim, embedding_rank)
+    return min([r * (a * b + (m // a) * (n // b)) for a, b, r in shapes], default=m * n)
 
 
 def _cost(c: Choice, objective: str) -> float:
