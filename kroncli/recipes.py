@@ -44,6 +44,7 @@ class DistillSection:
     max_seq_len: int = 128
     weights: dict[str, float] = field(default_factory=lambda: {"embedding_mse": 1.0, "attention_mse": 1.0,
                                                                "hidden_mse": 1.0})
+    pairs: bool = True  # [CLS] A [SEP] B [SEP] blocks; false: one segment per block
     save_every: int = 500
     seed: int = 0
 

@@ -142,7 +142,7 @@ def _distill(recipe, ws, stage, resume, progress, log, command):
     cfg = TrainConfig(stage="distill", max_steps=d.max_steps, epochs=d.epochs if not d.max_steps else None,
                       batch_size=d.batch_size, lr=d.lr, save_every=d.save_every, seed=d.seed, resume=resume)
     weights = {**DEFAULT_WEIGHTS, **d.weights}  # a recipe's weights adjust the defaults, like --weight does
-    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=weights),
+    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=weights, pairs=d.pairs),
                     cfg, progress, log)
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
 

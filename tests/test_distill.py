@@ -75,6 +75,30 @@ def test_distill_lowers_the_loss_and_updates_the_student(teacher_dir, corpus, tm
     assert sorted(p.name for p in (ws / "checkpoints" / "distill").iterdir()) == ["step_20", "step_40"]
 
 
+def test_pairs_are_the_default_and_no_pairs_packs_one_segment(teacher_dir, corpus, tmp_path, monkeypatch):
+    """Two-segment blocks reach the models with segment ids 1 after the inner [SEP]; --no-pairs turns it off."""
+    from kroncli.stages import distill as stage
+
+    seen = []
+    real = stage.PackedCollate.__call__
+
+    def spy(self, rows):
+        batch = real(self, rows)
+        seen.append(batch["token_type_ids"].sum().item())
+        return batch
+
+    ws = factorized(teacher_dir, tmp_path)
+    monkeypatch.setattr(stage.PackedCollate, "__call__", spy)
+    assert distill(ws, corpus, "--max-steps", "2").exit_code == 0
+    assert seen and min(seen) > 0
+    seen.clear()
+    res = distill(ws, corpus, "--max-steps", "2", "--no-pairs", "--restart")
+    assert res.exit_code == 0, res.output
+    assert seen and max(seen) == 0
+    assert json.loads((ws / "manifest.json").read_text())["stages"]["distill"]["pairs"] is False
+    assert len(list((ws / "cache").glob("corpus-*.pt"))) == 2
+
+
 def test_resume_gives_the_same_weights_as_one_run(teacher_dir, corpus, tmp_path):
     """Interrupt after 12 of 24 steps (a mid-epoch checkpoint), resume, compare with an uninterrupted run."""
     full = factorized(teacher_dir, tmp_path, "full")

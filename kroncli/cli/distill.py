@@ -49,6 +49,9 @@ def distill_cmd(
     teacher: Annotated[Optional[str], typer.Option(help="Teacher instead of the one factorized.")] = None,
     layer_map: Annotated[Optional[str], typer.Option(help="Shallower student: 'uniform' or teacher layer "
                                                           "indices '1,3,5'.")] = None,
+    pairs: Annotated[bool, typer.Option("--pairs/--no-pairs", help="Pack text as [CLS] A [SEP] B [SEP] "
+                                        "(BERT's pre-training and GLUE's pair layout) or as one segment.")]
+    = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 1: distil the pre-trained teacher into the factorized student on unlabeled text.
@@ -66,7 +69,7 @@ def distill_cmd(
                       save_every=save_every, keep=keep, log_every=log_every, mixed_precision=mixed_precision,
                       grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
     opts = DistillOptions(corpus=corpus, max_seq_len=max_seq_len, weights=parse_weights(weight, DEFAULT_WEIGHTS),
-                          attention=attention, teacher=teacher, layer_map=layer_map)
+                          attention=attention, teacher=teacher, layer_map=layer_map, pairs=pairs)
     log = main_process_log
     with _maybe_lock(ws):
         summary = run_distill(ws, opts, cfg, show_progress(json_out), log)

@@ -2,8 +2,11 @@
 
 Sources: one or more text files (one document or sentence per line), folders of them (*.txt, recursive),
 or a `datasets` name (hub, when online; its "text" column). Lines are tokenised once, joined into one
-stream and cut into [CLS] ... [SEP] blocks of `max_seq_len` tokens (TinyBERT-style packing), so no
-compute is spent on padding. The result is cached in the workspace keyed by the sources' names, sizes and
+stream and cut into blocks of `max_seq_len` tokens (TinyBERT-style packing), so no compute is spent on
+padding. By default a block has two segments, [CLS] A [SEP] B [SEP], split at the line boundary nearest
+its middle, the layout of BERT's pre-training and of every GLUE pair task: a student distilled only on
+one-segment blocks never sees a mid-sequence [SEP] or segment-B tokens before stage 2. The collate derives
+token_type_ids from the [SEP]s. The result is cached in the workspace keyed by the sources' names, sizes and
 modification times, the tokenizer and the length.
 """
 
@@ -70,19 +73,23 @@ def _dataset_lines(name: str) -> list[str]:
     return [t.strip() for t in ds[col] if isinstance(t, str) and t.strip()]
 
 
-def _fingerprint(sources: list[str], files: list[Path], tokenizer, max_seq_len: int) -> str:
+def _fingerprint(sources: list[str], files: list[Path], tokenizer, max_seq_len: int, pairs: bool) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([sources, max_seq_len, getattr(tokenizer, "name_or_path", ""),
-                         len(tokenizer)]).encode())
+                         len(tokenizer)] + (["pairs"] if pairs else [])).encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def pack(ids: list[list[int]], max_seq_len: int, cls_id: int, sep_id: int) -> torch.Tensor:
-    """Concatenate tokenised lines and cut into [CLS] body [SEP] rows of exactly max_seq_len tokens."""
-    body = max_seq_len - 2
+def pack(ids: list[list[int]], max_seq_len: int, cls_id: int, sep_id: int, pairs: bool = False) -> torch.Tensor:
+    """Concatenate tokenised lines and cut into rows of exactly max_seq_len tokens: [CLS] body [SEP], or with
+    `pairs` [CLS] A [SEP] B [SEP], A/B split at the line boundary nearest the block's middle (the middle
+    itself when the block holds no boundary)."""
+    body = max_seq_len - (3 if pairs else 2)
+    if body < (2 if pairs else 1):
+        raise KronError(f"--max-seq-len {max_seq_len} leaves no room for text; pass at least 8")
     stream = [t for line in ids for t in line]
     n = len(stream) // body
     if n == 0:
@@ -91,17 +98,46 @@ def pack(ids: list[list[int]], max_seq_len: int, cls_id: int, sep_id: int) -> to
     blocks = torch.tensor(stream[: n * body], dtype=torch.int32).view(n, body)
     cls = torch.full((n, 1), cls_id, dtype=torch.int32)
     sep = torch.full((n, 1), sep_id, dtype=torch.int32)
-    return torch.cat([cls, blocks, sep], dim=1)
+    if not pairs:
+        return torch.cat([cls, blocks, sep], dim=1)
+    ends = torch.tensor([len(line) for line in ids], dtype=torch.long).cumsum(0)  # line ends in the stream
+    starts = torch.arange(n) * body
+    mid = starts + body // 2
+    # nearest line end to each block's middle, kept strictly inside the block so both segments are non-empty
+    right = torch.searchsorted(ends, mid).clamp(max=len(ends) - 1)
+    left = (right - 1).clamp(min=0)
+    def distance(end):
+        inside = (end > starts) & (end < starts + body)
+        return torch.where(inside, (end - mid).abs(), torch.full_like(end, body + 1))
+
+    d_right, d_left = distance(ends[right]), distance(ends[left])
+    near = torch.where(d_right < d_left, ends[right], ends[left])
+    cut = torch.where(torch.minimum(d_right, d_left) <= body, near - starts, torch.full_like(mid, body // 2))
+    rows = torch.empty((n, max_seq_len), dtype=torch.int32)
+    rows[:, 0] = cls_id
+    pos = torch.arange(max_seq_len - 1)  # row[1:] = A [SEP] B [SEP], with the inner [SEP] after cut tokens
+    src = pos - (pos > cut[:, None]).long()  # index into the block for every non-separator slot
+    rows[:, 1:] = torch.gather(blocks, 1, src.clamp(max=body - 1).to(torch.int64)).to(torch.int32)
+    rows[:, 1:][pos[None, :].expand(n, -1) == cut[:, None]] = sep_id
+    rows[:, -1] = sep_id
+    return rows
 
 
-def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path | None) -> torch.Tensor:
+def token_types(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
+    """Segment ids from the [SEP]s: 0 up to and including the first [SEP], 1 after it (BERT's convention)."""
+    is_sep = (ids == sep_id).long()
+    return ((is_sep.cumsum(-1) - is_sep) > 0).long()
+
+
+def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path | None,
+                pairs: bool = True) -> torch.Tensor:
     """(N, max_seq_len) int32 token ids, from the cache when the sources have not changed."""
     if not sources:
         raise KronError("no corpus given; pass --corpus FILE_OR_FOLDER (one sentence or document per line)")
     if tokenizer is None:
         raise KronError("the student has no tokenizer; re-run kron factorize on a model folder that has one")
     files = corpus_files(sources)
-    key = _fingerprint(sources, files or [], tokenizer, max_seq_len)
+    key = _fingerprint(sources, files or [], tokenizer, max_seq_len, pairs)
     cache = cache_dir / f"corpus-{key}.pt" if cache_dir else None
     if cache and cache.exists():
         return torch.load(cache)
@@ -109,7 +145,7 @@ def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path
     if not lines:
         raise KronError(f"the corpus ({', '.join(sources)}) is empty; give files with text in them")
     ids = tokenizer(lines, add_special_tokens=False, truncation=False)["input_ids"]
-    packed = pack(ids, max_seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    packed = pack(ids, max_seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id, pairs)
     if cache:
         buf = io.BytesIO()
         torch.save(packed, buf)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import sources
-from ..data.corpus import load_corpus
+from ..data.corpus import load_corpus, token_types
 from ..distill.capture import Capture
 from ..distill.losses import DistillLoss
 from ..errors import KronError
@@ -28,6 +28,7 @@ class DistillOptions:
     attention: str = "scores"  # or "probs"
     teacher: str | None = None
     layer_map: str | None = None  # "uniform" for a shallower student
+    pairs: bool = True  # two-segment blocks [CLS] A [SEP] B [SEP] (BERT's pre-training layout)
 
 
 class PackedCorpus(torch.utils.data.Dataset):
@@ -41,9 +42,16 @@ class PackedCorpus(torch.utils.data.Dataset):
         return self.ids[i]
 
 
-def collate_packed(rows: list[torch.Tensor]) -> dict:
-    ids = torch.stack(rows).long()
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+class PackedCollate:
+    """Packed rows -> a batch; segment ids follow the [SEP]s (all 0 for one-segment rows)."""
+
+    def __init__(self, sep_id: int):
+        self.sep_id = sep_id
+
+    def __call__(self, rows: list[torch.Tensor]) -> dict:
+        ids = torch.stack(rows).long()
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "token_type_ids": token_types(ids, self.sep_id)}
 
 
 class MaskingCollate:
@@ -53,12 +61,13 @@ class MaskingCollate:
     """
 
     def __init__(self, tokenizer, probability: float = 0.15):
+        self.packed = PackedCollate(tokenizer.sep_token_id)
         self.mask_id, self.vocab = tokenizer.mask_token_id, len(tokenizer)
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.probability = probability
 
     def __call__(self, rows: list[torch.Tensor]) -> dict:
-        batch = collate_packed(rows)
+        batch = self.packed(rows)
         ids = batch["input_ids"]
         labels = ids.clone()
         chosen = torch.bernoulli(torch.full(ids.shape, self.probability)).bool() & ~torch.isin(ids, self.special)
@@ -121,12 +130,12 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError):
         tokenizer = None
-    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache")
+    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs)
     if ids.shape[1] > student.config.max_position_embeddings:
         raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's "
                         f"{student.config.max_position_embeddings} positions")
     log(f"corpus: {ids.shape[0]:,} sequences of {ids.shape[1]} tokens")
-    collate = MaskingCollate(tokenizer) if opts.weights.get("mlm") else collate_packed
+    collate = MaskingCollate(tokenizer) if opts.weights.get("mlm") else PackedCollate(tokenizer.sep_token_id)
     teacher.eval().requires_grad_(False)
     step = make_step(teacher, opts.weights, opts.attention, opts.layer_map)
     # the teacher follows the student onto accelerate's device inside the loop
@@ -139,7 +148,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
                                                                            "architecture", "kroncli_version")})
         ws.record_stage(cfg.stage, {"steps": summary["steps"], "final_loss": summary["final_loss"],
                                     "terms": summary["terms"], "seconds": summary["seconds"],
-                                    "corpus": opts.corpus, "sequences": int(ids.shape[0]),
+                                    "corpus": opts.corpus, "sequences": int(ids.shape[0]), "pairs": opts.pairs,
                                     "weights": opts.weights, "config": vars(cfg)})
     return summary
 

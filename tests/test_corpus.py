@@ -1,0 +1,72 @@
+"""Stage-1 packing: one-segment and two-segment ([CLS] A [SEP] B [SEP]) blocks, and their segment ids."""
+
+import pytest
+import torch
+
+from kroncli.data.corpus import load_corpus, pack, token_types
+from kroncli.errors import KronError
+from kroncli.stages.distill import MaskingCollate, PackedCollate
+
+CLS, SEP = 101, 102
+LINES = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14], [15, 16, 17, 18, 19, 20]]
+
+
+def test_one_segment_blocks_keep_the_stream_in_order():
+    rows = pack(LINES, 8, CLS, SEP)
+    assert rows.tolist() == [[CLS, 5, 6, 7, 8, 9, 10, SEP], [CLS, 11, 12, 13, 14, 15, 16, SEP]]
+    assert token_types(rows.long(), SEP).sum() == 0
+
+
+def test_pairs_split_at_the_line_end_nearest_the_middle():
+    rows = pack(LINES, 8, CLS, SEP, pairs=True)
+    # 5 text tokens per row; line ends fall after tokens 3, 5, 9, 10 and 16 of the stream
+    assert rows.tolist() == [[CLS, 5, 6, 7, SEP, 8, 9, SEP],        # line end after 7: the middle
+                             [CLS, 10, 11, 12, 13, SEP, 14, SEP],   # the only line end inside the block
+                             [CLS, 15, 16, SEP, 17, 18, 19, SEP]]   # no line end inside: cut at the middle
+    assert token_types(rows.long(), SEP).tolist() == [[0, 0, 0, 0, 0, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1, 1],
+                                                      [0, 0, 0, 0, 1, 1, 1, 1]]
+
+
+def test_pairs_keep_every_token_once_and_both_segments_non_empty():
+    g = torch.Generator().manual_seed(0)
+    lines = [list(range(1000 + 50 * i, 1000 + 50 * i + int(n))) for i, n in
+             enumerate(torch.randint(1, 40, (200,), generator=g))]
+    rows = pack(lines, 32, CLS, SEP, pairs=True)
+    stream = [t for line in lines for t in line]
+    text = rows[:, 1:-1]
+    assert text[text != SEP].tolist() == stream[: rows.shape[0] * 29]  # 32 - 3 special tokens per row
+    assert ((rows == SEP).sum(1) == 2).all()
+    inner = (rows[:, 1:-1] == SEP).long().argmax(1)
+    assert (inner >= 1).all() and (inner <= 28).all()
+
+
+def test_collates_give_segment_ids_and_mlm_leaves_separators(minilm_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    rows = list(pack(LINES, 8, tok.cls_token_id, tok.sep_token_id, pairs=True))
+    batch = PackedCollate(tok.sep_token_id)(rows)
+    assert batch["token_type_ids"].tolist()[0] == [0, 0, 0, 0, 0, 1, 1, 1]
+    torch.manual_seed(0)
+    masked = MaskingCollate(tok, probability=0.9)([rows[0]] * 20)
+    assert masked["token_type_ids"].tolist()[0] == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert (masked["input_ids"][:, [0, 4, 7]] == torch.tensor([tok.cls_token_id, tok.sep_token_id,
+                                                              tok.sep_token_id])).all()
+
+
+def test_cache_is_keyed_by_the_layout(tmp_path, minilm_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_path)
+    text = tmp_path / "t.txt"
+    text.write_text("\n".join(f"sentence number {i} is about a cat and a dog" for i in range(60)) + "\n")
+    pairs = load_corpus([str(text)], tok, 24, tmp_path / "cache")
+    single = load_corpus([str(text)], tok, 24, tmp_path / "cache", pairs=False)
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert ((pairs == tok.sep_token_id).sum(1) == 2).all() and ((single == tok.sep_token_id).sum(1) == 1).all()
+    assert torch.equal(load_corpus([str(text)], tok, 24, tmp_path / "cache"), pairs)  # from the cache
+
+
+def test_too_short_a_sequence_is_an_error():
+    with pytest.raises(KronError, match="--max-seq-len"):
+        pack(LINES, 4, CLS, SEP, pairs=True)
