@@ -126,8 +126,8 @@ def smallest_student(targets: list[Target], teacher_params: int, opts: Factorize
     """Fewest parameters a student can have under `opts`' shape rules (and a per-matrix ratio cap): the
     parameters left dense plus each target's smallest candidate. Counts only; no SVD."""
     keep = teacher_params - sum(t.weight.numel() for t in targets)
-    return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim,
-                                                                opts.embedding_rank) for t in targets)
+    return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim, opts.embedding_rank)
+                      for t in targets)
 
 
 def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_params: int,

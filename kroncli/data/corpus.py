@@ -96,9 +96,9 @@ def pack(ids: list[list[int]], max_seq_len: int, cls_id: int, sep_id: int, pairs
         raise KronError(f"the corpus has {len(stream)} tokens, fewer than one sequence of --max-seq-len "
                         f"{max_seq_len}; add text or lower --max-seq-len")
     blocks = torch.tensor(stream[: n * body], dtype=torch.int32).view(n, body)
-    cls = torch.full((n, 1), cls_id, dtype=torch.int32)
-    sep = torch.full((n, 1), sep_id, dtype=torch.int32)
     if not pairs:
+        cls = torch.full((n, 1), cls_id, dtype=torch.int32)
+        sep = torch.full((n, 1), sep_id, dtype=torch.int32)
         return torch.cat([cls, blocks, sep], dim=1)
     ends = torch.tensor([len(line) for line in ids], dtype=torch.long).cumsum(0)  # line ends in the stream
     starts = torch.arange(n) * body
@@ -106,6 +106,7 @@ def pack(ids: list[list[int]], max_seq_len: int, cls_id: int, sep_id: int, pairs
     # nearest line end to each block's middle, kept strictly inside the block so both segments are non-empty
     right = torch.searchsorted(ends, mid).clamp(max=len(ends) - 1)
     left = (right - 1).clamp(min=0)
+
     def distance(end):
         inside = (end > starts) & (end < starts + body)
         return torch.where(inside, (end - mid).abs(), torch.full_like(end, body + 1))
