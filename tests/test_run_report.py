@@ -63,9 +63,10 @@ def test_shipped_recipes_parse():
         load_recipe(f)
 
 
-def test_impossible_ratio_fails_before_any_stage(tmp_path, minilm_path):
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_impossible_ratio_fails_before_any_stage(tmp_path, minilm_path, extra):
     rec = write_recipe(tmp_path / "r.yaml", teacher=minilm_path, factorize={"ratio": 5000})
-    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws")])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws"), *extra])
     assert res.exit_code == 2 and "largest ratio possible" in res.output
     assert not (tmp_path / "ws" / "manifest.json").exists()
 

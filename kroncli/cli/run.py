@@ -34,6 +34,7 @@ def run_cmd(
     spec = load_recipe(recipe, set_ or [])
     ws = Workspace(workspace)
     plan = select(stages(spec), until, only)
+    validate(spec, ws)  # before the plan too: a dry run of an impossible recipe must say so
     rows = [{"stage": s.name, "state": status(ws, s)} for s in plan]
     if dry_run:
         table = Table("stage", "state", title=f"plan: {recipe} -> {ws.root}")
@@ -43,7 +44,6 @@ def run_cmd(
         if json_out:
             emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": rows, "config": spec.to_dict()})
         return
-    validate(spec, ws)
     log = (lambda msg: err_console.print(msg, highlight=False))
     with ws.lock():
         results = execute(spec, ws, plan, show_progress(json_out), log, ["kron", *sys.argv[1:]])
