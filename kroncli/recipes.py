@@ -66,6 +66,9 @@ class FinetuneSection:
     augment: int = 0  # student: teacher-neighbour word-swap copies per training example
     augment_p: float = 0.4
     augment_k: int = 15
+    rehearse: int = 0  # student: stage-1 text blocks per task example (intermediate losses only)
+    rehearse_weight: float = 1.0
+    rehearse_corpus: Optional[list[str]] = None  # default: distill.corpus
     save_every: int = 500
     seed: int = 0
 

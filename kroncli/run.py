@@ -79,7 +79,10 @@ def validate(recipe: Recipe, ws: Workspace) -> None:
         corpus_files(recipe.distill.corpus)
     if recipe.finetune.tasks:
         f = recipe.finetune
-        check_augment(FinetuneOptions(task="", augment=f.augment, augment_p=f.augment_p, augment_k=f.augment_k))
+        check_augment(FinetuneOptions(task="", augment=f.augment, augment_p=f.augment_p, augment_k=f.augment_k,
+                                      rehearse=f.rehearse, rehearse_weight=f.rehearse_weight))
+        if f.rehearse_corpus:
+            corpus_files(f.rehearse_corpus)
     for t in recipe.finetune.tasks:
         task = normalize_task(t)
         load_split(task, task.eval_splits[0], recipe.data_dir)  # raises with what to pass if missing
@@ -159,7 +162,9 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
                       batch_size=f.batch_size, lr=lr, save_every=f.save_every, seed=f.seed, resume=resume)
     opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
                            teacher_only=teacher, temperature=f.temperature, limit=f.limit,
-                           augment=0 if teacher else f.augment, augment_p=f.augment_p, augment_k=f.augment_k)
+                           augment=0 if teacher else f.augment, augment_p=f.augment_p, augment_k=f.augment_k,
+                           rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
+                           rehearse_corpus=f.rehearse_corpus)
     if f.weights:  # a recipe's weights adjust the task's defaults (0 drops a term), like --weight does
         opts.weights = {**default_weights(normalize_task(stage.task)), **f.weights}
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)

@@ -56,6 +56,12 @@ def finetune_cmd(
                                               "augmentation; the teacher labels them).")] = 0,
     augment_p: Annotated[float, typer.Option(help="Probability of swapping each eligible word.")] = 0.4,
     augment_k: Annotated[int, typer.Option(help="Nearest neighbours a swap is drawn from.")] = 15,
+    rehearse: Annotated[int, typer.Option(help="Student: blocks of general (stage-1) text per task example, on "
+                                               "which the intermediate losses keep the student's general "
+                                               "features (0: off).")] = 0,
+    rehearse_corpus: Annotated[Optional[list[str]], typer.Option(help="Text for --rehearse (default: the "
+                                                                      "stage-1 corpus in the manifest).")] = None,
+    rehearse_weight: Annotated[float, typer.Option(help="Scales the rehearsal's intermediate losses.")] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 2: fine-tune the teacher on a task (--teacher-only), then distil it into the student.
@@ -86,9 +92,11 @@ def finetune_cmd(
     opts = FinetuneOptions(task=task, data_dir=data_dir, max_seq_len=max_seq_len, teacher_only=teacher_only,
                            weights=parse_weights(weight, default_weights(spec)) if weight else None,
                            temperature=temperature, layer_map=layer_map, limit=limit, augment=augment,
-                           augment_p=augment_p, augment_k=augment_k)
-    if teacher_only and augment:
-        raise KronError("--augment is for the student (the teacher labels the copies); drop it with --teacher-only")
+                           augment_p=augment_p, augment_k=augment_k, rehearse=rehearse,
+                           rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight)
+    if teacher_only and (augment or rehearse):
+        raise KronError("--augment and --rehearse are for the student (the teacher labels the copies and the "
+                        "general text); drop them with --teacher-only")
     ws = Workspace(workspace)
     run = finetune_teacher if teacher_only else finetune_student
     with _maybe_lock(ws):
@@ -111,6 +119,8 @@ def _squad(version: int, **a) -> None:
     from ..stages.squad import SquadOptions, default_weights, finetune_squad_student, finetune_squad_teacher
     if a["augment"]:
         raise KronError("--augment is for GLUE tasks; SQuAD spans do not survive word swaps, drop --augment")
+    if a["rehearse"]:
+        raise KronError("--rehearse is for GLUE tasks so far; drop it for SQuAD")
 
     name = task_name(version)
     teacher_only = a["teacher_only"]

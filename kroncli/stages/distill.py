@@ -149,6 +149,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         ws.record_stage(cfg.stage, {"steps": summary["steps"], "final_loss": summary["final_loss"],
                                     "terms": summary["terms"], "seconds": summary["seconds"],
                                     "corpus": opts.corpus, "sequences": int(ids.shape[0]), "pairs": opts.pairs,
+                                    "max_seq_len": int(ids.shape[1]),
                                     "weights": opts.weights, "config": vars(cfg)})
     return summary
 

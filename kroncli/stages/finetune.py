@@ -15,6 +15,7 @@ import torch
 from .. import sources
 from ..data.encode import Collate, encode
 from ..data.glue import Task, load_split, normalize_task
+from ..data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from ..distill.capture import Capture
 from ..distill.losses import DistillLoss
 from ..errors import KronError
@@ -47,6 +48,9 @@ class FinetuneOptions:
     augment: int = 0  # student stage: unlabelled variants per training example (teacher-neighbour word swaps)
     augment_p: float = 0.4  # probability of swapping each eligible word
     augment_k: int = 15  # nearest neighbours to draw a swap from
+    rehearse: int = 0  # student stage: blocks of stage-1 text per task example, intermediate losses only
+    rehearse_corpus: list[str] | None = None  # default: the corpus stage 1 used (from the manifest)
+    rehearse_weight: float = 1.0  # scales the rehearsal's intermediate losses
     extra: dict = field(default_factory=dict)
 
 
@@ -168,8 +172,16 @@ def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Mod
     return model, choices
 
 
+INTERMEDIATE = ("embedding_mse", "attention_mse", "hidden_mse")
+
+
 def check_augment(opts: FinetuneOptions) -> None:
-    """Augmentation settings, checked before anything loads (for `kron finetune` and `kron run` alike)."""
+    """Augmentation and rehearsal settings, checked before anything loads (`kron finetune`, `kron run`)."""
+    if opts.rehearse < 0:
+        raise KronError(f"--rehearse {opts.rehearse} is negative; pass 0 (off) or the blocks of general text per "
+                        "task example, e.g. --rehearse 1")
+    if opts.rehearse and opts.rehearse_weight <= 0:
+        raise KronError(f"--rehearse-weight {opts.rehearse_weight} must be positive, e.g. --rehearse-weight 1")
     if opts.augment < 0:
         raise KronError(f"--augment {opts.augment} is negative; pass 0 (off) or the number of copies, e.g. "
                         "--augment 4")
@@ -177,6 +189,23 @@ def check_augment(opts: FinetuneOptions) -> None:
         raise KronError(f"--augment-p {opts.augment_p} is not a probability in (0, 1], e.g. --augment-p 0.4")
     if opts.augment and opts.augment_k < 1:
         raise KronError(f"--augment-k {opts.augment_k} must be at least 1, e.g. --augment-k 15")
+
+
+def _with_rehearsal(ws: Workspace, opts: FinetuneOptions, tokenizer, train_set, collate, seed: int, log):
+    """The task set and collate wrapped so that each example brings `opts.rehearse` blocks of general text."""
+    from ..data.corpus import load_corpus
+    from .distill import PackedCollate
+
+    record = ws.read_manifest().get("stages", {}).get("distill", {})
+    sources = opts.rehearse_corpus or record.get("corpus")
+    if not sources:
+        raise KronError(f"--rehearse needs general text and {ws.root} records no stage-1 corpus; pass "
+                        "--rehearse-corpus FILE (one sentence per line)")
+    seq_len = record.get("max_seq_len") or opts.max_seq_len  # stage 1's block length where it is recorded
+    ids = load_corpus(sources, tokenizer, seq_len, ws.root / "cache", record.get("pairs", True))
+    log(f"rehearsal: {ids.shape[0]:,} blocks of {ids.shape[1]} tokens from {', '.join(map(str, sources))}")
+    return (Rehearsal(train_set, ids, opts.rehearse, seed),
+            RehearsalCollate(collate, PackedCollate(tokenizer.sep_token_id)))
 
 
 def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
@@ -202,8 +231,17 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed)
     train_set, evals = _data(task, tokenizer, opts, augmenter)
     weights = opts.weights or default_weights(task)
+    rehearse_weights = {k: weights[k] for k in INTERMEDIATE if weights.get(k)}
+    if opts.rehearse and not rehearse_weights:
+        raise KronError("--rehearse keeps the intermediate losses on general text, but they are all weighted 0; "
+                        "give embedding_mse, attention_mse or hidden_mse a weight, or drop --rehearse")
+    collate = Collate(tokenizer, task.is_regression)
+    if opts.rehearse:
+        train_set, collate = _with_rehearsal(ws, opts, tokenizer, train_set, collate, cfg.seed, log)
     try:
         loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(opts.layer_map))
+        rehearsal_loss = (DistillLoss(rehearse_weights, layer_map=parse_layer_map(opts.layer_map))
+                          if opts.rehearse else None)
     except ValueError as e:
         raise KronError(str(e)) from None
     attention = loss.attention
@@ -213,29 +251,42 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     def step(model, batch):
         if id(model) not in s_captures:
             s_captures[id(model)] = Capture(getattr(model, "module", model), attention=attention, runner=model)
+        s_capture = s_captures[id(model)]
         device = next(model.parameters()).device
         if next(teacher.parameters()).device != device:
             teacher.to(device)
+        general = batch.pop(REHEARSAL_KEY, None)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         t_out = None
         if loss.needs_teacher:
             with torch.inference_mode():
                 t_out = t_capture(**inputs)
-        return loss(s_captures[id(model)](**inputs), t_out, batch)
+        total, terms = loss(s_capture(**inputs), t_out, batch)
+        if general is not None:
+            with torch.inference_mode():
+                t_general = t_capture(**general)
+            r_total, _ = rehearsal_loss(s_capture(**general), t_general, general)
+            total = total + opts.rehearse_weight * r_total
+            terms = {**terms, "rehearsal": float(r_total.detach()), "total": float(total.detach())}
+        return total, terms
 
     log(f"{task.name}: {len(train_set):,} training examples"
-        + (f" ({opts.augment} augmented copies of each)" if opts.augment else "") + "; distilling the student")
+        + (f" ({opts.augment} augmented copies of each)" if opts.augment else "")
+        + (f", each with {opts.rehearse} block(s) of general text" if opts.rehearse else "")
+        + "; distilling the student")
     before = _eval_fn(task, evals, tokenizer, opts.eval_batch_size)(student)
-    summary = train(cfg, student, train_set, Collate(tokenizer, task.is_regression), step,
+    summary = train(cfg, student, train_set, collate, step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
                     {**shapes_fingerprint(ws.student_dir), "task": task.name,
-                     **({"augment": [opts.augment, opts.augment_p, opts.augment_k]} if opts.augment else {})},
+                     **({"augment": [opts.augment, opts.augment_p, opts.augment_k]} if opts.augment else {}),
+                     **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {})},
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size), progress=progress, log=log)
     if summary["is_main"]:
         save_student(summary["model"], choices, task_dir(ws, task) / "student", tokenizer,
                      extra={"task": task.name})
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
                                     "eval_before": before, "weights": weights, "seconds": summary["seconds"],
-                                    "train_examples": len(train_set), "augment": opts.augment})
+                                    "train_examples": len(train_set), "augment": opts.augment,
+                                    "rehearse": opts.rehearse})
     summary["eval_before"] = before
     return summary
