@@ -66,7 +66,7 @@ def validate(recipe: Recipe, ws: Workspace) -> None:
     from .data.corpus import corpus_files
     from .data.glue import load_split, normalize_task
     from .factorize import _validate
-    from .stages.finetune import FinetuneOptions, check_augment
+    from .stages.finetune import FinetuneOptions, check_student_options
 
     factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
     if not factorized:
@@ -79,7 +79,7 @@ def validate(recipe: Recipe, ws: Workspace) -> None:
         corpus_files(recipe.distill.corpus)
     if recipe.finetune.tasks:
         f = recipe.finetune
-        check_augment(FinetuneOptions(task="", augment=f.augment, augment_p=f.augment_p, augment_k=f.augment_k,
+        check_student_options(FinetuneOptions(task="", augment=f.augment, augment_p=f.augment_p, augment_k=f.augment_k,
                                       rehearse=f.rehearse, rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
             corpus_files(f.rehearse_corpus)

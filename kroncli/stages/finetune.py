@@ -175,7 +175,7 @@ def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Mod
 INTERMEDIATE = ("embedding_mse", "attention_mse", "hidden_mse")
 
 
-def check_augment(opts: FinetuneOptions) -> None:
+def check_student_options(opts: FinetuneOptions) -> None:
     """Augmentation and rehearsal settings, checked before anything loads (`kron finetune`, `kron run`)."""
     if opts.rehearse < 0:
         raise KronError(f"--rehearse {opts.rehearse} is negative; pass 0 (off) or the blocks of general text per "
@@ -212,7 +212,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     """Distil the fine-tuned teacher into the student on the task (intermediate + logits + labels)."""
     from transformers import AutoModelForSequenceClassification
 
-    check_augment(opts)
+    check_student_options(opts)
 
     task = normalize_task(opts.task)
     require_student(ws)
