@@ -84,6 +84,11 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws3")])
     assert res.exit_code == 2 and "--augment -1" in res.output
     assert not (tmp_path / "ws3" / "manifest.json").exists()
+    rec = write_recipe(tmp_path / "r4.yaml", random_init="tiny",
+                       finetune={"tasks": ["mrpc"], "rehearse": 1, "rehearse_corpus": [str(tmp_path / "none.txt")]})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws4")])
+    assert res.exit_code == 2 and "none.txt" in res.output
+    assert not (tmp_path / "ws4" / "manifest.json").exists()
 
 
 @pytest.fixture(scope="module")
