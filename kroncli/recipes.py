@@ -66,6 +66,7 @@ class FinetuneSection:
     augment: int = 0  # student: teacher-neighbour word-swap copies per training example
     augment_p: float = 0.4
     augment_k: int = 15
+    augment_per_task: dict[str, int] = field(default_factory=dict)  # e.g. {cola: 20}; others use `augment`
     rehearse: int = 0  # student: stage-1 text blocks per task example (intermediate losses only)
     rehearse_weight: float = 1.0
     rehearse_corpus: Optional[list[str]] = None  # default: distill.corpus

@@ -77,10 +77,18 @@ def validate(recipe: Recipe, ws: Workspace) -> None:
             _check_ratio(recipe, opts, source)
     if recipe.distill.corpus:
         corpus_files(recipe.distill.corpus)
-    if recipe.finetune.tasks:
-        f = recipe.finetune
-        check_student_options(FinetuneOptions(task="", augment=f.augment, augment_p=f.augment_p, augment_k=f.augment_k,
-                                      rehearse=f.rehearse, rehearse_weight=f.rehearse_weight))
+    f = recipe.finetune
+    for key in ("lr_per_task", "augment_per_task"):
+        for name in getattr(f, key):
+            try:
+                normalize_task(name)
+            except KronError as e:
+                raise KronError(f"recipe key finetune.{key}: {e}") from None
+    if f.tasks:
+        for augment in {f.augment, *f.augment_per_task.values()}:
+            check_student_options(FinetuneOptions(task="", augment=augment, augment_p=f.augment_p,
+                                                  augment_k=f.augment_k, rehearse=f.rehearse,
+                                                  rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
             corpus_files(f.rehearse_corpus)
     for t in recipe.finetune.tasks:
@@ -150,19 +158,28 @@ def _distill(recipe, ws, stage, resume, progress, log, command):
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
 
 
+def per_task(mapping: dict, task: str, default):
+    """A per-task recipe value, whatever spelling the recipe used for the task (stsb, sts-b, STS-B)."""
+    from .data.glue import normalize_task
+
+    name = normalize_task(task).name
+    return next((v for k, v in mapping.items() if normalize_task(k).name == name), default)
+
+
 def _finetune(recipe, ws, stage, resume, progress, log, command):
     from .data.glue import normalize_task
     from .stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
 
     f = recipe.finetune
     teacher = stage.kind == "teacher"
-    lr = f.teacher_lr if teacher else f.lr_per_task.get(stage.task, f.lr)
+    lr = f.teacher_lr if teacher else per_task(f.lr_per_task, stage.task, f.lr)
+    augment = 0 if teacher else per_task(f.augment_per_task, stage.task, f.augment)
     epochs = (f.teacher_epochs or f.epochs) if teacher else f.epochs
     cfg = TrainConfig(stage=stage.name, max_steps=f.max_steps, epochs=epochs if not f.max_steps else None,
                       batch_size=f.batch_size, lr=lr, save_every=f.save_every, seed=f.seed, resume=resume)
     opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
                            teacher_only=teacher, temperature=f.temperature, limit=f.limit,
-                           augment=0 if teacher else f.augment, augment_p=f.augment_p, augment_k=f.augment_k,
+                           augment=augment, augment_p=f.augment_p, augment_k=f.augment_k,
                            rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
                            rehearse_corpus=f.rehearse_corpus)
     if f.weights:  # a recipe's weights adjust the task's defaults (0 drops a term), like --weight does

@@ -51,6 +51,14 @@ def test_recipe_errors_name_the_key(tmp_path, content, needle):
         load_recipe(write_recipe(tmp_path / "r.yaml", **content))
 
 
+def test_per_task_values_match_any_spelling_of_the_task():
+    from kroncli.run import per_task
+
+    assert per_task({"sts-b": 5, "cola": 20}, "stsb", 0) == 5
+    assert per_task({"STSB": 5}, "sts-b", 0) == 5
+    assert per_task({"cola": 20}, "mrpc", 3) == 3
+
+
 def test_recipe_that_does_not_parse(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher: [unclosed\n")
@@ -84,6 +92,13 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws3")])
     assert res.exit_code == 2 and "--augment -1" in res.output
     assert not (tmp_path / "ws3" / "manifest.json").exists()
+    for i, (per_task, needle) in enumerate([({"colaa": 3}, "finetune.augment_per_task: unknown GLUE task 'colaa'"),
+                                            ({"cola": -2}, "--augment -2")]):
+        rec = write_recipe(tmp_path / f"p{i}.yaml", random_init="tiny",
+                           finetune={"tasks": ["mrpc"], "augment_per_task": per_task})
+        res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / f"p{i}")])
+        assert res.exit_code == 2 and needle in res.output, res.output
+        assert not (tmp_path / f"p{i}").exists()
     rec = write_recipe(tmp_path / "r4.yaml", random_init="tiny",
                        finetune={"tasks": ["mrpc"], "rehearse": 1, "rehearse_corpus": [str(tmp_path / "none.txt")]})
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws4")])
