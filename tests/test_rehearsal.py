@@ -144,3 +144,28 @@ def test_rehearsal_without_a_corpus_or_with_bad_settings(general_ws, tmp_path):
                            "--weight", "hidden_mse=0"), "intermediate")
     one_line_error(student(ws, "--rehearse", "1", "--teacher-only"), "--teacher-only")
     assert not (ws / "tasks" / "mrpc" / "student").exists()
+
+
+def test_rehearsal_under_torchrun_matches_one_process(general_ws, tmp_path):
+    """Two student forwards per step (task batch, then general text) before one backward: DDP must still
+    average the right gradients. 2 gloo processes x batch 4 == 1 process x batch 8, step by step."""
+    import os
+    import subprocess
+    import sys
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    shutil.copytree(general_ws, one)
+    shutil.copytree(general_ws, two)
+    common = ["--task", "mrpc", "--data-dir", str(glue_dir()), "--max-steps", "4", "--limit", "32",
+              "--max-seq-len", "32", "--lr", "1e-3", "--log-every", "1", "--rehearse", "1"]
+    res = runner.invoke(app, ["finetune", "-w", str(one), "--batch-size", "8", *common])
+    assert res.exit_code == 0, res.output
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29537", "-m", "kroncli", "finetune", "-w", str(two),
+                           "--batch-size", "4", *common], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a, b = (pd.read_csv(w / "metrics" / "finetune-mrpc.csv").dropna(subset=["total"]) for w in (one, two))
+    assert len(a) == len(b) == 4
+    for x, y in zip(a.total, b.total):
+        assert y == pytest.approx(x, rel=1e-3)
