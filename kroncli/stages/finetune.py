@@ -182,6 +182,9 @@ def check_student_options(opts: FinetuneOptions) -> None:
                         "task example, e.g. --rehearse 1")
     if opts.rehearse and opts.rehearse_weight <= 0:
         raise KronError(f"--rehearse-weight {opts.rehearse_weight} must be positive, e.g. --rehearse-weight 1")
+    if opts.rehearse and opts.weights is not None and not any(opts.weights.get(k) for k in INTERMEDIATE):
+        raise KronError("--rehearse keeps the intermediate losses on general text, but they are all weighted 0; "
+                        "give embedding_mse, attention_mse or hidden_mse a weight, or drop --rehearse")
     if opts.augment < 0:
         raise KronError(f"--augment {opts.augment} is negative; pass 0 (off) or the number of copies, e.g. "
                         "--augment 4")
@@ -232,9 +235,6 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     train_set, evals = _data(task, tokenizer, opts, augmenter)
     weights = opts.weights or default_weights(task)
     rehearse_weights = {k: weights[k] for k in INTERMEDIATE if weights.get(k)}
-    if opts.rehearse and not rehearse_weights:
-        raise KronError("--rehearse keeps the intermediate losses on general text, but they are all weighted 0; "
-                        "give embedding_mse, attention_mse or hidden_mse a weight, or drop --rehearse")
     collate = Collate(tokenizer, task.is_regression)
     if opts.rehearse:
         train_set, collate = _with_rehearsal(ws, opts, tokenizer, train_set, collate, cfg.seed, log)
