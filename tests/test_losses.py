@@ -15,7 +15,9 @@ from kroncli.distill import (
     attention_mse,
     combine,
     embedding_mse,
+    embedding_nmse,
     hidden_mse,
+    hidden_nmse,
     layer_map,
     logit_kd,
     logit_mse,
@@ -51,10 +53,12 @@ def _pairs():
         (attention_mse, atts),
         (lambda s, t: logit_kd(s, t, 2.0), logits),
         (logit_mse, reg),
+        (embedding_nmse, emb),
+        (hidden_nmse, layers),
     ]
 
 
-@pytest.mark.parametrize("i", range(5))
+@pytest.mark.parametrize("i", range(7))
 def test_zero_for_identical_positive_otherwise(i):
     fn, x = _pairs()[i]
     clone = [y.clone() for y in x] if isinstance(x, list) else x.clone()
@@ -79,6 +83,19 @@ def test_hidden_mse_sums_layers():
     t = [T2[None], torch.zeros(1, 2, 2)]
     assert hidden_mse(s, t).item() == pytest.approx(3.25 + 1.0)
     assert hidden_mse(S2[None], T2[None]).item() == pytest.approx(3.25)  # a single tensor is one layer
+
+
+def test_relative_losses_count_each_layer_by_its_relative_error():
+    # T2's mean square is (1 + 0 + 0 + 16) / 4 = 4.25, so embedding_nmse = 3.25 / 4.25
+    assert embedding_nmse(S2[None], T2[None]).item() == pytest.approx(3.25 / 4.25)
+    # a layer of tiny magnitude counts as much as a large one: both students are off by half the target
+    big, small = 10 * T2[None], 0.01 * T2[None]
+    assert hidden_nmse([0.5 * big, 0.5 * small], [big, small]).item() == pytest.approx(0.25 + 0.25)
+    assert hidden_mse([0.5 * small], [small]).item() < 1e-4 * hidden_mse([0.5 * big], [big]).item()
+    # zeros score exactly 1 per layer; the mask restricts both the error and the teacher's mean square
+    assert hidden_nmse([torch.zeros(1, 2, 2)] * 2, [T2[None], big]).item() == pytest.approx(2.0)
+    # keep token 1 only: diffs (3, 0), target (0, 4) -> (9 / 2) / (16 / 2)
+    assert embedding_nmse(S2[None], T2[None], torch.tensor([[0, 1]])).item() == pytest.approx(9 / 16)
 
 
 def test_attention_mse_hand_value_and_pair_mask():

@@ -18,6 +18,7 @@ from .common import check_same_architecture, require_student, shapes_fingerprint
 
 # The paper sums the intermediate losses unweighted; stage 1 has no logits.
 DEFAULT_WEIGHTS = {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0}
+STAGE1_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse", "mlm")
 
 
 @dataclass
@@ -116,9 +117,9 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     folder = require_student(ws)
     kron_cfg = read_kron_config(folder)
     student = load_student(folder)
-    unknown = set(opts.weights) - {"embedding_mse", "attention_mse", "hidden_mse", "mlm"}
+    unknown = set(opts.weights) - set(STAGE1_LOSSES)
     if unknown:
-        raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}; use embedding_mse, attention_mse, hidden_mse")
+        raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}; use {', '.join(STAGE1_LOSSES)}")
     if opts.weights.get("mlm") and student.get_output_embeddings() is None:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")

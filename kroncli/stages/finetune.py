@@ -172,7 +172,7 @@ def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Mod
     return model, choices
 
 
-INTERMEDIATE = ("embedding_mse", "attention_mse", "hidden_mse")
+INTERMEDIATE = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse")
 
 
 def check_student_options(opts: FinetuneOptions) -> None:
