@@ -214,6 +214,18 @@ def test_teacher_of_another_size_is_refused(corpus, tmp_path, minilm_path, teach
     assert res.exit_code == 2 and "differ in hidden_size" in res.output
 
 
+def test_relative_losses_train_and_unknown_losses_are_named(teacher_dir, corpus, tmp_path):
+    ws = factorized(teacher_dir, tmp_path)
+    res = distill(ws, corpus, "--max-steps", "30", "--weight", "embedding_mse=0", "--weight", "hidden_mse=0",
+                  "--weight", "embedding_nmse=1", "--weight", "hidden_nmse=1")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(ws / "metrics" / "distill.csv")
+    assert "hidden_nmse" in df and "embedding_nmse" in df and "hidden_mse" not in df
+    assert df.hidden_nmse.tail(5).mean() < 0.9 * df.hidden_nmse.head(5).mean()  # measured: 0.67 -> 0.53
+    res = distill(factorized(teacher_dir, tmp_path, "ws2"), corpus, "--max-steps", "2", "--weight", "hiden_nmse=1")
+    assert res.exit_code == 2 and "no loss 'hiden_nmse'" in res.output and "hidden_nmse" in res.output
+
+
 def test_mlm_needs_an_mlm_head(teacher_dir, corpus, tmp_path):
     ws = factorized(teacher_dir, tmp_path)
     res = distill(ws, corpus, "--max-steps", "2", "--weight", "mlm=1")

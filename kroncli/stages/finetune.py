@@ -184,7 +184,7 @@ def check_student_options(opts: FinetuneOptions) -> None:
         raise KronError(f"--rehearse-weight {opts.rehearse_weight} must be positive, e.g. --rehearse-weight 1")
     if opts.rehearse and opts.weights is not None and not any(opts.weights.get(k) for k in INTERMEDIATE):
         raise KronError("--rehearse keeps the intermediate losses on general text, but they are all weighted 0; "
-                        "give embedding_mse, attention_mse or hidden_mse a weight, or drop --rehearse")
+                        "give embedding_mse, attention_mse, hidden_mse or a *_nmse term a weight, or drop --rehearse")
     if opts.augment < 0:
         raise KronError(f"--augment {opts.augment} is negative; pass 0 (off) or the number of copies, e.g. "
                         "--augment 4")
