@@ -128,7 +128,7 @@ def hidden_nmse(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask
     s, t = _layers(s), _layers(t)
     _check_pairs(s, t, "hidden_nmse")
     w = _token_weight(mask)
-    return sum((_relative(a - _target(b), _target(b), w) for a, b in zip(s, t)), torch.zeros((), device=s[0].device))
+    return sum((_relative(a - b, b, w) for a, b in zip(s, map(_target, t))), torch.zeros((), device=s[0].device))
 
 
 def attention_mse(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
@@ -256,8 +256,11 @@ def _labels(batch: Mapping[str, Any], name: str) -> Tensor:
     return labels
 
 
-def _apply_embedding(s, t, batch, dl):
-    return embedding_mse(s.embedding, t.embedding, _mask(s, batch) if dl.mask_padding else None)
+def _embedding_term(fn):
+    """How an embedding-output loss (`embedding_mse`, `embedding_nmse`) is fed from a Captured pair."""
+    def apply(s, t, batch, dl):
+        return fn(s.embedding, t.embedding, _mask(s, batch) if dl.mask_padding else None)
+    return apply
 
 
 def _apply_attention(s, t, batch, dl):
@@ -270,18 +273,12 @@ def _apply_attention(s, t, batch, dl):
     return attention_mse(s.attentions, [t.attentions[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
 
 
-def _apply_hidden(s, t, batch, dl):
-    idx = dl.teacher_layers(len(s.hidden), len(t.hidden))
-    return hidden_mse(s.hidden, [t.hidden[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
-
-
-def _apply_embedding_n(s, t, batch, dl):
-    return embedding_nmse(s.embedding, t.embedding, _mask(s, batch) if dl.mask_padding else None)
-
-
-def _apply_hidden_n(s, t, batch, dl):
-    idx = dl.teacher_layers(len(s.hidden), len(t.hidden))
-    return hidden_nmse(s.hidden, [t.hidden[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
+def _hidden_term(fn):
+    """How a per-layer hidden-state loss (`hidden_mse`, `hidden_nmse`) is fed, through the layer map."""
+    def apply(s, t, batch, dl):
+        idx = dl.teacher_layers(len(s.hidden), len(t.hidden))
+        return fn(s.hidden, [t.hidden[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
+    return apply
 
 
 def _logit_rows_mask(s: Captured, batch, dl) -> Tensor | None:
@@ -311,15 +308,18 @@ def _apply_mlm(s, t, batch, dl):
     return mlm(s.logits, _labels(batch, "mlm"))
 
 
-register_loss("embedding_mse", embedding_mse, _apply_embedding)
+register_loss("embedding_mse", embedding_mse, _embedding_term(embedding_mse))
 register_loss("attention_mse", attention_mse, _apply_attention, uses_attention=True)
-register_loss("hidden_mse", hidden_mse, _apply_hidden)
-register_loss("embedding_nmse", embedding_nmse, _apply_embedding_n)
-register_loss("hidden_nmse", hidden_nmse, _apply_hidden_n)
+register_loss("hidden_mse", hidden_mse, _hidden_term(hidden_mse))
+register_loss("embedding_nmse", embedding_nmse, _embedding_term(embedding_nmse))
+register_loss("hidden_nmse", hidden_nmse, _hidden_term(hidden_nmse))
 register_loss("logit_kd", logit_kd, _apply_logit_kd)
 register_loss("logit_mse", logit_mse, _apply_logit_mse)
 register_loss("supervised", supervised, _apply_supervised, uses_teacher=False)
 register_loss("mlm", mlm, _apply_mlm, uses_teacher=False)
+
+# Teacher-vs-student terms on inner tensors, with no head involved: what stage 1 and rehearsal may use.
+INTERMEDIATE_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse")
 
 
 # ------------------------------------------------------------------------------------------------ combine

@@ -9,7 +9,7 @@ import torch
 from .. import sources
 from ..data.corpus import load_corpus, token_types
 from ..distill.capture import Capture
-from ..distill.losses import DistillLoss
+from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
 from ..errors import KronError
 from ..student import choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, train
@@ -18,7 +18,7 @@ from .common import check_same_architecture, require_student, shapes_fingerprint
 
 # The paper sums the intermediate losses unweighted; stage 1 has no logits.
 DEFAULT_WEIGHTS = {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0}
-STAGE1_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse", "mlm")
+STAGE1_LOSSES = (*INTERMEDIATE_LOSSES, "mlm")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from ..data.encode import Collate, encode
 from ..data.glue import Task, load_split, normalize_task
 from ..data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from ..distill.capture import Capture
-from ..distill.losses import DistillLoss
+from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
 from ..errors import KronError
 from ..evaluate import score
 from ..student import choices_from_config, load_student, read_kron_config, save_student
@@ -172,9 +172,6 @@ def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Mod
     return model, choices
 
 
-INTERMEDIATE = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse")
-
-
 def check_student_options(opts: FinetuneOptions) -> None:
     """Augmentation and rehearsal settings, checked before anything loads (`kron finetune`, `kron run`)."""
     if opts.rehearse < 0:
@@ -182,7 +179,7 @@ def check_student_options(opts: FinetuneOptions) -> None:
                         "task example, e.g. --rehearse 1")
     if opts.rehearse and opts.rehearse_weight <= 0:
         raise KronError(f"--rehearse-weight {opts.rehearse_weight} must be positive, e.g. --rehearse-weight 1")
-    if opts.rehearse and opts.weights is not None and not any(opts.weights.get(k) for k in INTERMEDIATE):
+    if opts.rehearse and opts.weights is not None and not any(opts.weights.get(k) for k in INTERMEDIATE_LOSSES):
         raise KronError("--rehearse keeps the intermediate losses on general text, but they are all weighted 0; "
                         "give embedding_mse, attention_mse, hidden_mse or a *_nmse term a weight, or drop --rehearse")
     if opts.augment < 0:
@@ -234,7 +231,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed)
     train_set, evals = _data(task, tokenizer, opts, augmenter)
     weights = opts.weights or default_weights(task)
-    rehearse_weights = {k: weights[k] for k in INTERMEDIATE if weights.get(k)}
+    rehearse_weights = {k: weights[k] for k in INTERMEDIATE_LOSSES if weights.get(k)}
     collate = Collate(tokenizer, task.is_regression)
     if opts.rehearse:
         train_set, collate = _with_rehearsal(ws, opts, tokenizer, train_set, collate, cfg.seed, log)
