@@ -12,6 +12,7 @@ from kroncli.distill import (
     LOSSES,
     Captured,
     DistillLoss,
+    attention_kl,
     attention_mse,
     combine,
     embedding_mse,
@@ -55,10 +56,11 @@ def _pairs():
         (logit_mse, reg),
         (embedding_nmse, emb),
         (hidden_nmse, layers),
+        (attention_kl, atts),
     ]
 
 
-@pytest.mark.parametrize("i", range(7))
+@pytest.mark.parametrize("i", range(8))
 def test_zero_for_identical_positive_otherwise(i):
     fn, x = _pairs()[i]
     clone = [y.clone() for y in x] if isinstance(x, list) else x.clone()
@@ -109,6 +111,45 @@ def test_attention_mse_hand_value_and_pair_mask():
     assert attention_mse([s2], [torch.zeros_like(s2)], torch.tensor([[1, 0]])).item() == pytest.approx(2.5)
     # two layers are summed
     assert attention_mse([s, s], [t, t]).item() == pytest.approx(15.0)
+
+
+def test_attention_kl_hand_value_masks_and_shift_invariance():
+    # one head, two queries over two keys: KL(softmax(t) || softmax(s)) per query row, averaged
+    s = torch.tensor([[[[0.0, 0.0], [1.0, 2.0]]]])
+    t = torch.tensor([[[[0.0, math.log(3.0)], [0.0, 0.0]]]])
+    row0 = _kl([0.25, 0.75], [0.5, 0.5])
+    row1 = _kl([0.5, 0.5], _softmax([1.0, 2.0]))
+    assert attention_kl([s], [t]).item() == pytest.approx((row0 + row1) / 2)
+    # scores enter through the softmax only: adding a constant per query row changes nothing, unlike attention_mse
+    shifted = s + torch.tensor([5.0, -3.0])[None, None, :, None]
+    assert attention_kl([shifted], [t]).item() == pytest.approx((row0 + row1) / 2)
+    assert attention_mse([shifted], [t]).item() > attention_mse([s], [t]).item()
+    # key 1 padded: each row's softmax over key 0 alone is 1, so the KL is 0 whatever the scores;
+    # query 1 is padded too, so only query 0 counts
+    assert attention_kl([s], [t], torch.tensor([[1, 0]])).item() == pytest.approx(0.0, abs=1e-7)
+    # layers are summed
+    assert attention_kl([s, s], [t, t]).item() == pytest.approx(row0 + row1)
+
+
+def test_attention_kl_matches_a_per_row_loop_and_padding_gets_no_gradient():
+    torch.manual_seed(3)
+    s = torch.randn(2, 3, 5, 5, requires_grad=True)
+    t = torch.randn(2, 3, 5, 5)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    rows = []
+    for b in range(2):
+        n = int(mask[b].sum())
+        for h in range(3):
+            for q in range(n):
+                pt, ps = torch.softmax(t[b, h, q, :n], -1), torch.softmax(s[b, h, q, :n].detach(), -1)
+                rows.append((pt * (pt / ps).log()).sum())
+    loss = attention_kl([s], [t], mask)
+    assert loss.item() == pytest.approx(torch.stack(rows).mean().item(), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(s.grad).all()
+    assert s.grad[1, :, 3:].abs().max() == 0 and s.grad[1, :, :, 3:].abs().max() == 0
+    assert s.grad[0].abs().max() > 0
+    assert DistillLoss({"attention_kl": 1.0}).attention == "scores"
 
 
 def test_masked_losses_ignore_padded_positions():

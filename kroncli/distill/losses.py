@@ -142,6 +142,37 @@ def attention_mse(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], ma
     return sum((_masked_mean_sq(a - _target(b), w) for a, b in zip(s, t)), torch.zeros((), device=s[0].device))
 
 
+def _attention_kl_layer(s: Tensor, t: Tensor, mask: Tensor | None) -> Tensor:
+    """One layer's KL(teacher || student) between attention distributions, from pre-softmax scores."""
+    s, t = _up(s), _up(_target(t))
+    if mask is None:
+        return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="sum", log_target=True) / (
+            s.numel() // s.shape[-1])
+    keys = mask.to(device=s.device).bool()[:, None, None, :]  # (batch, 1, 1, seq_k): padded keys get no weight
+    floor = torch.finfo(s.dtype).min
+    log_ps = F.log_softmax(s.masked_fill(~keys, floor), -1)
+    log_pt = F.log_softmax(t.masked_fill(~keys, floor), -1)
+    kl = torch.where(keys, log_pt.exp() * (log_pt - log_ps), torch.zeros((), dtype=s.dtype, device=s.device))
+    queries = mask.to(device=s.device, dtype=s.dtype)[:, None, :]  # (batch, 1, seq_q)
+    rows = kl.sum(-1) * queries  # (batch, heads, seq_q)
+    return rows.sum() / (queries.sum() * s.shape[1]).clamp_min(1.0)
+
+
+def attention_kl(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
+    """Sum over layers of KL(teacher || student) between the attention distributions (MiniLM's attention transfer).
+
+    Inputs are pre-softmax scores (batch, heads, seq, seq), as `Capture` records them. With a (batch, seq) mask the
+    padded keys are removed from both softmaxes and the KL averages over real queries (x heads).
+
+    Why: `attention_mse` on raw scores is dominated by the largest scores (those on [CLS] and [SEP]), which the
+    softmax saturates anyway; the KL weighs each score by the attention it actually produces, e.g. a token of
+    sentence B attending to its match in sentence A.
+    """
+    s, t = _layers(s), _layers(t)
+    _check_pairs(s, t, "attention_kl")
+    return sum((_attention_kl_layer(a, b, mask) for a, b in zip(s, t)), torch.zeros((), device=s[0].device))
+
+
 def _rows(logits: Tensor, mask: Tensor | None) -> Tensor:
     logits = logits.reshape(-1, logits.shape[-1]) if logits.dim() != 2 else logits
     if mask is not None:
@@ -263,14 +294,21 @@ def _embedding_term(fn):
     return apply
 
 
-def _apply_attention(s, t, batch, dl):
-    if not s.attentions or not t.attentions:
-        raise ValueError("attention_mse needs captured attentions: use Capture(model, attention='scores') for "
-                         "both student and teacher")
-    if s.attention_kind != t.attention_kind:
-        raise ValueError(f"attention_mse: student captured {s.attention_kind}, teacher {t.attention_kind}")
-    idx = dl.teacher_layers(len(s.attentions), len(t.attentions))
-    return attention_mse(s.attentions, [t.attentions[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
+def _attention_term(fn):
+    """How a per-layer attention loss (`attention_mse`, `attention_kl`) is fed, through the layer map."""
+    name = fn.__name__
+
+    def apply(s, t, batch, dl):
+        if not s.attentions or not t.attentions:
+            raise ValueError(f"{name} needs captured attentions: use Capture(model, attention='scores') for "
+                             "both student and teacher")
+        if s.attention_kind != t.attention_kind:
+            raise ValueError(f"{name}: student captured {s.attention_kind}, teacher {t.attention_kind}")
+        if fn is attention_kl and s.attention_kind != "scores":
+            raise ValueError("attention_kl needs pre-softmax scores: use Capture(model, attention='scores')")
+        idx = dl.teacher_layers(len(s.attentions), len(t.attentions))
+        return fn(s.attentions, [t.attentions[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
+    return apply
 
 
 def _hidden_term(fn):
@@ -309,7 +347,8 @@ def _apply_mlm(s, t, batch, dl):
 
 
 register_loss("embedding_mse", embedding_mse, _embedding_term(embedding_mse))
-register_loss("attention_mse", attention_mse, _apply_attention, uses_attention=True)
+register_loss("attention_mse", attention_mse, _attention_term(attention_mse), uses_attention=True)
+register_loss("attention_kl", attention_kl, _attention_term(attention_kl), uses_attention=True)
 register_loss("hidden_mse", hidden_mse, _hidden_term(hidden_mse))
 register_loss("embedding_nmse", embedding_nmse, _embedding_term(embedding_nmse))
 register_loss("hidden_nmse", hidden_nmse, _hidden_term(hidden_nmse))
@@ -319,7 +358,7 @@ register_loss("supervised", supervised, _apply_supervised, uses_teacher=False)
 register_loss("mlm", mlm, _apply_mlm, uses_teacher=False)
 
 # Teacher-vs-student terms on inner tensors, with no head involved: what stage 1 and rehearsal may use.
-INTERMEDIATE_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse")
+INTERMEDIATE_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse", "attention_kl")
 
 
 # ------------------------------------------------------------------------------------------------ combine
