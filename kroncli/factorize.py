@@ -14,7 +14,7 @@ from .errors import KronError
 from .kron import search
 from .kron.search import Choice, Target
 from .student import save_student
-from .surgery import apply_choices, count_params, find_targets
+from .surgery import apply_choices, count_params, find_targets, keep_layers
 from .workspace import Workspace, atomic_write_text
 
 CSV_COLUMNS = ["name", "layer_type", "kind", "m", "n", "m1", "n1", "m2", "n2", "rank", "params",
@@ -38,6 +38,7 @@ class FactorizeOptions:
     min_side: int = 1
     min_embedding_dim: int = 1
     embedding_rank: int = 0
+    layers: list[int] | None = None  # teacher layers the student keeps (None: all)
     seed: int = 0
 
 
@@ -121,30 +122,33 @@ def _preset_plan(targets: list[Target], opts: FactorizeOptions) -> list[Choice]:
     return out
 
 
-def smallest_student(targets: list[Target], teacher_params: int, opts: FactorizeOptions,
+def smallest_student(targets: list[Target], model_params: int, opts: FactorizeOptions,
                      cap: float = math.inf) -> int:
     """Fewest parameters a student can have under `opts`' shape rules (and a per-matrix ratio cap): the
-    parameters left dense plus each target's smallest candidate. Counts only; no SVD."""
-    keep = teacher_params - sum(t.weight.numel() for t in targets)
+    parameters left dense plus each target's smallest candidate. Counts only; no SVD. `model_params` counts the
+    model being factored (after `--layers` cut it)."""
+    keep = model_params - sum(t.weight.numel() for t in targets)
     return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim, opts.embedding_rank)
                       for t in targets)
 
 
 def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_params: int,
                  progress=None) -> list[Choice]:
-    keep = teacher_params - sum(t.weight.numel() for t in targets)
+    """Shapes within the budget. The ratio is to the whole teacher, even when `--layers` dropped some of it."""
+    model_params = count_params(model)
+    keep = model_params - sum(t.weight.numel() for t in targets)
     if opts.ratio is not None:
         total, asked = int(teacher_params / opts.ratio), f"--ratio {opts.ratio:g}"
     else:
         total, asked = opts.max_params, f"--max-params {opts.max_params}"
     ratio = teacher_params / total
     cap = opts.max_layer_ratio or max(search.DEFAULT_LAYER_RATIO_CAP, 4 * ratio)
-    smallest = smallest_student(targets, teacher_params, opts)
+    smallest = smallest_student(targets, model_params, opts)
     if total < smallest:
         raise KronError(f"{asked} cannot be met: the largest ratio possible for this model and these targets "
                         f"is {teacher_params / smallest:.1f}x ({smallest:,} parameters; {keep:,} of them are not "
                         "factored)")
-    if total < smallest_student(targets, teacher_params, opts, cap):
+    if total < smallest_student(targets, model_params, opts, cap):
         cap = math.inf  # the budget needs shapes beyond the per-matrix cap: open them all
     cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress, min_side=opts.min_side,
                                     min_embedding_dim=opts.min_embedding_dim,
@@ -161,6 +165,8 @@ def factorize(opts: FactorizeOptions, plan_only: bool = False, progress_factory=
     model, tokenizer = sources.load_model(source, seed=opts.seed)
     timings["load"] = time.perf_counter() - t0
     teacher_params = count_params(model)
+    if opts.layers is not None:
+        keep_layers(model, opts.layers)
     targets = find_targets(model, opts.targets, opts.exclude)
 
     t0 = time.perf_counter()
@@ -170,7 +176,7 @@ def factorize(opts: FactorizeOptions, plan_only: bool = False, progress_factory=
         with (progress_factory("searching shapes", len(targets)) if progress_factory else _null()) as adv:
             choices = _search_plan(model, targets, opts, teacher_params, progress=adv)
     timings["search"] = time.perf_counter() - t0
-    student_params = teacher_params - sum(c.dense_params - c.params for c in choices)
+    student_params = count_params(model) - sum(c.dense_params - c.params for c in choices)
     if not plan_only:
         t0 = time.perf_counter()
         with (progress_factory("initialising factors", len(choices)) if progress_factory else _null()) as adv:
@@ -191,8 +197,10 @@ class _null:
 def write_workspace(ws: Workspace, result: FactorizeResult, model, tokenizer, args: dict, command: list[str],
                     force: bool) -> None:
     """Student, per-layer CSV and manifest; each write atomic."""
+    layers = args.get("layers")
     save_student(model, result.choices, ws.student_dir, tokenizer,
-                 extra={"teacher": result.source.describe(), "teacher_params": result.teacher_params})
+                 extra={"teacher": result.source.describe(), "teacher_params": result.teacher_params,
+                        **({"teacher_layers": list(layers)} if layers is not None else {})})
     rows = [{**c.row(), "layer_type": c.layer_type} for c in result.choices]
     csv = pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(index=False)
     atomic_write_text(ws.metrics_dir / "factorize.csv", csv)

@@ -32,6 +32,7 @@ class FactorizeSection:
     min_side: int = 1  # shortest side of a Linear factor (2+ rules out one-column factors)
     min_embedding_dim: int = 1  # narrowest per-token embedding factor d/f
     embedding_rank: int = 0  # K > 0: embeddings as a V x K table times a learned K x d matrix
+    layers: Optional[list[int]] = None  # teacher layers the student keeps, e.g. [1, 3, 5]; default all
 
 
 @dataclass

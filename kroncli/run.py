@@ -105,17 +105,19 @@ def _factorize_options(recipe: Recipe):
                             max_params=f.max_params, preset=f.preset, objective=f.objective, max_rank=f.max_rank,
                             targets=f.targets, exclude=f.exclude, max_layer_ratio=f.max_layer_ratio,
                             min_side=f.min_side, min_embedding_dim=f.min_embedding_dim,
-                            embedding_rank=f.embedding_rank)
+                            embedding_rank=f.embedding_rank, layers=f.layers)
 
 
 def _check_ratio(recipe: Recipe, opts, source) -> None:
     """The largest ratio possible needs only parameter counts: no SVD, a second or two."""
     from .factorize import smallest_student
-    from .surgery import count_params, find_targets
+    from .surgery import count_params, find_targets, keep_layers
 
     model, _ = sources.load_model(source)
     teacher = count_params(model)
-    smallest = smallest_student(find_targets(model, opts.targets, opts.exclude), teacher, opts)
+    if opts.layers is not None:
+        keep_layers(model, opts.layers)
+    smallest = smallest_student(find_targets(model, opts.targets, opts.exclude), count_params(model), opts)
     budget = recipe.factorize.max_params or teacher / recipe.factorize.ratio
     if budget < smallest:
         raise KronError(f"the recipe asks for {teacher / budget:.1f}x but the largest ratio possible for "

@@ -113,3 +113,31 @@ def apply_choices(model: nn.Module, choices: Iterable[Choice], init: bool = True
         if on_layer:
             on_layer(c)
     return model
+
+
+def keep_layers(model: nn.Module, layers: list[int]) -> None:
+    """Cut the model's transformer stack down to `layers` (teacher layer indices, in order), in place.
+
+    Why: a shallower student (TinyBERT's uniform choice, e.g. layers 1,3,5 of 6) spends the same parameter
+    budget on fewer, larger matrices and runs proportionally faster. The kept layers keep their weights (the
+    factorization starts from them); `config.num_hidden_layers` follows.
+    """
+    total = getattr(model.config, "num_hidden_layers", None)
+    if total is None:
+        raise KronError(f"{type(model).__name__} has no num_hidden_layers in its config; cannot drop layers")
+    if not layers or list(layers) != sorted(set(layers)) or not all(0 <= i < total for i in layers):
+        raise KronError(f"--layers {','.join(map(str, layers))}: give increasing, distinct teacher layer indices "
+                        f"from 0 to {total - 1}, e.g. --layers {','.join(str(i) for i in range(1, total, 2))}")
+    stacks = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == total]
+    if len(stacks) != 1:
+        raise KronError(f"cannot find the layer stack of {type(model).__name__} ({len(stacks)} candidates); "
+                        "--layers supports BERT-family models")
+    name, stack = stacks[0]
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    kept = nn.ModuleList(stack[i] for i in layers)
+    for new_index, layer in enumerate(kept):
+        for sub in layer.modules():  # transformers numbers layers for caches; keep it consistent
+            if isinstance(getattr(sub, "layer_idx", None), int):
+                sub.layer_idx = new_index
+    setattr(parent, name.rsplit(".", 1)[-1], kept)
+    model.config.num_hidden_layers = len(layers)

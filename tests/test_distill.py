@@ -236,6 +236,42 @@ def test_attention_kl_trains_in_stage_1(teacher_dir, corpus, tmp_path):
     assert df.attention_kl.tail(5).mean() < 0.9 * df.attention_kl.head(5).mean()
 
 
+def test_shallow_student_keeps_the_chosen_teacher_layers_and_distils_against_them(teacher_dir, corpus, tmp_path,
+                                                                                  monkeypatch):
+    from transformers import BertModel
+
+    import kroncli.stages.distill as stage
+
+    marked = tmp_path / "marked"  # the teacher with its layer 0 made recognisable
+    shutil.copytree(teacher_dir, marked)
+    model = BertModel.from_pretrained(marked)
+    with torch.no_grad():
+        model.encoder.layer[0].output.LayerNorm.weight.fill_(2.0)
+    model.save_pretrained(marked)
+    ws = tmp_path / "shallow"
+    res = runner.invoke(app, ["factorize", str(marked), "--ratio", "5", "--layers", "0", "-w", str(ws), "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    # the ratio is to the whole two-layer teacher, not to the one layer kept
+    assert summary["teacher_params"] == sum(p.numel() for p in model.parameters())
+    assert summary["compression"] >= 5
+    kron = json.loads((ws / "student" / "kron.json").read_text())
+    assert kron["teacher_layers"] == [0] and json.loads((ws / "student" / "config.json").read_text())[
+        "num_hidden_layers"] == 1
+    weights = load_file(ws / "student" / "model.safetensors")
+    assert torch.all(weights["encoder.layer.0.output.LayerNorm.weight"] == 2.0)
+    assert not any(k.startswith("encoder.layer.1.") for k in weights)
+    maps = []
+    real = stage.DistillLoss
+    monkeypatch.setattr(stage, "DistillLoss", lambda *a, **kw: maps.append(kw.get("layer_map")) or real(*a, **kw))
+    res = distill(ws, corpus, "--max-steps", "3", "--teacher", str(marked))
+    assert res.exit_code == 0, res.output  # no --layer-map needed: kron.json says which teacher layer to match
+    assert maps and all(m == [0] for m in maps)  # the uniform default would have been [1]
+    res = distill(ws, corpus, "--max-steps", "3", "--teacher", str(marked), "--layer-map", "1", "--restart")
+    assert res.exit_code == 0, res.output
+    assert maps[-1] == [1]  # an explicit --layer-map wins
+
+
 def test_mlm_needs_an_mlm_head(teacher_dir, corpus, tmp_path):
     ws = factorized(teacher_dir, tmp_path)
     res = distill(ws, corpus, "--max-steps", "2", "--weight", "mlm=1")

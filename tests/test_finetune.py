@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -82,6 +83,25 @@ def test_augmented_student_trains_on_teacher_labelled_copies(ws):
     df = pd.read_csv(ws / "metrics" / "finetune-mrpc.csv")
     assert df.supervised.dropna().map(math.isfinite).all()
     assert df.step.max() == 3  # --restart dropped the earlier run's rows
+
+
+def test_shallow_student_matches_the_teacher_layers_it_was_cut_from(ws, tmp_path, minilm_path, monkeypatch):
+    import kroncli.stages.finetune as stage
+
+    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
+        assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
+    shallow = tmp_path / "m19x3"
+    res = runner.invoke(app, ["factorize", minilm_path, "--ratio", "19", "--layers", "1,3,5", "-w", str(shallow)])
+    assert res.exit_code == 0, res.output
+    shutil.copytree(ws / "tasks" / "mrpc" / "teacher", shallow / "tasks" / "mrpc" / "teacher")
+    maps = []
+    real = stage.DistillLoss
+    monkeypatch.setattr(stage, "DistillLoss", lambda *a, **kw: maps.append(kw.get("layer_map")) or real(*a, **kw))
+    res = finetune(shallow, "--max-steps", "2")
+    assert res.exit_code == 0, res.output
+    assert maps == [[1, 3, 5]]  # from kron.json; the 6-layer task teacher needs no --layer-map
+    student = kroncli.load_student(shallow / "tasks" / "mrpc" / "student")
+    assert student.config.num_hidden_layers == 3 and len(student.bert.encoder.layer) == 3
 
 
 @pytest.mark.parametrize("args, needle", [(("--augment", "-1"), "--augment"),

@@ -47,6 +47,10 @@ def factorize_cmd(
     embedding_rank: Annotated[int, typer.Option(
         help="Factor embeddings as K terms of (V x 1) (x) (1 x d): a V x K table times a learned K x d matrix, "
              "SVD-initialised, instead of the paper's a_i (x) b (0: the paper's form).")] = 0,
+    layers: Annotated[Optional[str], typer.Option(
+        help="Keep only these teacher layers (0-based, comma list), e.g. 1,3,5: a shallower, faster student; "
+             "the ratio stays relative to the whole teacher, and later stages map each kept layer to its "
+             "teacher layer.")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print the chosen shapes, write "
                                                       "nothing.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for --random-init.")] = 0,
@@ -68,7 +72,7 @@ def factorize_cmd(
                             preset=preset, objective=objective, max_rank=max_rank, targets=targets,
                             exclude=exclude, max_layer_ratio=max_layer_ratio, min_side=min_side,
                             min_embedding_dim=min_embedding_dim, embedding_rank=embedding_rank,
-                            seed=seed)
+                            layers=_parse_layers(layers), seed=seed)
     progress = progress_factory(show_progress(json_out))
     if plan:
         result, _, _ = factorize(opts, plan_only=True, progress_factory=progress)
@@ -82,6 +86,16 @@ def factorize_cmd(
     _print_table(result, summary, json_out)
     if json_out:
         emit_json(summary)
+
+
+def _parse_layers(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma list of layer indices, e.g. 1,3,5",
+                                 param_hint="--layers") from None
 
 
 def _print_table(result, summary: dict, json_out: bool) -> None:

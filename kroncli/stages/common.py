@@ -39,6 +39,14 @@ def check_same_architecture(teacher_config, student_config, allow_shallower: boo
                         f"was factorized from (pass --layer-map for a shallower student)")
 
 
+def student_layer_map(folder: Path, given: str | None) -> str | None:
+    """`--layer-map` when given, else the teacher layers the student was cut from (`kron factorize --layers`)."""
+    if given:
+        return given
+    kept = json.loads((Path(folder) / KRON_CONFIG).read_text()).get("teacher_layers")
+    return ",".join(map(str, kept)) if kept else None
+
+
 def shapes_fingerprint(folder: Path) -> dict:
     """What a checkpoint must match to be resumed: the factor shapes and the architecture."""
     cfg = json.loads((folder / KRON_CONFIG).read_text())

@@ -14,7 +14,8 @@ from ..errors import KronError
 from ..student import choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, train
 from ..workspace import Workspace
-from .common import check_same_architecture, require_student, shapes_fingerprint, teacher_source
+from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
+                     teacher_source)
 
 # The paper sums the intermediate losses unweighted; stage 1 has no logits.
 DEFAULT_WEIGHTS = {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0}
@@ -124,7 +125,8 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")
     teacher, _ = sources.load_model(teacher_source(ws, opts.teacher))
-    check_same_architecture(teacher.config, student.config, allow_shallower=bool(opts.layer_map))
+    layers = student_layer_map(folder, opts.layer_map)
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
     from transformers import AutoTokenizer
 
     try:
@@ -138,7 +140,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     log(f"corpus: {ids.shape[0]:,} sequences of {ids.shape[1]} tokens")
     collate = MaskingCollate(tokenizer) if opts.weights.get("mlm") else PackedCollate(tokenizer.sep_token_id)
     teacher.eval().requires_grad_(False)
-    step = make_step(teacher, opts.weights, opts.attention, opts.layer_map)
+    step = make_step(teacher, opts.weights, opts.attention, layers)
     # the teacher follows the student onto accelerate's device inside the loop
     summary = train(cfg, student, PackedCorpus(ids), collate, _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",

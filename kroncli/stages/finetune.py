@@ -23,7 +23,8 @@ from ..evaluate import score
 from ..student import choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, train
 from ..workspace import Workspace, atomic_dir
-from .common import check_same_architecture, require_student, shapes_fingerprint, teacher_source
+from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
+                     teacher_source)
 from .distill import parse_layer_map
 
 
@@ -181,7 +182,7 @@ def check_student_options(opts: FinetuneOptions) -> None:
         raise KronError(f"--rehearse-weight {opts.rehearse_weight} must be positive, e.g. --rehearse-weight 1")
     if opts.rehearse and opts.weights is not None and not any(opts.weights.get(k) for k in INTERMEDIATE_LOSSES):
         raise KronError("--rehearse keeps the intermediate losses on general text, but they are all weighted 0; "
-                        "give embedding_mse, attention_mse, hidden_mse or a *_nmse term a weight, or drop --rehearse")
+                        f"give one of {', '.join(INTERMEDIATE_LOSSES)} a weight, or drop --rehearse")
     if opts.augment < 0:
         raise KronError(f"--augment {opts.augment} is negative; pass 0 (off) or the number of copies, e.g. "
                         "--augment 4")
@@ -222,7 +223,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                         f"--task {opts.task} --teacher-only first")
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
     student, choices = build_task_student(ws, task, teacher)
-    check_same_architecture(teacher.config, student.config, allow_shallower=bool(opts.layer_map))
+    layers = student_layer_map(ws.student_dir, opts.layer_map)
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
     tokenizer = _load_tokenizer(ws.student_dir)
     augmenter = None
     if opts.augment:
@@ -236,8 +238,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     if opts.rehearse:
         train_set, collate = _with_rehearsal(ws, opts, tokenizer, train_set, collate, cfg.seed, log)
     try:
-        loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(opts.layer_map))
-        rehearsal_loss = (DistillLoss(rehearse_weights, layer_map=parse_layer_map(opts.layer_map))
+        loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(layers))
+        rehearsal_loss = (DistillLoss(rehearse_weights, layer_map=parse_layer_map(layers))
                           if opts.rehearse else None)
     except ValueError as e:
         raise KronError(str(e)) from None

@@ -32,7 +32,8 @@ from ..squad_metrics import postprocess, squad_evaluate
 from ..student import KRON_CONFIG, choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, append_rows, train
 from ..workspace import Workspace, atomic_dir, atomic_write_json, now
-from .common import check_same_architecture, require_student, shapes_fingerprint, teacher_source
+from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
+                     teacher_source)
 from .distill import parse_layer_map
 from .finetune import FinetuneOptions, _load_tokenizer
 
@@ -304,13 +305,14 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
         raise KronError(f"no fine-tuned {name} teacher in {ws.root}; run {_teacher_hint(ws, opts.version)} first")
     teacher = AutoModelForQuestionAnswering.from_pretrained(teacher_path).eval().requires_grad_(False)
     student, choices = build_squad_student(ws, teacher)
-    check_same_architecture(teacher.config, student.config, allow_shallower=bool(opts.layer_map))
+    layers = student_layer_map(ws.student_dir, opts.layer_map)
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
     _check_positions(student.config, opts.max_seq_len)
     tokenizer = _load_tokenizer(ws.student_dir)
     train_ex, train_set, dev_ex, dev_set = _data(opts, tokenizer)
     weights = resolve_weights(opts.weights)
     try:
-        loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(opts.layer_map))
+        loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(layers))
     except ValueError as e:
         raise KronError(str(e)) from None
     attention = loss.attention
