@@ -126,8 +126,9 @@ def keep_layers(model: nn.Module, layers: list[int]) -> None:
     if total is None:
         raise KronError(f"{type(model).__name__} has no num_hidden_layers in its config; cannot drop layers")
     if not layers or list(layers) != sorted(set(layers)) or not all(0 <= i < total for i in layers):
-        raise KronError(f"--layers {','.join(map(str, layers))}: give increasing, distinct teacher layer indices "
-                        f"from 0 to {total - 1}, e.g. --layers {','.join(str(i) for i in range(1, total, 2))}")
+        raise KronError(f"layers {','.join(map(str, layers))}: give increasing, distinct teacher layer indices "
+                        f"from 0 to {total - 1}, e.g. {','.join(str(i) for i in range(1, total, 2))} (--layers, or "
+                        "factorize.layers in a recipe)")
     stacks = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == total]
     if len(stacks) != 1:
         raise KronError(f"cannot find the layer stack of {type(model).__name__} ({len(stacks)} candidates); "

@@ -29,7 +29,7 @@ from .losses import (
 
 __all__ = [
     "IMPLEMENTATION", "Capture", "Captured", "attention_modules", "capture_attention_forward",
-    "LOSSES", "DistillLoss", "LossTerm", "attention_kl", "attention_mse", "combine", "embedding_mse", "embedding_nmse", "hidden_mse",
-    "hidden_nmse", "layer_map",
+    "LOSSES", "DistillLoss", "LossTerm", "attention_kl", "attention_mse", "combine", "embedding_mse",
+    "embedding_nmse", "hidden_mse", "hidden_nmse", "layer_map",
     "logit_kd", "logit_mse", "mlm", "register_loss", "supervised",
 ]

@@ -358,7 +358,8 @@ register_loss("supervised", supervised, _apply_supervised, uses_teacher=False)
 register_loss("mlm", mlm, _apply_mlm, uses_teacher=False)
 
 # Teacher-vs-student terms on inner tensors, with no head involved: what stage 1 and rehearsal may use.
-INTERMEDIATE_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse", "attention_kl")
+INTERMEDIATE_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embedding_nmse", "hidden_nmse",
+                       "attention_kl")
 
 
 # ------------------------------------------------------------------------------------------------ combine
