@@ -323,6 +323,26 @@ def test_squad_v1_end_to_end(ws, data_dir):
     assert out["n"] == 2 and list(out["results"]) == ["student"]
 
 
+def test_shallow_squad_student_matches_the_teacher_layer_it_was_cut_from(ws, data_dir, monkeypatch):
+    import shutil
+
+    import kroncli.stages.squad as stage
+
+    if not (ws / "tasks" / "squad" / "teacher" / "config.json").is_file():
+        assert finetune(ws, data_dir, "squad", "--teacher-only", "--max-steps", 2).exit_code == 0
+    shallow = ws.parent / "shallow"
+    res = run("factorize", ws.parent / "teacher", "--ratio", 3, "--layers", 0, "-w", shallow)
+    assert res.exit_code == 0, res.output
+    shutil.copytree(ws / "tasks" / "squad" / "teacher", shallow / "tasks" / "squad" / "teacher")
+    maps = []
+    real = stage.DistillLoss
+    monkeypatch.setattr(stage, "DistillLoss", lambda *a, **kw: maps.append(kw.get("layer_map")) or real(*a, **kw))
+    res = finetune(shallow, data_dir, "squad", "--max-steps", 2, "--max-seq-len", 64, "--doc-stride", 16)
+    assert res.exit_code == 0, res.output
+    assert maps == [[0]]  # kron.json's teacher layer, not the uniform default [1]
+    assert kroncli.load_student(shallow / "tasks" / "squad" / "student").config.num_hidden_layers == 1
+
+
 def test_squad_v2_end_to_end(ws, data_dir):
     for extra in (("--teacher-only",), ("--weight", "logit_kd=0.5")):
         res = finetune(ws, data_dir, "squad-v2", "--max-steps", 2, "--max-seq-len", 64, "--doc-stride", 16, *extra)
