@@ -122,6 +122,15 @@ def _preset_plan(targets: list[Target], opts: FactorizeOptions) -> list[Choice]:
     return out
 
 
+def cut_teacher(model, opts: FactorizeOptions) -> int:
+    """Count the whole teacher, then keep only `opts.layers` (if given) in place; returns the whole count, which
+    the ratio is measured against."""
+    teacher_params = count_params(model)
+    if opts.layers is not None:
+        keep_layers(model, opts.layers)
+    return teacher_params
+
+
 def smallest_student(targets: list[Target], model_params: int, opts: FactorizeOptions,
                      cap: float = math.inf) -> int:
     """Fewest parameters a student can have under `opts`' shape rules (and a per-matrix ratio cap): the
@@ -164,9 +173,7 @@ def factorize(opts: FactorizeOptions, plan_only: bool = False, progress_factory=
     source = sources.resolve(opts.model, opts.random_init)
     model, tokenizer = sources.load_model(source, seed=opts.seed)
     timings["load"] = time.perf_counter() - t0
-    teacher_params = count_params(model)
-    if opts.layers is not None:
-        keep_layers(model, opts.layers)
+    teacher_params = cut_teacher(model, opts)
     targets = find_targets(model, opts.targets, opts.exclude)
 
     t0 = time.perf_counter()

@@ -110,13 +110,11 @@ def _factorize_options(recipe: Recipe):
 
 def _check_ratio(recipe: Recipe, opts, source) -> None:
     """The largest ratio possible needs only parameter counts: no SVD, a second or two."""
-    from .factorize import smallest_student
-    from .surgery import count_params, find_targets, keep_layers
+    from .factorize import cut_teacher, smallest_student
+    from .surgery import count_params, find_targets
 
     model, _ = sources.load_model(source)
-    teacher = count_params(model)
-    if opts.layers is not None:
-        keep_layers(model, opts.layers)
+    teacher = cut_teacher(model, opts)
     smallest = smallest_student(find_targets(model, opts.targets, opts.exclude), count_params(model), opts)
     budget = recipe.factorize.max_params or teacher / recipe.factorize.ratio
     if budget < smallest:

@@ -294,8 +294,9 @@ def _embedding_term(fn):
     return apply
 
 
-def _attention_term(fn):
-    """How a per-layer attention loss (`attention_mse`, `attention_kl`) is fed, through the layer map."""
+def _attention_term(fn, scores_only: bool = False):
+    """How a per-layer attention loss (`attention_mse`, `attention_kl`) is fed, through the layer map.
+    `scores_only`: the loss applies its own softmax, so captured probabilities would be wrong input."""
     name = fn.__name__
 
     def apply(s, t, batch, dl):
@@ -304,8 +305,8 @@ def _attention_term(fn):
                              "both student and teacher")
         if s.attention_kind != t.attention_kind:
             raise ValueError(f"{name}: student captured {s.attention_kind}, teacher {t.attention_kind}")
-        if fn is attention_kl and s.attention_kind != "scores":
-            raise ValueError("attention_kl needs pre-softmax scores: use Capture(model, attention='scores')")
+        if scores_only and s.attention_kind != "scores":
+            raise ValueError(f"{name} needs pre-softmax scores: use Capture(model, attention='scores')")
         idx = dl.teacher_layers(len(s.attentions), len(t.attentions))
         return fn(s.attentions, [t.attentions[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
     return apply
@@ -348,7 +349,7 @@ def _apply_mlm(s, t, batch, dl):
 
 register_loss("embedding_mse", embedding_mse, _embedding_term(embedding_mse))
 register_loss("attention_mse", attention_mse, _attention_term(attention_mse), uses_attention=True)
-register_loss("attention_kl", attention_kl, _attention_term(attention_kl), uses_attention=True)
+register_loss("attention_kl", attention_kl, _attention_term(attention_kl, scores_only=True), uses_attention=True)
 register_loss("hidden_mse", hidden_mse, _hidden_term(hidden_mse))
 register_loss("embedding_nmse", embedding_nmse, _embedding_term(embedding_nmse))
 register_loss("hidden_nmse", hidden_nmse, _hidden_term(hidden_nmse))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import sources
 from ..errors import KronError
-from ..student import KRON_CONFIG, student_dir
+from ..student import KRON_CONFIG, read_kron_config, student_dir
 from ..workspace import Workspace
 
 ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
@@ -43,7 +43,7 @@ def student_layer_map(folder: Path, given: str | None) -> str | None:
     """`--layer-map` when given, else the teacher layers the student was cut from (`kron factorize --layers`)."""
     if given:
         return given
-    kept = json.loads((Path(folder) / KRON_CONFIG).read_text()).get("teacher_layers")
+    kept = read_kron_config(Path(folder)).get("teacher_layers")
     return ",".join(map(str, kept)) if kept else None
 
 
