@@ -61,21 +61,24 @@ def select(all_stages: list[Stage], until: str | None, only: str | None) -> list
     return all_stages
 
 
-def validate(recipe: Recipe, ws: Workspace) -> None:
-    """Fail before any stage: the teacher, the data and the ratio."""
+def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> None:
+    """Fail before any stage: the teacher, the data and the ratio that the planned stages need (all by default),
+    so that `--until factorize` does not ask for a corpus it will not read."""
     from .data.corpus import corpus_files
     from .data.glue import load_split, normalize_task
     from .factorize import _validate
     from .stages.finetune import FinetuneOptions, check_student_options
 
+    planned = stages(recipe) if plan is None else plan
+    kinds = {s.kind for s in planned}
     factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
-    if not factorized:
+    if not factorized:  # every later stage starts from the factorized student
         source = sources.resolve(recipe.teacher, recipe.random_init)
         opts = _factorize_options(recipe)
         _validate(opts)
         if recipe.factorize.ratio or recipe.factorize.max_params:
             _check_ratio(recipe, opts, source)
-    if recipe.distill.corpus:
+    if recipe.distill.corpus and "distill" in kinds:
         corpus_files(recipe.distill.corpus)
     f = recipe.finetune
     for key in ("lr_per_task", "augment_per_task"):
@@ -84,14 +87,14 @@ def validate(recipe: Recipe, ws: Workspace) -> None:
                 normalize_task(name)
             except KronError as e:
                 raise KronError(f"recipe key finetune.{key}: {e}") from None
-    if f.tasks:
+    if "finetune" in kinds:
         for augment in {f.augment, *f.augment_per_task.values()}:
             check_student_options(FinetuneOptions(task="", augment=augment, augment_p=f.augment_p,
                                                   augment_k=f.augment_k, rehearse=f.rehearse,
                                                   rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
             corpus_files(f.rehearse_corpus)
-    for t in recipe.finetune.tasks:
+    for t in dict.fromkeys(s.task for s in planned if s.task):
         task = normalize_task(t)
         load_split(task, task.eval_splits[0], recipe.data_dir)  # raises with what to pass if missing
 

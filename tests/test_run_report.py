@@ -106,6 +106,25 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     assert not (tmp_path / "ws4" / "manifest.json").exists()
 
 
+def test_only_the_planned_stages_data_is_required(tmp_path):
+    """`--until factorize` needs no corpus or GLUE data; the whole plan still fails before any stage without them."""
+    rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),
+                       distill={"corpus": [str(tmp_path / "missing.txt")]}, finetune={"tasks": ["mrpc"]},
+                       eval={"speed": False})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "full"), "--dry-run"])
+    assert res.exit_code == 2 and "missing.txt" in res.output
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "full")])
+    assert res.exit_code == 2 and not (tmp_path / "full" / "manifest.json").exists()
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "distill"), "--until", "distill"])
+    assert res.exit_code == 2 and "missing.txt" in res.output  # distill reads the corpus
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "f"), "--until", "factorize", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["stages"][0]["stage"] == "factorize"
+    assert (tmp_path / "f" / "student" / "kron.json").is_file()
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "f"), "--only", "teacher-mrpc"])
+    assert res.exit_code == 2 and "MRPC" in res.output  # the task stage still needs its data
+
+
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory, minilm_path):
     from transformers import AutoTokenizer, BertModel

@@ -34,7 +34,7 @@ def run_cmd(
     spec = load_recipe(recipe, set_ or [])
     ws = Workspace(workspace)
     plan = select(stages(spec), until, only)
-    validate(spec, ws)  # before the plan too: a dry run of an impossible recipe must say so
+    validate(spec, ws, plan)  # before the plan too: a dry run of an impossible recipe must say so
     rows = [{"stage": s.name, "state": status(ws, s)} for s in plan]
     if dry_run:
         table = Table("stage", "state", title=f"plan: {recipe} -> {ws.root}")
