@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import KronError
+from .extract import extractor_main, write_lines
 
 _B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 _INNER_BRACKETS = re.compile(r"\[[^\[\]]*\]")
@@ -108,26 +109,12 @@ def lines(path: Path) -> Iterator[str]:
 
 
 def write_corpus(path: Path, out: Path) -> int:
-    """Write the text of every entry to `out` (atomically); returns the number of lines."""
-    from ..workspace import atomic_write_text
-
-    text = list(lines(path))
-    atomic_write_text(out, "\n".join(text) + "\n")
-    return len(text)
+    """Write the text to `out` (atomically); returns the number of lines."""
+    return write_lines(lines(path), out)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m kroncli.data.gcide DICTD_DIR OUT.txt", file=sys.stderr)
-        return 2
-    try:
-        n = write_corpus(Path(args[0]), Path(args[1]))
-    except KronError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{n:,} lines -> {args[1]}", file=sys.stderr)
-    return 0
+    return extractor_main(argv, "python -m kroncli.data.gcide DICTD_DIR OUT.txt", lines)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import KronError
+from .extract import extractor_main, write_lines
 
 DATA_FILES = ("data.noun", "data.verb", "data.adj", "data.adv")
 _QUOTED = re.compile(r'"([^"]+)"')
@@ -55,26 +56,12 @@ def lines(folder: Path) -> Iterator[str]:
 
 
 def write_corpus(folder: Path, out: Path) -> int:
-    """Write the text of every synset to `out` (atomically); returns the number of lines."""
-    from ..workspace import atomic_write_text
-
-    text = list(lines(folder))
-    atomic_write_text(out, "\n".join(text) + "\n")
-    return len(text)
+    """Write the text to `out` (atomically); returns the number of lines."""
+    return write_lines(lines(folder), out)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m kroncli.data.wordnet WORDNET_DIR OUT.txt", file=sys.stderr)
-        return 2
-    try:
-        n = write_corpus(Path(args[0]), Path(args[1]))
-    except KronError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{n:,} lines -> {args[1]}", file=sys.stderr)
-    return 0
+    return extractor_main(argv, "python -m kroncli.data.wordnet WORDNET_DIR OUT.txt", lines)
 
 
 if __name__ == "__main__":
