@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ..errors import KronError
-from .extract import extractor_main, write_lines
+from .extract import extractor_main
 
 _B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 _INNER_BRACKETS = re.compile(r"\[[^\[\]]*\]")
@@ -106,11 +106,6 @@ def lines(path: Path) -> Iterator[str]:
             text = entry_text(data[start:start + length].decode("utf-8", errors="replace"))
             if text:
                 yield text
-
-
-def write_corpus(path: Path, out: Path) -> int:
-    """Write the text to `out` (atomically); returns the number of lines."""
-    return write_lines(lines(path), out)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
