@@ -1,0 +1,118 @@
+"""The documentation-prose extractor for stage-1 corpora (reST, POD, HTML, plain text, gzipped)."""
+
+import gzip
+
+from kroncli.data.prose import html_paragraphs, is_prose, main, pod_paragraphs, rst_paragraphs
+
+RST = """\
+Logging facility
+================
+
+.. function:: getLogger(name=None)
+
+   Return a logger with the specified name, creating it if necessary.  The
+   :class:`~logging.Logger` it returns is shared by every caller that asks for the same name.
+
+   For example::
+
+      logger = logging.getLogger(__name__)
+      logger.warning("The disk is almost full; free some space first.")
+
+   This sentence comes after the literal block and is kept by the extractor.
+
+* A list item that is long enough to be a sentence of its own, with ``code`` inside.
+* Short item.
+
+See `the tutorial <https://docs.python.org/>`_ for a gentle introduction to the whole module.
+"""
+
+POD = """\
+=head1 NAME
+
+perlintro - a brief introduction and overview of Perl
+
+=head1 DESCRIPTION
+
+This document is intended to give you a quick overview of the B<Perl> programming
+language, along with pointers to further documentation like L<perlfunc|perlfunc>.
+
+    my $animal = "camel";
+    print "The animal is a $animal.\\n";
+
+Perl variables come in three main types: scalars, arrays, and C<< hashes >> of values.
+
+=cut
+"""
+
+HTML = """<html><body><h1>Chapter 1</h1>
+<p>The Debian project is an association of individuals who share the goal of a free operating system.</p>
+<pre>apt-get install something that looks like a sentence but is inside a pre block.</pre>
+<div class="para">Each package declares its dependencies, and the tools resolve them when you install it.</div>
+<table><tr><td><p>Tables hold reference data and are dropped even when a cell reads like a sentence.</p></td></tr></table>
+<ul><li>Each list item becomes one paragraph when it is a whole sentence about something.</li></ul>
+<p>Fish &amp; chips are served with vinegar and a great deal of salt in most places.</p>
+</body></html>"""
+
+
+def test_is_prose_keeps_sentences_and_drops_code_tables_and_fragments():
+    assert is_prose("The quick brown fox jumps over the lazy dog every single morning.")
+    assert not is_prose("Short sentence only.")  # fewer than 8 words
+    assert not is_prose("the sentence starts in lower case and so it is a fragment of something.")
+    assert not is_prose("A sentence without an end that goes on and on and on and on")
+    assert not is_prose("if (x == 0) { return y; } else { x = x + 1; y = y * 2; } // done here.")
+    assert not is_prose("N: Rik Faith E: faith@acm.org D: SCSI driver D: APM 0x1f 0x2e 0x3d 0x4c 0x5b.")
+
+
+def test_rst_paragraphs_dedent_descriptions_and_drop_literal_blocks():
+    paras = [p for p in rst_paragraphs(RST) if is_prose(p)]
+    assert paras == [
+        "Return a logger with the specified name, creating it if necessary.  The Logger it returns is shared "
+        "by every caller that asks for the same name.",
+        "This sentence comes after the literal block and is kept by the extractor.",
+        "A list item that is long enough to be a sentence of its own, with code inside.",
+        "See the tutorial for a gentle introduction to the whole module.",
+    ]
+    assert not any("getLogger" in p or "disk is almost full" in p for p in rst_paragraphs(RST))
+
+
+def test_pod_paragraphs_drop_commands_and_verbatim_code():
+    paras = list(pod_paragraphs(POD))
+    assert "This document is intended to give you a quick overview of the Perl programming language, along " \
+           "with pointers to further documentation like perlfunc." in paras
+    assert "Perl variables come in three main types: scalars, arrays, and hashes of values." in paras
+    assert not any("camel" in p or "NAME" in p or "=head1" in p for p in paras)
+
+
+def test_html_paragraphs_read_p_li_and_docbook_divs_but_not_pre_or_tables():
+    paras = list(html_paragraphs(HTML))
+    assert paras == [
+        "The Debian project is an association of individuals who share the goal of a free operating system.",
+        "Each package declares its dependencies, and the tools resolve them when you install it.",
+        "Each list item becomes one paragraph when it is a whole sentence about something.",
+        "Fish & chips are served with vinegar and a great deal of salt in most places.",
+    ]
+
+
+def test_main_walks_a_folder_gunzips_dedupes_and_refuses_one_without_prose(tmp_path, capsys):
+    docs = tmp_path / "docs"
+    (docs / "sub").mkdir(parents=True)
+    (docs / "guide.rst").write_text(RST)
+    with gzip.open(docs / "sub" / "guide-copy.txt.gz", "wt") as f:
+        f.write(RST)  # the same text again, gzipped: nothing new
+    (docs / "intro.pod").write_text(POD)
+    (docs / "book.html").write_text(HTML)
+    (docs / "logo.png").write_bytes(b"\x89PNG\0\0binary")
+    out = tmp_path / "prose.txt"
+    assert main([str(docs), str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 4 + 4 + 2
+    assert all(is_prose(line) for line in lines)
+
+    code_only = tmp_path / "code"
+    code_only.mkdir()
+    (code_only / "x.rst").write_text("x = 1\n\ny = 2\n")
+    assert main([str(code_only), str(out)]) == 2
+    assert "no English prose" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), str(out)]) == 2
+    assert "apt-get download" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 10  # a failed run leaves the earlier corpus as it was
