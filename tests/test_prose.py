@@ -116,3 +116,18 @@ def test_main_walks_a_folder_gunzips_dedupes_and_refuses_one_without_prose(tmp_p
     assert main([str(tmp_path / "missing"), str(out)]) == 2
     assert "apt-get download" in capsys.readouterr().err
     assert len(out.read_text().splitlines()) == 10  # a failed run leaves the earlier corpus as it was
+
+
+def test_several_sources_are_read_in_order_without_repeating_a_paragraph(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "book.html").write_text(HTML)
+    (tmp_path / "b" / "intro.pod").write_text(POD)
+    (tmp_path / "b" / "book-again.html").write_text(HTML)
+    out = tmp_path / "prose.txt"
+    assert main([str(tmp_path / "b"), str(tmp_path / "a"), str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 6 and lines[0].startswith("The Debian project")  # b's files in path order, a adds nothing
+    assert main([str(tmp_path / "a"), str(tmp_path / "nope"), str(out)]) == 2
+    assert "nope does not exist" in capsys.readouterr().err
+    assert main([str(out)]) == 2  # no source at all: the usage line

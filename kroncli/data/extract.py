@@ -18,16 +18,18 @@ def write_lines(lines: Iterator[str], out: Path) -> int:
     return len(text)
 
 
-def extractor_main(argv: Iterable[str] | None, usage: str, lines: Callable[[Path], Iterator[str]]) -> int:
-    """`python -m kroncli.data.X SOURCE OUT.txt`: exit 0 with a count, or 2 with a one-line error."""
+def extractor_main(argv: Iterable[str] | None, usage: str, lines: Callable[..., Iterator[str]],
+                   many: bool = False) -> int:
+    """`python -m kroncli.data.X SOURCE OUT.txt` (with `many`, several sources, passed to `lines` in order):
+    exit 0 with a count, or 2 with a one-line error."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
+    if len(args) != 2 and not (many and len(args) > 2):
         print(f"usage: {usage}", file=sys.stderr)
         return 2
     try:
-        n = write_lines(lines(Path(args[0])), Path(args[1]))
+        n = write_lines(lines(*[Path(a) for a in args[:-1]]), Path(args[-1]))
     except KronError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{n:,} lines -> {args[1]}", file=sys.stderr)
+    print(f"{n:,} lines -> {args[-1]}", file=sys.stderr)
     return 0

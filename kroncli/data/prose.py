@@ -9,8 +9,10 @@ markup removed, code blocks, tables, headings and lists of symbols dropped, dupl
 paragraphs that read as sentences are kept (mostly words, few code characters, ending in punctuation),
 so what stage 1 sees is English a GLUE sentence could come from, not source code.
 
-    python -m kroncli.data.prose /tmp/python-doc/usr/share/doc/python3.11/html/_sources corpus/python-doc.txt
-    kron distill -w runs/m19 --corpus corpus/python-doc.txt --corpus ../shared/glue/MRPC/train.tsv
+    python -m kroncli.data.prose deb/usr/share/doc/python3.11/html/_sources deb/usr/share/perl corpus/docs.txt
+    kron distill -w runs/m19 --corpus corpus/docs.txt --corpus ../shared/glue/MRPC/train.tsv
+
+`recipes/offline-text.sh` downloads and extracts the packages of run 18 (docs/results.md): 6.8M words.
 """
 
 from __future__ import annotations
@@ -220,28 +222,31 @@ def file_paragraphs(path: Path) -> Iterator[str]:
         yield from rst_paragraphs(text)
 
 
-def prose_lines(source: Path) -> Iterator[str]:
-    """Distinct prose paragraphs of every file under `source` (or of one file), in path order."""
-    if not source.exists():
-        raise KronError(f"{source} does not exist; pass a folder of documentation, e.g. one unpacked with "
-                        f"`apt-get download python3.11-doc && dpkg -x python3.11-doc_*.deb DIR`")
-    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+def prose_lines(*sources: Path) -> Iterator[str]:
+    """Distinct prose paragraphs of every file under each source (a folder or one file), sources in the
+    order given, files in path order; a paragraph seen in an earlier source is not repeated."""
     seen: set[str] = set()
-    found = False
-    for path in files:
-        for para in file_paragraphs(path):
-            para = " ".join(html.unescape(para).split())
-            if para not in seen and is_prose(para):
-                seen.add(para)
-                found = True
-                yield para
-    if not found:
-        raise KronError(f"no English prose paragraphs found under {source}; point it at documentation "
-                        f"(reST, POD, HTML or plain-text files)")
+    for source in sources:
+        if not source.exists():
+            raise KronError(f"{source} does not exist; pass a folder of documentation, e.g. one unpacked with "
+                            f"`apt-get download python3.11-doc && dpkg -x python3.11-doc_*.deb DIR`")
+        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        found = False
+        for path in files:
+            for para in file_paragraphs(path):
+                para = " ".join(html.unescape(para).split())
+                if is_prose(para):
+                    found = True
+                    if para not in seen:
+                        seen.add(para)
+                        yield para
+        if not found:
+            raise KronError(f"no English prose paragraphs found under {source}; point it at documentation "
+                            f"(reST, POD, HTML or plain-text files)")
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    return extractor_main(argv, "python -m kroncli.data.prose SOURCE_DIR OUT.txt", prose_lines)
+    return extractor_main(argv, "python -m kroncli.data.prose SOURCE [SOURCE ...] OUT.txt", prose_lines, many=True)
 
 
 if __name__ == "__main__":
