@@ -9,7 +9,7 @@ markup removed, code blocks, tables, headings and lists of symbols dropped, dupl
 paragraphs that read as sentences are kept (mostly words, few code characters, ending in punctuation),
 so what stage 1 sees is English a GLUE sentence could come from, not source code.
 
-    python -m kroncli.data.prose deb/usr/share/doc/python3.11/html/_sources deb/usr/share/perl corpus/docs.txt
+    python -m kroncli.data.prose py/usr/share/doc/python3.11/html/_sources perl corpus/docs.txt  # dpkg -x'd here
     kron distill -w runs/m19 --corpus corpus/docs.txt --corpus ../shared/glue/MRPC/train.tsv
 
 `recipes/offline-text.sh` downloads and extracts the packages of run 18 (docs/results.md): 6.8M words.
