@@ -40,6 +40,7 @@ _RST_LITERAL = re.compile(r"``([^`]+)``")
 _RST_EMPHASIS = re.compile(r"\*\*?([^*\s][^*]*?)\*\*?")
 _RST_REFERENCE = re.compile(r"\b(\w+)_\b|\[#?\w*\]_")
 _RST_UNDERLINE = re.compile(r"^\s*([=\-~^\"'`#*+.:_])\1{2,}\s*$")
+_FORTUNE_SEPARATOR = re.compile(r"^%+\s*$")
 # POD inline markup: C<code>, B<< bold >>, L<text|target> -> the text.
 _POD_CODE = re.compile(r"[A-Z](<+)\s*(.*?)\s*(>+)")
 
@@ -89,7 +90,7 @@ def rst_paragraphs(text: str) -> Iterator[str]:
     headings and table rules are dropped; code that slips through fails `is_prose`.
     """
     literal_above: int | None = None  # indentation of the paragraph that opened a literal block
-    for block in _blocks(text.splitlines(), re.compile(r"^%+\s*$")):
+    for block in _blocks(text.splitlines(), _FORTUNE_SEPARATOR):
         indent = _indent(block[0])
         if literal_above is not None:
             if indent > literal_above:
@@ -102,15 +103,16 @@ def rst_paragraphs(text: str) -> Iterator[str]:
         if first.startswith((".. ", "::", "|", "+-", "=", "│", "┌", "├", ">>>", "$ ", "# ")):
             continue
         block = [line for line in block if not _RST_UNDERLINE.match(line)]
+        if not block:
+            continue
         for item in _list_items(block):
             yield _strip_rst(" ".join(line.strip() for line in item))
 
 
 def _list_items(block: list[str]) -> Iterator[list[str]]:
     """A block that is a bulleted or numbered list, as one block per item, bullets removed."""
-    if not block or not _BULLET.match(block[0]):
-        if block:
-            yield block
+    if not _BULLET.match(block[0]):
+        yield block
         return
     item: list[str] = []
     for line in block:
@@ -147,7 +149,7 @@ def pod_paragraphs(text: str) -> Iterator[str]:
 
 
 class _HtmlParagraphs(HTMLParser):
-    """Text of <p>, <li> and <dd> elements outside <pre>, <code> blocks, <script> and <style>."""
+    """Text of <p>, <li>, <dd> and <div class="para"> elements outside <pre>, <table>, <script> and <style>."""
 
     _PARAGRAPH = {"p", "li", "dd"}  # and DocBook's <div class="para">
     _OPAQUE = {"pre", "script", "style", "table"}
