@@ -67,6 +67,8 @@ class FinetuneSection:
     augment: int = 0  # student: teacher-neighbour word-swap copies per training example
     augment_p: float = 0.4
     augment_k: int = 15
+    augment_mask: float = 0.0  # student: probability of masking each word of a copy
+    augment_ngram: float = 0.0  # student: probability of cutting a copy to one 1-5-word n-gram
     augment_per_task: dict[str, int] = field(default_factory=dict)  # e.g. {cola: 20}; others use `augment`
     rehearse: int = 0  # student: stage-1 text blocks per task example (intermediate losses only)
     rehearse_weight: float = 1.0

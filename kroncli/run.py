@@ -90,7 +90,8 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     if "finetune" in kinds:
         for augment in {f.augment, *f.augment_per_task.values()}:
             check_student_options(FinetuneOptions(task="", augment=augment, augment_p=f.augment_p,
-                                                  augment_k=f.augment_k, rehearse=f.rehearse,
+                                                  augment_k=f.augment_k, augment_mask=f.augment_mask,
+                                                  augment_ngram=f.augment_ngram, rehearse=f.rehearse,
                                                   rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
             corpus_files(f.rehearse_corpus)
@@ -183,6 +184,7 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
     opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
                            teacher_only=teacher, temperature=f.temperature, limit=f.limit,
                            augment=augment, augment_p=f.augment_p, augment_k=f.augment_k,
+                           augment_mask=f.augment_mask, augment_ngram=f.augment_ngram,
                            rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
                            rehearse_corpus=f.rehearse_corpus)
     if f.weights:  # a recipe's weights adjust the task's defaults (0 drops a term), like --weight does

@@ -20,6 +20,7 @@ class Tok:
         self.vocab = vocab
         self.inv = {i: t for t, i in vocab.items()}
         self.all_special_ids = [vocab["[CLS]"]]
+        self.mask_token = "[MASK]"
 
     def get_vocab(self):
         return dict(self.vocab)
@@ -31,7 +32,7 @@ class Tok:
 VOCAB = {"[CLS]": 0, "cat": 1, "dog": 2, "car": 3, "##s": 4, "a": 5, "sat": 6, "truck": 7, "12": 8}
 
 
-def augmenter(k=1, p=1.0, seed=0):
+def augmenter(k=1, p=1.0, seed=0, **rules):
     emb = torch.zeros(len(VOCAB), 3)
     emb[VOCAB["cat"]] = torch.tensor([1.0, 0.1, 0.0])
     emb[VOCAB["dog"]] = torch.tensor([1.0, 0.2, 0.0])  # cat's nearest
@@ -41,7 +42,7 @@ def augmenter(k=1, p=1.0, seed=0):
     emb[VOCAB["##s"]] = torch.tensor([1.0, 0.15, 0.0])  # nearer to cat than dog is, but a word piece
     emb[VOCAB["[CLS]"]] = torch.tensor([1.0, 0.1, 0.0])  # identical to cat, but special
     emb[VOCAB["a"]] = torch.tensor([1.0, 0.1, 0.01])  # one letter: never a candidate
-    return Augmenter(emb, Tok(VOCAB), k=k, p=p, seed=seed)
+    return Augmenter(emb, Tok(VOCAB), k=k, p=p, seed=seed, **rules)
 
 
 def test_neighbours_are_nearest_whole_words_by_cosine():
@@ -73,9 +74,43 @@ def test_expand_adds_unlabelled_copies_deterministically():
     assert stsb.label.iloc[2:].isna().all()
 
 
+def test_masking_replaces_whole_words_and_keeps_punctuation():
+    a = augmenter(p=0.0, p_mask=1.0)
+    assert a.variant("The cat, (sat) 12!", random.Random(0)) == "[MASK] [MASK], ([MASK]) [MASK]!"
+    half = augmenter(p=0.0, p_mask=0.5)
+    words = " ".join(["cat"] * 2000)
+    masked = half.variant(words, random.Random(1)).split().count("[MASK]")
+    assert 900 < masked < 1100  # each word independently, at the given rate
+    mixed = augmenter(k=1, p=0.5, p_mask=0.5).variant(words, random.Random(2)).split()
+    assert set(mixed) == {"[MASK]", "dog"}  # the two rules share each word's draw: no word kept
+
+
+def test_ngram_sampling_keeps_one_contiguous_shorter_span():
+    a = augmenter(p=0.0, p_ngram=1.0, max_ngram=3)
+    text = "one two three four five six seven"
+    rng = random.Random(0)
+    lengths = set()
+    for _ in range(200):
+        cut = a.variant(text, rng)
+        assert cut in text and 1 <= len(cut.split()) <= 3
+        lengths.add(len(cut.split()))
+    assert lengths == {1, 2, 3}
+    assert a.variant("single", rng) == "single"  # nothing shorter to keep
+    never = augmenter(p=1e-9, p_ngram=1e-9).variant(text, random.Random(0))
+    assert never == text
+
+
 def test_bad_settings_are_refused():
-    with pytest.raises(ValueError, match="probability"):
+    with pytest.raises(ValueError, match="all 0"):
         augmenter(p=0.0)
+    with pytest.raises(ValueError, match="swap probability"):
+        augmenter(p=1.5)
+    with pytest.raises(ValueError, match="sum to more than 1"):
+        augmenter(p=0.6, p_mask=0.5)
+    with pytest.raises(ValueError, match="n-gram"):
+        augmenter(p_ngram=-0.1)
+    with pytest.raises(ValueError, match="longest"):
+        augmenter(p_ngram=0.5, max_ngram=0)
     with pytest.raises(ValueError, match="neighbours"):
         augmenter(k=0)
 

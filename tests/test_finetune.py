@@ -74,12 +74,14 @@ def test_teacher_then_student_end_to_end(ws):
 def test_augmented_student_trains_on_teacher_labelled_copies(ws):
     if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
         assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
-    res = finetune(ws, "--max-steps", "3", "--augment", "2", "--limit", "40", "--restart")
+    rules = ("--augment-mask", "0.1", "--augment-ngram", "0.25")
+    res = finetune(ws, "--max-steps", "3", "--augment", "2", "--limit", "40", *rules, "--restart")
     assert res.exit_code == 0, res.output
-    again = finetune(ws, "--max-steps", "3", "--augment", "2", "--limit", "40")  # checkpoints exist now
+    again = finetune(ws, "--max-steps", "3", "--augment", "2", "--limit", "40", *rules)  # checkpoints exist now
     assert again.exit_code == 2 and "--resume" in again.output and "--restart" in again.output
     info = json.loads((ws / "manifest.json").read_text())["stages"]["finetune-mrpc"]
     assert info["augment"] == 2 and info["train_examples"] == 40 * 3
+    assert info["augment_rules"] == {"swap": 0.4, "mask": 0.1, "ngram": 0.25}
     df = pd.read_csv(ws / "metrics" / "finetune-mrpc.csv")
     assert df.supervised.dropna().map(math.isfinite).all()
     assert df.step.max() == 3  # --restart dropped the earlier run's rows
@@ -106,6 +108,8 @@ def test_shallow_student_matches_the_teacher_layers_it_was_cut_from(ws, tmp_path
 
 @pytest.mark.parametrize("args, needle", [(("--augment", "-1"), "--augment"),
                                           (("--augment", "2", "--augment-p", "1.5"), "--augment-p"),
+                                          (("--augment", "2", "--augment-ngram", "-0.5"), "--augment-ngram"),
+                                          (("--augment", "2", "--augment-mask", "0.7"), "sum to more than 1"),
                                           (("--augment", "2", "--teacher-only"), "--teacher-only")])
 def test_bad_augment_options(ws, args, needle):
     res = finetune(ws, "--max-steps", "1", *args)

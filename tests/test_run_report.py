@@ -92,6 +92,11 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws3")])
     assert res.exit_code == 2 and "--augment -1" in res.output
     assert not (tmp_path / "ws3" / "manifest.json").exists()
+    rec = write_recipe(tmp_path / "r5.yaml", random_init="tiny",
+                       finetune={"tasks": ["mrpc"], "augment": 2, "augment_mask": 0.9})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws5")])
+    assert res.exit_code == 2 and "sum to more than 1" in res.output, res.output
+    assert not (tmp_path / "ws5" / "manifest.json").exists()
     for i, (per_task, needle) in enumerate([({"colaa": 3}, "finetune.augment_per_task: unknown GLUE task 'colaa'"),
                                             ({"cola": -2}, "--augment -2")]):
         rec = write_recipe(tmp_path / f"p{i}.yaml", random_init="tiny",

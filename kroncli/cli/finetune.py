@@ -56,6 +56,10 @@ def finetune_cmd(
                                               "augmentation; the teacher labels them).")] = 0,
     augment_p: Annotated[float, typer.Option(help="Probability of swapping each eligible word.")] = 0.4,
     augment_k: Annotated[int, typer.Option(help="Nearest neighbours a swap is drawn from.")] = 15,
+    augment_mask: Annotated[float, typer.Option(help="Probability of masking each word of a copy (Tang et al. "
+                                                     "2019 use 0.1).")] = 0.0,
+    augment_ngram: Annotated[float, typer.Option(help="Probability of cutting a copy to one random n-gram of "
+                                                      "1-5 words (Tang et al. use 0.25).")] = 0.0,
     rehearse: Annotated[int, typer.Option(help="Student: blocks of general (stage-1) text per task example, on "
                                                "which the intermediate losses keep the student's general "
                                                "features (0: off).")] = 0,
@@ -92,7 +96,8 @@ def finetune_cmd(
     opts = FinetuneOptions(task=task, data_dir=data_dir, max_seq_len=max_seq_len, teacher_only=teacher_only,
                            weights=parse_weights(weight, default_weights(spec)) if weight else None,
                            temperature=temperature, layer_map=layer_map, limit=limit, augment=augment,
-                           augment_p=augment_p, augment_k=augment_k, rehearse=rehearse,
+                           augment_p=augment_p, augment_k=augment_k, augment_mask=augment_mask,
+                           augment_ngram=augment_ngram, rehearse=rehearse,
                            rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight)
     if teacher_only and (augment or rehearse):
         raise KronError("--augment and --rehearse are for the student (the teacher labels the copies and the "

@@ -8,8 +8,14 @@ special tokens stay. The teacher labels every variant through the distillation l
 original does not carry over (a swap can flip it), so augmented rows get no label (`-100` / NaN) and the
 `supervised` term sees the originals only.
 
+Two more rules from Tang et al. (2019, "Distilling task-specific knowledge from BERT into simple neural
+networks") are optional: `p_mask` replaces a word by the mask token, and `p_ngram` cuts a text to one random
+n-gram of 1-5 words. Both make inputs the originals never show (fragments, missing words), so the student
+learns the teacher's answer off the training distribution too; their paper used 0.1 and 0.25.
+
     aug = Augmenter.from_model(teacher, tokenizer, k=15, p=0.4, seed=0)
     frame = aug.expand(train_df, regression=False, copies=4)   # originals first, then 4 variants of each
+    Augmenter.from_model(teacher, tokenizer, p=0.1, p_mask=0.1, p_ngram=0.25)   # Tang et al.'s rules
 """
 
 from __future__ import annotations
@@ -23,15 +29,32 @@ import torch
 _WORD = re.compile(r"^[a-z]+$")
 
 
+def check_rates(p: float, p_mask: float = 0.0, p_ngram: float = 0.0) -> None:
+    """Valid rates: each in [0, 1], at least one rule on, and masking plus swapping at most 1 per word."""
+    for name, value in (("swap", p), ("mask", p_mask), ("n-gram", p_ngram)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"the {name} probability must be in [0, 1], got {value}")
+    if p + p_mask + p_ngram == 0:
+        raise ValueError("every augmentation rule is off (swap, mask and n-gram probabilities all 0)")
+    if p_mask + p > 1.0 + 1e-9:
+        raise ValueError(f"mask ({p_mask}) and swap ({p}) probabilities share each word and sum to more than 1")
+
+
 class Augmenter:
     """Replaces single-piece words by nearest neighbours in an embedding table; deterministic for a seed."""
 
-    def __init__(self, embeddings: torch.Tensor, tokenizer, k: int = 15, p: float = 0.4, seed: int = 0):
-        if not 0.0 < p <= 1.0:
-            raise ValueError(f"augmentation probability must be in (0, 1], got {p}")
+    def __init__(self, embeddings: torch.Tensor, tokenizer, k: int = 15, p: float = 0.4, seed: int = 0,
+                 p_mask: float = 0.0, p_ngram: float = 0.0, max_ngram: int = 5):
+        check_rates(p, p_mask, p_ngram)
         if k < 1:
             raise ValueError(f"neighbours per word must be >= 1, got {k}")
+        if max_ngram < 1:
+            raise ValueError(f"the longest sampled n-gram must be >= 1 word, got {max_ngram}")
         self.tokenizer, self.k, self.p, self.seed = tokenizer, k, p, seed
+        self.p_mask, self.p_ngram, self.max_ngram = p_mask, p_ngram, max_ngram
+        self.mask = getattr(tokenizer, "mask_token", None)
+        if p_mask and not self.mask:
+            raise ValueError("the tokenizer has no mask token; masking needs one (set p_mask to 0)")
         vocab = tokenizer.get_vocab()
         special = set(tokenizer.all_special_ids)
         self.words = {t: i for t, i in vocab.items() if _WORD.match(t) and len(t) > 1 and i not in special}
@@ -55,7 +78,8 @@ class Augmenter:
         return self._cache[token_id]
 
     def variant(self, text: str, rng: random.Random) -> str:
-        """One augmented copy of `text`: each eligible word swapped with probability p."""
+        """One augmented copy of `text`: each word masked with probability p_mask, or else (an eligible word)
+        swapped with probability p; then, with probability p_ngram, only one random n-gram of it kept."""
         if not text:
             return text
         out = []
@@ -64,7 +88,15 @@ class Augmenter:
             lead = word[: word.find(core)] if core else ""
             trail = word[len(lead) + len(core):] if core else ""
             tid = self.words.get(core.lower()) if core else None
-            if tid is not None and rng.random() < self.p:
+            if self.p_mask and core:  # one draw per word: [0, p_mask) masks, [p_mask, p_mask + p) swaps
+                draw = rng.random()
+                if draw < self.p_mask:
+                    out.append(lead + self.mask + trail)
+                    continue
+                swap = draw < self.p_mask + self.p
+            else:  # without masking, the draw sequence of the swap-only augmenter (earlier runs reproduce)
+                swap = tid is not None and rng.random() < self.p
+            if tid is not None and swap:
                 cands = self.neighbours(tid)
                 if cands:
                     new = self.tokenizer.convert_ids_to_tokens(rng.choice(cands))
@@ -72,6 +104,10 @@ class Augmenter:
                         new = new[:1].upper() + new[1:]
                     word = lead + new + trail
             out.append(word)
+        if self.p_ngram and len(out) > 1 and rng.random() < self.p_ngram:
+            n = rng.randint(1, min(self.max_ngram, len(out) - 1))  # strictly shorter than the text
+            start = rng.randrange(len(out) - n + 1)
+            out = out[start:start + n]
         return " ".join(out)
 
     def expand(self, frame: pd.DataFrame, regression: bool, copies: int) -> pd.DataFrame:

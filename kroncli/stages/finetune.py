@@ -49,6 +49,8 @@ class FinetuneOptions:
     augment: int = 0  # student stage: unlabelled variants per training example (teacher-neighbour word swaps)
     augment_p: float = 0.4  # probability of swapping each eligible word
     augment_k: int = 15  # nearest neighbours to draw a swap from
+    augment_mask: float = 0.0  # probability of masking each word (Tang et al. 2019 use 0.1)
+    augment_ngram: float = 0.0  # probability of cutting a text to one random 1-5-word n-gram (theirs: 0.25)
     rehearse: int = 0  # student stage: blocks of stage-1 text per task example, intermediate losses only
     rehearse_corpus: list[str] | None = None  # default: the corpus stage 1 used (from the manifest)
     rehearse_weight: float = 1.0  # scales the rehearsal's intermediate losses
@@ -186,10 +188,26 @@ def check_student_options(opts: FinetuneOptions) -> None:
     if opts.augment < 0:
         raise KronError(f"--augment {opts.augment} is negative; pass 0 (off) or the number of copies, e.g. "
                         "--augment 4")
-    if opts.augment and not 0.0 < opts.augment_p <= 1.0:
-        raise KronError(f"--augment-p {opts.augment_p} is not a probability in (0, 1], e.g. --augment-p 0.4")
+    if opts.augment:
+        from ..data.augment import check_rates
+
+        for flag, value in (("--augment-p", opts.augment_p), ("--augment-mask", opts.augment_mask),
+                            ("--augment-ngram", opts.augment_ngram)):
+            if not 0.0 <= value <= 1.0:
+                raise KronError(f"{flag} {value} is not a probability in [0, 1], e.g. {flag} 0.1")
+        try:
+            check_rates(opts.augment_p, opts.augment_mask, opts.augment_ngram)
+        except ValueError as e:
+            raise KronError(f"--augment-p/--augment-mask/--augment-ngram: {e}") from None
     if opts.augment and opts.augment_k < 1:
         raise KronError(f"--augment-k {opts.augment_k} must be at least 1, e.g. --augment-k 15")
+
+
+def _augment_fingerprint(opts: FinetuneOptions) -> list:
+    """What a resumed run must share with its checkpoint; the rules added later only where they are on, so
+    checkpoints written before them still resume."""
+    rules = [opts.augment_mask, opts.augment_ngram] if opts.augment_mask or opts.augment_ngram else []
+    return [opts.augment, opts.augment_p, opts.augment_k, *rules]
 
 
 def _with_rehearsal(ws: Workspace, opts: FinetuneOptions, tokenizer, train_set, collate, seed: int, log):
@@ -230,7 +248,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     if opts.augment:
         from ..data.augment import Augmenter
 
-        augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed)
+        augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed,
+                                         p_mask=opts.augment_mask, p_ngram=opts.augment_ngram)
     train_set, evals = _data(task, tokenizer, opts, augmenter)
     weights = opts.weights or default_weights(task)
     rehearse_weights = {k: weights[k] for k in INTERMEDIATE_LOSSES if weights.get(k)}
@@ -277,7 +296,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     summary = train(cfg, student, train_set, collate, step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
                     {**shapes_fingerprint(ws.student_dir), "task": task.name,
-                     **({"augment": [opts.augment, opts.augment_p, opts.augment_k]} if opts.augment else {}),
+                     **({"augment": _augment_fingerprint(opts)} if opts.augment else {}),
                      **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {})},
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size), progress=progress, log=log)
     if summary["is_main"]:
@@ -286,6 +305,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
                                     "eval_before": before, "weights": weights, "seconds": summary["seconds"],
                                     "train_examples": len(train_set), "augment": opts.augment,
+                                    **({"augment_rules": {"swap": opts.augment_p, "mask": opts.augment_mask,
+                                                          "ngram": opts.augment_ngram}} if opts.augment else {}),
                                     "rehearse": opts.rehearse})
     summary["eval_before"] = before
     return summary
