@@ -29,15 +29,18 @@ import torch
 _WORD = re.compile(r"^[a-z]+$")
 
 
-def check_rates(p: float, p_mask: float = 0.0, p_ngram: float = 0.0) -> None:
-    """Valid rates: each in [0, 1], at least one rule on, and masking plus swapping at most 1 per word."""
-    for name, value in (("swap", p), ("mask", p_mask), ("n-gram", p_ngram)):
+def check_rates(p: float, p_mask: float = 0.0, p_ngram: float = 0.0,
+                names: tuple[str, str, str] = ("swap", "mask", "n-gram")) -> None:
+    """Valid rates: each in [0, 1], at least one rule on, and masking plus swapping at most 1 per word.
+    `names` are how the caller spells the three rates (the CLI passes its flags)."""
+    for name, value in zip(names, (p, p_mask, p_ngram)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"the {name} probability must be in [0, 1], got {value}")
     if p + p_mask + p_ngram == 0:
-        raise ValueError("every augmentation rule is off (swap, mask and n-gram probabilities all 0)")
+        raise ValueError(f"every augmentation rule is off ({', '.join(names)} probabilities all 0)")
     if p_mask + p > 1.0 + 1e-9:
-        raise ValueError(f"mask ({p_mask}) and swap ({p}) probabilities share each word and sum to more than 1")
+        raise ValueError(f"{names[1]} ({p_mask}) and {names[0]} ({p}) probabilities share each word and sum to "
+                         "more than 1")
 
 
 class Augmenter:

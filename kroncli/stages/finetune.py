@@ -191,14 +191,11 @@ def check_student_options(opts: FinetuneOptions) -> None:
     if opts.augment:
         from ..data.augment import check_rates
 
-        for flag, value in (("--augment-p", opts.augment_p), ("--augment-mask", opts.augment_mask),
-                            ("--augment-ngram", opts.augment_ngram)):
-            if not 0.0 <= value <= 1.0:
-                raise KronError(f"{flag} {value} is not a probability in [0, 1], e.g. {flag} 0.1")
         try:
-            check_rates(opts.augment_p, opts.augment_mask, opts.augment_ngram)
+            check_rates(opts.augment_p, opts.augment_mask, opts.augment_ngram,
+                        names=("--augment-p", "--augment-mask", "--augment-ngram"))
         except ValueError as e:
-            raise KronError(f"--augment-p/--augment-mask/--augment-ngram: {e}") from None
+            raise KronError(str(e)) from None
     if opts.augment and opts.augment_k < 1:
         raise KronError(f"--augment-k {opts.augment_k} must be at least 1, e.g. --augment-k 15")
 
