@@ -40,6 +40,8 @@ class DistillSection:
     corpus: list[str] = field(default_factory=list)  # empty: skip stage 1 (not recommended)
     max_steps: Optional[int] = None
     epochs: Optional[float] = None
+    max_minutes: Optional[float] = None  # steps timed to fill this many minutes; max_steps / epochs cap it
+    mixed_precision: str = "no"  # or bf16 / fp16 on a GPU
     batch_size: int = 32
     lr: float = 1e-4
     max_seq_len: int = 128
@@ -55,6 +57,7 @@ class FinetuneSection:
     tasks: list[str] = field(default_factory=list)
     epochs: float = 3.0
     max_steps: Optional[int] = None
+    mixed_precision: str = "no"  # or bf16 / fp16 on a GPU
     batch_size: int = 32
     max_seq_len: int = 128
     teacher_lr: float = 2e-5

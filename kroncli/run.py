@@ -13,7 +13,7 @@ from typing import Callable
 from . import sources
 from .errors import KronError
 from .recipes import Recipe
-from .train import TrainConfig, checkpoints
+from .train import TrainConfig, check_training_options, checkpoints
 from .workspace import Workspace
 
 
@@ -80,6 +80,10 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
             _check_ratio(recipe, opts, source)
     if recipe.distill.corpus and "distill" in kinds:
         corpus_files(recipe.distill.corpus)
+        check_training_options(recipe.distill.max_minutes, recipe.distill.mixed_precision,
+                               ("recipe key distill.max_minutes", "recipe key distill.mixed_precision"))
+    if "finetune" in kinds:
+        check_training_options(None, recipe.finetune.mixed_precision, ("", "recipe key finetune.mixed_precision"))
     f = recipe.finetune
     for key in ("lr_per_task", "augment_per_task"):
         for name in getattr(f, key):
@@ -155,7 +159,8 @@ def _distill(recipe, ws, stage, resume, progress, log, command):
 
     d = recipe.distill
     cfg = TrainConfig(stage="distill", max_steps=d.max_steps, epochs=d.epochs if not d.max_steps else None,
-                      batch_size=d.batch_size, lr=d.lr, save_every=d.save_every, seed=d.seed, resume=resume)
+                      max_minutes=d.max_minutes, mixed_precision=d.mixed_precision, batch_size=d.batch_size, lr=d.lr,
+                      save_every=d.save_every, seed=d.seed, resume=resume)
     weights = {**DEFAULT_WEIGHTS, **d.weights}  # a recipe's weights adjust the defaults, like --weight does
     s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=weights, pairs=d.pairs),
                     cfg, progress, log)
@@ -180,7 +185,8 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
     augment = 0 if teacher else per_task(f.augment_per_task, stage.task, f.augment)
     epochs = (f.teacher_epochs or f.epochs) if teacher else f.epochs
     cfg = TrainConfig(stage=stage.name, max_steps=f.max_steps, epochs=epochs if not f.max_steps else None,
-                      batch_size=f.batch_size, lr=lr, save_every=f.save_every, seed=f.seed, resume=resume)
+                      mixed_precision=f.mixed_precision, batch_size=f.batch_size, lr=lr, save_every=f.save_every,
+                      seed=f.seed, resume=resume)
     opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
                            teacher_only=teacher, temperature=f.temperature, limit=f.limit,
                            augment=augment, augment_p=f.augment_p, augment_k=f.augment_k,

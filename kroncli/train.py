@@ -24,6 +24,7 @@ import torch
 from .errors import KronError
 
 STEP_PREFIX = "step_"
+MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 @dataclass
@@ -33,6 +34,9 @@ class TrainConfig:
     stage: str
     max_steps: int | None = None
     epochs: float | None = None
+    # fit the step count to this many minutes of training steps (timed on the real model and batch before
+    # the schedule is built, so the learning rate still decays to zero); max_steps / epochs cap it
+    max_minutes: float | None = None
     batch_size: int = 32
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -47,6 +51,16 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     restart: bool = False  # drop this stage's checkpoints (and its metrics rows) and start again
+
+
+def check_training_options(max_minutes: float | None, mixed_precision: str,
+                           names: tuple[str, str] = ("--max-minutes", "--mixed-precision")) -> None:
+    """One-line errors, named as the caller spells them, for values that plan no training or that accelerate
+    would reject with a traceback."""
+    if max_minutes is not None and not max_minutes > 0:
+        raise KronError(f"{names[0]} {max_minutes:g} must be above 0")
+    if mixed_precision not in MIXED_PRECISION:
+        raise KronError(f"{names[1]} {mixed_precision!r}: choose one of {', '.join(MIXED_PRECISION)}")
 
 
 class NonFiniteLoss(KronError):
@@ -163,17 +177,32 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = max(len(loader) // cfg.grad_accum, 1)
-    total = cfg.max_steps if cfg.max_steps else math.ceil((cfg.epochs or 1) * steps_per_epoch)
+    cap = cfg.max_steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else None)
+    existing = checkpoints(stage_dir)
+    if existing and not cfg.resume and not cfg.restart:
+        raise KronError(f"{stage_dir} already has checkpoints; pass --resume to continue or --restart to start "
+                        "this stage again")
+    meta = json.loads((existing[-1][1] / "meta.json").read_text()) if cfg.resume and existing else None
+    seconds_per_step = None
+    if cfg.max_minutes and meta and meta.get("total"):
+        total = int(meta["total"])  # a resumed timed run keeps the schedule it was planned with
+    elif cfg.max_minutes:
+        seconds_per_step = time_steps(accelerator, model, step_fn, dataset, collate, cfg)
+        set_seed(cfg.seed)  # the timing passes drew dropout masks; training starts from the same RNG state
+        total = steps_for_budget(cfg.max_minutes * 60, seconds_per_step, cap)
+        if main:
+            log(f"{cfg.stage}: {seconds_per_step:.4f} s per step measured; {total} steps fill "
+                f"--max-minutes {cfg.max_minutes:g}" + (f" (capped at {cap})" if total == cap else ""))
+    else:
+        total = cap or steps_per_epoch
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
                               num_training_steps=total)
     # Not prepared: accelerate would step it once per process; the schedule is in optimizer steps.
     accelerator.register_for_checkpointing(scheduler)
 
     step, elapsed_before = 0, 0.0
-    existing = checkpoints(stage_dir)
-    if cfg.resume and existing:
+    if meta is not None:
         step, ckpt = existing[-1]
-        meta = json.loads((ckpt / "meta.json").read_text())
         if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
             raise KronError(f"cannot resume from {ckpt}: it was trained with a different student (factor shapes "
                             "or architecture changed); start again without --resume or restore the old student")
@@ -185,9 +214,6 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         if main:
             truncate_rows(metrics_csv, step)
             log(f"resumed {cfg.stage} from {ckpt} (step {step}/{total})")
-    elif existing and not cfg.restart:
-        raise KronError(f"{stage_dir} already has checkpoints; pass --resume to continue or --restart to start "
-                        "this stage again")
     elif existing:
         if main:
             for _, ckpt in existing:
@@ -292,7 +318,44 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     unwrapped = accelerator.unwrap_model(model)
     return {"stage": cfg.stage, "steps": step, "total_steps": total, "final_loss": rows[-1]["total"] if rows
             else None, "terms": last_terms, "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
-            "model": unwrapped, "is_main": main, "num_processes": accelerator.num_processes}
+            "model": unwrapped, "is_main": main, "num_processes": accelerator.num_processes,
+            **({"seconds_per_step": seconds_per_step} if seconds_per_step else {})}
+
+
+def steps_for_budget(seconds: float, seconds_per_step: float, cap: int | None = None) -> int:
+    """Optimizer steps that fit `seconds` at the measured speed, at least 1, at most `cap`."""
+    steps = max(1, int(seconds // max(seconds_per_step, 1e-9)))
+    return min(steps, cap) if cap else steps
+
+
+def time_steps(accelerator, model, step_fn, dataset, collate, cfg: TrainConfig, warmup: int = 2,
+               timed: int = 5) -> float:
+    """Seconds per optimizer step, from forward+backward passes on the first batch; nothing is updated.
+
+    The optimizer step itself is not timed (small next to the passes); evaluations and checkpoints are extra.
+    With several processes the slowest one sets the pace, so every process plans the same number of steps.
+    """
+    from accelerate.utils import send_to_device
+
+    batch = send_to_device(collate([dataset[i] for i in range(min(cfg.batch_size, len(dataset)))]),
+                           accelerator.device)
+    model.train()
+    for i in range(warmup + timed):
+        if i == warmup:
+            _synchronize(accelerator.device)
+            start = time.perf_counter()
+        loss, _ = step_fn(model, batch)
+        accelerator.backward(loss)
+    _synchronize(accelerator.device)
+    per_pass = (time.perf_counter() - start) / timed
+    model.zero_grad(set_to_none=True)
+    slowest = accelerator.gather(torch.tensor([per_pass * cfg.grad_accum], device=accelerator.device)).max()
+    return float(slowest)
+
+
+def _synchronize(device) -> None:
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main) -> dict:

@@ -142,6 +142,58 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(teacher_dir, corpus, tmp
     assert json.loads(res.stdout.strip().splitlines()[-1])["steps"] == step + 3
 
 
+def test_steps_for_budget():
+    from kroncli.train import steps_for_budget
+
+    assert steps_for_budget(60, 0.5) == 120
+    assert steps_for_budget(60, 0.5, cap=50) == 50
+    assert steps_for_budget(60, 0.5, cap=500) == 120
+    assert steps_for_budget(1, 30.0) == 1  # a budget shorter than one step still trains one
+
+
+def test_max_minutes_plans_the_steps_from_the_measured_speed(teacher_dir, corpus, tmp_path):
+    """The step count comes from the timed speed; the weights are those of a plain run of that many steps; a
+    resumed timed run keeps its plan instead of timing again."""
+    from kroncli.train import steps_for_budget
+
+    timed = factorized(teacher_dir, tmp_path, "timed")
+    res = distill(timed, corpus, "--max-minutes", "0.01")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["seconds_per_step"] > 0
+    assert out["total_steps"] == out["steps"] == steps_for_budget(0.6, out["seconds_per_step"])
+    assert "s per step measured" in res.stderr
+    info = json.loads((timed / "manifest.json").read_text())["stages"]["distill"]
+    assert info["seconds_per_step"] == out["seconds_per_step"] and info["config"]["max_minutes"] == 0.01
+
+    capped = factorized(teacher_dir, tmp_path, "capped")
+    res = distill(capped, corpus, "--max-minutes", "0.02", "--max-steps", "6", "--save-every", "3", "--keep", "5")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["total_steps"] == min(6, steps_for_budget(1.2, out["seconds_per_step"]))
+    plain = factorized(teacher_dir, tmp_path, "plain")
+    assert distill(plain, corpus, "--max-steps", str(out["total_steps"])).exit_code == 0
+    a, b = (load_file(w / "student" / "model.safetensors") for w in (capped, plain))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+    if out["total_steps"] == 6:  # resume after a crash at step 3 with a far larger budget: the plan is kept
+        shutil.rmtree(capped / "checkpoints" / "distill" / "step_6")
+        res = distill(capped, corpus, "--max-minutes", "30", "--save-every", "3", "--resume")
+        assert res.exit_code == 0, res.output
+        again = json.loads(res.stdout.strip().splitlines()[-1])
+        assert again["total_steps"] == again["steps"] == 6 and "seconds_per_step" not in again
+
+
+@pytest.mark.parametrize("args, needle", [(["--max-minutes", "0"], "--max-minutes 0 must be above 0"),
+                                          (["--mixed-precision", "fp8"], "--mixed-precision 'fp8': choose one of")])
+def test_bad_training_options_are_one_line_errors(teacher_dir, corpus, tmp_path, args, needle):
+    ws = factorized(teacher_dir, tmp_path)
+    res = distill(ws, corpus, *args)
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert not (ws / "checkpoints").exists()
+
+
 def test_existing_checkpoints_need_resume(teacher_dir, corpus, tmp_path):
     ws = factorized(teacher_dir, tmp_path)
     assert distill(ws, corpus, "--max-steps", "2").exit_code == 0

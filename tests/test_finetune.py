@@ -71,6 +71,18 @@ def test_teacher_then_student_end_to_end(ws):
     assert manifest["stages"]["finetune-mrpc"]["done"] and manifest["stages"]["teacher-mrpc"]["done"]
 
 
+def test_student_steps_planned_from_a_time_budget(ws):
+    from kroncli.train import steps_for_budget
+
+    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
+        assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
+    res = finetune(ws, "--max-minutes", "0.05", "--max-steps", "3", "--restart")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["seconds_per_step"] > 0
+    assert out["total_steps"] == out["steps"] == min(3, steps_for_budget(3.0, out["seconds_per_step"]))
+
+
 def test_augmented_student_trains_on_teacher_labelled_copies(ws):
     if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
         assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0

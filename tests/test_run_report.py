@@ -97,6 +97,16 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws5")])
     assert res.exit_code == 2 and "sum to more than 1" in res.output, res.output
     assert not (tmp_path / "ws5" / "manifest.json").exists()
+    text = tmp_path / "text.txt"
+    text.write_text("some words to distil on\n")
+    for i, (section, needle) in enumerate([
+            ({"distill": {"corpus": [str(text)], "max_minutes": 0}}, "recipe key distill.max_minutes 0 must be above 0"),
+            ({"distill": {"corpus": [str(text)], "mixed_precision": "fp8"}}, "recipe key distill.mixed_precision 'fp8'"),
+            ({"finetune": {"tasks": ["mrpc"], "mixed_precision": "half"}}, "recipe key finetune.mixed_precision 'half'")]):
+        rec = write_recipe(tmp_path / f"t{i}.yaml", random_init="tiny", **section)
+        res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / f"t{i}")])
+        assert res.exit_code == 2 and needle in res.output, res.output
+        assert not (tmp_path / f"t{i}" / "manifest.json").exists()
     for i, (per_task, needle) in enumerate([({"colaa": 3}, "finetune.augment_per_task: unknown GLUE task 'colaa'"),
                                             ({"cola": -2}, "--augment -2")]):
         rec = write_recipe(tmp_path / f"p{i}.yaml", random_init="tiny",

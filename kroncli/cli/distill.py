@@ -32,6 +32,7 @@ def distill_cmd(
                                                    "line, or a datasets name (online). Repeatable.")],
     max_steps: o.MaxSteps = None,
     epochs: o.Epochs = None,
+    max_minutes: o.MaxMinutes = None,
     batch_size: o.BatchSize = 32,
     lr: o.Lr = 1e-4,
     max_seq_len: o.MaxSeqLen = 128,
@@ -57,15 +58,19 @@ def distill_cmd(
     """Stage 1: distil the pre-trained teacher into the factorized student on unlabeled text.
 
     Example: kron distill --workspace runs/m19 --corpus wiki.txt --max-steps 2000
+
+    On a GPU lease of fixed length: kron distill -w runs/m19 --corpus text/ --max-minutes 7 --mixed-precision bf16
     """
     from ..stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
-    from ..train import TrainConfig
+    from ..train import TrainConfig, check_training_options
     if attention not in ("scores", "probs"):
         raise KronError(f"--attention {attention!r}: choose scores or probs")
-    if max_steps is None and epochs is None:
+    check_training_options(max_minutes, mixed_precision)
+    if max_steps is None and epochs is None and max_minutes is None:
         epochs = 1.0
     ws = Workspace(workspace)
-    cfg = TrainConfig(stage="distill", max_steps=max_steps, epochs=epochs, batch_size=batch_size, lr=lr,
+    cfg = TrainConfig(stage="distill", max_steps=max_steps, epochs=epochs, max_minutes=max_minutes,
+                      batch_size=batch_size, lr=lr,
                       save_every=save_every, keep=keep, log_every=log_every, mixed_precision=mixed_precision,
                       grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
     opts = DistillOptions(corpus=corpus, max_seq_len=max_seq_len, weights=parse_weights(weight, DEFAULT_WEIGHTS),

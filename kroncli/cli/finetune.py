@@ -26,6 +26,7 @@ def finetune_cmd(
     = None,
     max_steps: o.MaxSteps = None,
     epochs: o.Epochs = None,
+    max_minutes: o.MaxMinutes = None,
     batch_size: o.BatchSize = 32,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 2e-5 teacher, "
                                                      "3e-5 SQuAD teacher, 1e-4 student).")] = None,
@@ -78,7 +79,8 @@ def finetune_cmd(
     from ..data.glue import normalize_task
     from ..data.squad import squad_version
     from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
-    from ..train import TrainConfig
+    from ..train import TrainConfig, check_training_options
+    check_training_options(max_minutes, mixed_precision)
     version = squad_version(task)
     if version is not None:
         return _squad(**locals())
@@ -86,10 +88,10 @@ def finetune_cmd(
         raise KronError("--train-file/--dev-file are for SQuAD; GLUE data comes from --data-dir")
     max_seq_len = max_seq_len or 128
     spec = normalize_task(task)
-    if max_steps is None and epochs is None:
+    if max_steps is None and epochs is None and max_minutes is None:
         epochs = 3.0
     stage = f"{'teacher' if teacher_only else 'finetune'}-{spec.name.lower()}"
-    cfg = TrainConfig(stage=stage, max_steps=max_steps, epochs=epochs, batch_size=batch_size,
+    cfg = TrainConfig(stage=stage, max_steps=max_steps, epochs=epochs, max_minutes=max_minutes, batch_size=batch_size,
                       lr=lr if lr is not None else (2e-5 if teacher_only else 1e-4), save_every=save_every,
                       keep=keep, log_every=log_every, eval_every=eval_every, mixed_precision=mixed_precision,
                       grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
@@ -129,9 +131,10 @@ def _squad(version: int, **a) -> None:
 
     name = task_name(version)
     teacher_only = a["teacher_only"]
-    epochs = a["epochs"] if a["max_steps"] is not None or a["epochs"] is not None else 2.0
+    given = a["max_steps"] is not None or a["epochs"] is not None or a["max_minutes"] is not None
+    epochs = a["epochs"] if given else 2.0
     cfg = TrainConfig(stage=f"{'teacher' if teacher_only else 'finetune'}-{name}", max_steps=a["max_steps"],
-                      epochs=epochs, batch_size=a["batch_size"],
+                      epochs=epochs, max_minutes=a["max_minutes"], batch_size=a["batch_size"],
                       lr=a["lr"] if a["lr"] is not None else (3e-5 if teacher_only else 1e-4),
                       save_every=a["save_every"], keep=a["keep"], log_every=a["log_every"],
                       eval_every=a["eval_every"], mixed_precision=a["mixed_precision"], grad_accum=a["grad_accum"],

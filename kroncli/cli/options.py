@@ -8,6 +8,10 @@ import typer
 
 MaxSteps = Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")]
 Epochs = Annotated[Optional[float], typer.Option(help="Passes over the data (when --max-steps is not set).")]
+MaxMinutes = Annotated[Optional[float], typer.Option(
+    help="Fit the run to this many minutes of training steps: the speed is timed on the real batch first, then the "
+         "step count is fixed so the learning-rate schedule still ends at zero (--max-steps / --epochs cap it). "
+         "Evaluations and checkpoints are extra.")]
 BatchSize = Annotated[int, typer.Option(help="Examples per process per step.")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")]
 SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end, and on Ctrl-C).")]

@@ -153,7 +153,8 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
                                     "terms": summary["terms"], "seconds": summary["seconds"],
                                     "corpus": opts.corpus, "sequences": int(ids.shape[0]), "pairs": opts.pairs,
                                     "max_seq_len": int(ids.shape[1]),
-                                    "weights": opts.weights, "config": vars(cfg)})
+                                    "weights": opts.weights, "config": vars(cfg),
+                                    **{k: summary[k] for k in ("total_steps", "seconds_per_step") if k in summary}})
     return summary
 
 
