@@ -184,14 +184,16 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                         "this stage again")
     meta = json.loads((existing[-1][1] / "meta.json").read_text()) if cfg.resume and existing else None
     seconds_per_step = None
-    if cfg.max_minutes and meta and meta.get("total"):
-        total = int(meta["total"])  # a resumed timed run keeps the schedule it was planned with
-    elif cfg.max_minutes:
+    done = existing[-1][0] if meta else 0
+    if cfg.max_minutes and meta and done < meta.get("total", 0):
+        total = int(meta["total"])  # an interrupted timed run keeps the schedule it was planned with
+    elif cfg.max_minutes:  # a fresh run, or a finished one continued for another budget
         seconds_per_step = time_steps(accelerator, model, step_fn, dataset, collate, cfg)
         set_seed(cfg.seed)  # the timing passes drew dropout masks; training starts from the same RNG state
-        total = steps_for_budget(cfg.max_minutes * 60, seconds_per_step, cap)
+        total = done + steps_for_budget(cfg.max_minutes * 60, seconds_per_step)
+        total = min(total, cap) if cap else total
         if main:
-            log(f"{cfg.stage}: {seconds_per_step:.4f} s per step measured; {total} steps fill "
+            log(f"{cfg.stage}: {seconds_per_step:.4f} s per step measured; {total - done} steps fill "
                 f"--max-minutes {cfg.max_minutes:g}" + (f" (capped at {cap})" if total == cap else ""))
     else:
         total = cap or steps_per_epoch

@@ -152,8 +152,8 @@ def test_steps_for_budget():
 
 
 def test_max_minutes_plans_the_steps_from_the_measured_speed(teacher_dir, corpus, tmp_path):
-    """The step count comes from the timed speed; the weights are those of a plain run of that many steps; a
-    resumed timed run keeps its plan instead of timing again."""
+    """The step count comes from the timed speed; the weights are those of a plain run of that many steps; an
+    interrupted timed run resumes on its plan instead of timing again; a finished one continues for another budget."""
     from kroncli.train import steps_for_budget
 
     timed = factorized(teacher_dir, tmp_path, "timed")
@@ -167,22 +167,28 @@ def test_max_minutes_plans_the_steps_from_the_measured_speed(teacher_dir, corpus
     assert info["seconds_per_step"] == out["seconds_per_step"] and info["config"]["max_minutes"] == 0.01
 
     capped = factorized(teacher_dir, tmp_path, "capped")
-    res = distill(capped, corpus, "--max-minutes", "0.02", "--max-steps", "6", "--save-every", "3", "--keep", "5")
+    res = distill(capped, corpus, "--max-minutes", "0.5", "--max-steps", "6", "--save-every", "3", "--keep", "5")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert out["total_steps"] == min(6, steps_for_budget(1.2, out["seconds_per_step"]))
+    assert out["total_steps"] == 6 < steps_for_budget(30, out["seconds_per_step"])  # the cap binds
+    assert "(capped at 6)" in " ".join(res.stderr.split())  # rich wraps long lines
     plain = factorized(teacher_dir, tmp_path, "plain")
     assert distill(plain, corpus, "--max-steps", str(out["total_steps"])).exit_code == 0
     a, b = (load_file(w / "student" / "model.safetensors") for w in (capped, plain))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
-    if out["total_steps"] == 6:  # resume after a crash at step 3 with a far larger budget: the plan is kept
-        shutil.rmtree(capped / "checkpoints" / "distill" / "step_6")
-        res = distill(capped, corpus, "--max-minutes", "30", "--save-every", "3", "--resume")
-        assert res.exit_code == 0, res.output
-        again = json.loads(res.stdout.strip().splitlines()[-1])
-        assert again["total_steps"] == again["steps"] == 6 and "seconds_per_step" not in again
+    # resume after a crash at step 3 with a far larger budget: the plan is kept
+    shutil.rmtree(capped / "checkpoints" / "distill" / "step_6")
+    res = distill(capped, corpus, "--max-minutes", "30", "--save-every", "3", "--resume")
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout.strip().splitlines()[-1])
+    assert again["total_steps"] == again["steps"] == 6 and "seconds_per_step" not in again
+    # a finished run continued with --resume gets another budget's steps on top
+    res = distill(capped, corpus, "--max-minutes", "0.01", "--save-every", "3", "--resume")
+    assert res.exit_code == 0, res.output
+    more = json.loads(res.stdout.strip().splitlines()[-1])
+    assert more["total_steps"] == more["steps"] == 6 + steps_for_budget(0.6, more["seconds_per_step"])
 
 
 @pytest.mark.parametrize("args, needle", [(["--max-minutes", "0"], "--max-minutes 0 must be above 0"),
