@@ -190,8 +190,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     elif cfg.max_minutes:  # a fresh run, or a finished one continued for another budget
         seconds_per_step = time_steps(accelerator, model, step_fn, dataset, collate, cfg)
         set_seed(cfg.seed)  # the timing passes drew dropout masks; training starts from the same RNG state
-        total = done + steps_for_budget(cfg.max_minutes * 60, seconds_per_step)
-        total = min(total, cap) if cap else total
+        total = steps_for_budget(cfg.max_minutes * 60, seconds_per_step, cap, start=done)
         if main:
             log(f"{cfg.stage}: {seconds_per_step:.4f} s per step measured; {total - done} steps fill "
                 f"--max-minutes {cfg.max_minutes:g}" + (f" (capped at {cap})" if total == cap else ""))
@@ -324,10 +323,11 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
             **({"seconds_per_step": seconds_per_step} if seconds_per_step else {})}
 
 
-def steps_for_budget(seconds: float, seconds_per_step: float, cap: int | None = None) -> int:
-    """Optimizer steps that fit `seconds` at the measured speed, at least 1, at most `cap`."""
-    steps = max(1, int(seconds // max(seconds_per_step, 1e-9)))
-    return min(steps, cap) if cap else steps
+def steps_for_budget(seconds: float, seconds_per_step: float, cap: int | None = None, start: int = 0) -> int:
+    """The step a schedule planned at step `start` ends on: `start` plus the optimizer steps that fit `seconds` at
+    the measured speed (at least 1), at most `cap`."""
+    end = start + max(1, int(seconds // max(seconds_per_step, 1e-9)))
+    return min(end, cap) if cap else end
 
 
 def time_steps(accelerator, model, step_fn, dataset, collate, cfg: TrainConfig, warmup: int = 2,
