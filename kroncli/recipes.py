@@ -57,6 +57,7 @@ class FinetuneSection:
     tasks: list[str] = field(default_factory=list)
     epochs: float = 3.0
     max_steps: Optional[int] = None
+    max_minutes: Optional[float] = None  # each teacher / student stage timed to fill this; max_steps / epochs cap it
     mixed_precision: str = "no"  # or bf16 / fp16 on a GPU
     batch_size: int = 32
     max_seq_len: int = 128

@@ -82,8 +82,9 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
         corpus_files(recipe.distill.corpus)
         check_training_options(recipe.distill.max_minutes, recipe.distill.mixed_precision,
                                ("recipe key distill.max_minutes", "recipe key distill.mixed_precision"))
-    if "finetune" in kinds:
-        check_training_options(None, recipe.finetune.mixed_precision, ("", "recipe key finetune.mixed_precision"))
+    if kinds & {"teacher", "finetune"}:
+        check_training_options(recipe.finetune.max_minutes, recipe.finetune.mixed_precision,
+                               ("recipe key finetune.max_minutes", "recipe key finetune.mixed_precision"))
     f = recipe.finetune
     for key in ("lr_per_task", "augment_per_task"):
         for name in getattr(f, key):
@@ -185,8 +186,8 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
     augment = 0 if teacher else per_task(f.augment_per_task, stage.task, f.augment)
     epochs = (f.teacher_epochs or f.epochs) if teacher else f.epochs
     cfg = TrainConfig(stage=stage.name, max_steps=f.max_steps, epochs=epochs if not f.max_steps else None,
-                      mixed_precision=f.mixed_precision, batch_size=f.batch_size, lr=lr, save_every=f.save_every,
-                      seed=f.seed, resume=resume)
+                      max_minutes=f.max_minutes, mixed_precision=f.mixed_precision, batch_size=f.batch_size, lr=lr,
+                      save_every=f.save_every, seed=f.seed, resume=resume)
     opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
                            teacher_only=teacher, temperature=f.temperature, limit=f.limit,
                            augment=augment, augment_p=f.augment_p, augment_k=f.augment_k,

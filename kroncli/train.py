@@ -63,6 +63,11 @@ def check_training_options(max_minutes: float | None, mixed_precision: str,
         raise KronError(f"{names[1]} {mixed_precision!r}: choose one of {', '.join(MIXED_PRECISION)}")
 
 
+def budget_plan(summary: dict) -> dict:
+    """The plan of a --max-minutes run (total steps, timed seconds per step) for a manifest entry; {} otherwise."""
+    return {k: summary[k] for k in ("total_steps", "seconds_per_step") if k in summary}
+
+
 class NonFiniteLoss(KronError):
     pass
 

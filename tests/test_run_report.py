@@ -102,7 +102,8 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     for i, (section, needle) in enumerate([
             ({"distill": {"corpus": [str(text)], "max_minutes": 0}}, "recipe key distill.max_minutes 0 must be above 0"),
             ({"distill": {"corpus": [str(text)], "mixed_precision": "fp8"}}, "recipe key distill.mixed_precision 'fp8'"),
-            ({"finetune": {"tasks": ["mrpc"], "mixed_precision": "half"}}, "recipe key finetune.mixed_precision 'half'")]):
+            ({"finetune": {"tasks": ["mrpc"], "mixed_precision": "half"}}, "recipe key finetune.mixed_precision 'half'"),
+            ({"finetune": {"tasks": ["mrpc"], "max_minutes": -1}}, "recipe key finetune.max_minutes -1 must be above 0")]):
         rec = write_recipe(tmp_path / f"t{i}.yaml", random_init="tiny", **section)
         res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / f"t{i}")])
         assert res.exit_code == 2 and needle in res.output, res.output
@@ -173,11 +174,16 @@ def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
     assert [s["stage"] for s in plan["stages"]] == ["factorize", "distill", "teacher-mrpc", "finetune-mrpc",
                                                     "eval-glue", "eval-speed"]
     assert {s["state"] for s in plan["stages"]} == {"pending"}
-    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
+    # time budgets from the command line: each training stage is timed, and the recipe's step counts cap the plan
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json", "--set", "distill.max_minutes=10",
+                              "--set", "finetune.max_minutes=10"])
     assert res.exit_code == 0, res.output
     manifest = json.loads((ws / "manifest.json").read_text())
     assert set(manifest["stages"]) >= {"factorize", "distill", "teacher-mrpc", "finetune-mrpc", "eval-glue",
                                        "eval-speed"}
+    for name, steps in (("distill", 6), ("teacher-mrpc", 3), ("finetune-mrpc", 3)):
+        entry = manifest["stages"][name]
+        assert entry["seconds_per_step"] > 0 and entry["total_steps"] == entry["steps"] == steps, (name, entry)
     # a second run skips everything
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
     assert {s["status"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]} == {"skipped"}

@@ -12,7 +12,7 @@ from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
 from ..errors import KronError
 from ..student import choices_from_config, load_student, read_kron_config, save_student
-from ..train import TrainConfig, train
+from ..train import TrainConfig, budget_plan, train
 from ..workspace import Workspace
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
                      teacher_source)
@@ -154,7 +154,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
                                     "corpus": opts.corpus, "sequences": int(ids.shape[0]), "pairs": opts.pairs,
                                     "max_seq_len": int(ids.shape[1]),
                                     "weights": opts.weights, "config": vars(cfg),
-                                    **{k: summary[k] for k in ("total_steps", "seconds_per_step") if k in summary}})
+                                    **budget_plan(summary)})
     return summary
 
 

@@ -21,7 +21,7 @@ from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
 from ..errors import KronError
 from ..evaluate import score
 from ..student import choices_from_config, load_student, read_kron_config, save_student
-from ..train import TrainConfig, train
+from ..train import TrainConfig, budget_plan, train
 from ..workspace import Workspace, atomic_dir
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
                      teacher_source)
@@ -137,7 +137,7 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
             summary["model"].save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
-                                    "seconds": summary["seconds"]})
+                                    "seconds": summary["seconds"], **budget_plan(summary)})
     return summary
 
 
@@ -304,6 +304,6 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                                     "train_examples": len(train_set), "augment": opts.augment,
                                     **({"augment_rules": {"swap": opts.augment_p, "mask": opts.augment_mask,
                                                           "ngram": opts.augment_ngram}} if opts.augment else {}),
-                                    "rehearse": opts.rehearse})
+                                    "rehearse": opts.rehearse, **budget_plan(summary)})
     summary["eval_before"] = before
     return summary
