@@ -193,7 +193,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     if cfg.max_minutes and meta and done < meta.get("total", 0):
         total = int(meta["total"])  # an interrupted timed run keeps the schedule it was planned with
     elif cfg.max_minutes:  # a fresh run, or a finished one continued for another budget
-        seconds_per_step = time_steps(accelerator, model, step_fn, dataset, collate, cfg)
+        seconds_per_step = time_steps(accelerator, model, optimizer, step_fn, dataset, collate, cfg)
         set_seed(cfg.seed)  # the timing passes drew dropout masks; training starts from the same RNG state
         total = steps_for_budget(cfg.max_minutes * 60, seconds_per_step, cap, start=done)
         if main:
@@ -257,6 +257,14 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         accelerator.wait_for_everyone()
         return final
 
+    def non_finite(at: int) -> Callable:
+        def fail(loss):
+            last = checkpoints(stage_dir)
+            where = f"; the last good checkpoint is {last[-1][1]}" if last else ""
+            raise NonFiniteLoss(f"the {cfg.stage} loss became {loss.item()} at step {at + 1}{where}; "
+                                "lower --lr or check the data")
+        return fail
+
     t_start = time.perf_counter()
     window_t, window_n = time.perf_counter(), 0
     rows: list[dict] = []
@@ -270,23 +278,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
             skip = (step - epoch * steps_per_epoch) * cfg.grad_accum
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             for batch in batches:
-                model.train()
-                with accelerator.accumulate(model):
-                    loss, terms = step_fn(model, batch)
-                    flags = accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss) else 1.0,
-                                                             float(stop.signal is not None)],
-                                                            device=accelerator.device), "max")
-                    if flags[0] > 0:
-                        last = checkpoints(stage_dir)
-                        where = f"; the last good checkpoint is {last[-1][1]}" if last else ""
-                        raise NonFiniteLoss(f"the {cfg.stage} loss became {loss.item()} at step {step + 1}{where}; "
-                                            "lower --lr or check the data")
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and cfg.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
+                loss, terms, stopping = _micro_step(accelerator, model, optimizer, scheduler, step_fn, batch, cfg,
+                                                    stop.signal is not None, non_finite(step))
                 window_n += len(next(iter(batch.values()))) * accelerator.num_processes
                 if not accelerator.sync_gradients:
                     continue
@@ -311,7 +304,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                     evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
                 if step % cfg.save_every == 0 or step == total:
                     save(step)
-                if flags[1] > 0:
+                if stopping:
                     if step % cfg.save_every and step != total:
                         save(step)
                     raise Interrupted(f"{cfg.stage} interrupted at step {step}; checkpoint saved, continue with "
@@ -335,28 +328,67 @@ def steps_for_budget(seconds: float, seconds_per_step: float, cap: int | None = 
     return min(end, cap) if cap else end
 
 
-def time_steps(accelerator, model, step_fn, dataset, collate, cfg: TrainConfig, warmup: int = 2,
-               timed: int = 5) -> float:
-    """Seconds per optimizer step, from forward+backward passes on the first batch; nothing is updated.
+def _micro_step(accelerator, model, optimizer, scheduler, step_fn, batch, cfg: TrainConfig, stopping: bool,
+                on_non_finite: Callable) -> tuple:
+    """One forward/backward of the loop (an optimizer step when the accumulation window closes); the timing
+    passes run this same code so that the plan sees every synchronisation a real step has."""
+    model.train()
+    with accelerator.accumulate(model):
+        loss, terms = step_fn(model, batch)
+        flags = accelerator.reduce(torch.tensor([0.0 if torch.isfinite(loss) else 1.0, float(stopping)],
+                                                device=accelerator.device), "max")
+        if flags[0] > 0:
+            on_non_finite(loss)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and cfg.max_grad_norm:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad()
+    return loss, terms, bool(flags[1] > 0)
 
-    The optimizer step itself is not timed (small next to the passes); evaluations and checkpoints are extra.
-    With several processes the slowest one sets the pace, so every process plans the same number of steps.
+
+def time_steps(accelerator, model, optimizer, step_fn, dataset, collate, cfg: TrainConfig, warmup: int = 2,
+               timed: int = 5) -> float:
+    """Seconds per optimizer step, from full training steps on the first batch that change nothing.
+
+    Each timed step is a real one (collate, forward, backward, clipping, AdamW) at learning rate 0, which leaves
+    every weight bit for bit as it was; the optimizer's moments (and a loss scaler's state) are reset afterwards.
+    Evaluations and checkpoints are extra. With several processes the slowest one sets the pace, so every process
+    plans the same number of steps.
     """
     from accelerate.utils import send_to_device
 
-    batch = send_to_device(collate([dataset[i] for i in range(min(cfg.batch_size, len(dataset)))]),
-                           accelerator.device)
-    model.train()
-    for i in range(warmup + timed):
-        if i == warmup:
-            _synchronize(accelerator.device)
-            start = time.perf_counter()
-        loss, _ = step_fn(model, batch)
-        accelerator.backward(loss)
-    _synchronize(accelerator.device)
-    per_pass = (time.perf_counter() - start) / timed
-    model.zero_grad(set_to_none=True)
-    slowest = accelerator.gather(torch.tensor([per_pass * cfg.grad_accum], device=accelerator.device)).max()
+    rows = [dataset[i] for i in range(min(cfg.batch_size, len(dataset)))]
+    scaler = getattr(accelerator, "scaler", None)
+    scaler_state = scaler.state_dict() if scaler is not None else None
+    rates = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+
+    def fail(loss):
+        raise NonFiniteLoss(f"the {cfg.stage} loss is {loss.item()} on the first batch; lower --lr or check the data")
+
+    try:
+        for i in range(warmup + timed):
+            if i == warmup:
+                _synchronize(accelerator.device)
+                start = time.perf_counter()
+            for _ in range(cfg.grad_accum):  # whole accumulation windows keep the loop's phase
+                batch = send_to_device(collate(rows), accelerator.device)
+                loss, terms, _ = _micro_step(accelerator, model, optimizer, None, step_fn, batch, cfg, False, fail)
+            _ = {k: float(v) for k, v in terms.items()}  # the loop reads these every step: a synchronisation
+            accelerator.reduce(loss.detach().float(), "mean").item()
+        _synchronize(accelerator.device)
+        per_step = (time.perf_counter() - start) / timed
+    finally:
+        for group, lr in zip(optimizer.param_groups, rates):
+            group["lr"] = lr
+        optimizer.state.clear()
+        if scaler_state is not None:
+            scaler.load_state_dict(scaler_state)
+    slowest = accelerator.gather(torch.tensor([per_step], device=accelerator.device)).max()
     return float(slowest)
 
 

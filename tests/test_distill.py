@@ -175,8 +175,8 @@ def test_max_minutes_plans_the_steps_from_the_measured_speed(teacher_dir, corpus
     plain = factorized(teacher_dir, tmp_path, "plain")
     assert distill(plain, corpus, "--max-steps", str(out["total_steps"])).exit_code == 0
     a, b = (load_file(w / "student" / "model.safetensors") for w in (capped, plain))
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    for k in a:  # the timing steps ran at learning rate 0 and the optimizer's moments were reset: bit for bit
+        assert torch.equal(a[k], b[k]), k
 
     # resume after a crash at step 3 with a far larger budget: the plan is kept
     shutil.rmtree(capped / "checkpoints" / "distill" / "step_6")

@@ -44,8 +44,9 @@ class Collate:
         self.tokenizer, self.regression = tokenizer, regression
 
     def __call__(self, rows: list[dict]) -> dict:
-        labels = [r.pop("labels") for r in rows] if "labels" in rows[0] else None
-        batch = dict(self.tokenizer.pad(rows, return_tensors="pt"))
+        labels = [r["labels"] for r in rows] if "labels" in rows[0] else None
+        batch = dict(self.tokenizer.pad([{k: v for k, v in r.items() if k != "labels"} for r in rows],
+                                        return_tensors="pt"))
         if labels is not None:
             batch["labels"] = torch.tensor(labels, dtype=torch.float32 if self.regression else torch.long)
         return batch
