@@ -351,7 +351,8 @@ def test_mlm_loss_on_a_tied_kronecker_decoder(tmp_path, corpus, minilm_path):
 
 
 def test_torchrun_two_processes_match_one(teacher_dir, corpus, tmp_path):
-    """2-process gloo DDP with per-process batch 4 == 1 process with batch 8 (no dropout, same global batch).
+    """2-process gloo DDP with per-process batch 4 == 1 process with batch 8 (no dropout, same global batch), also
+    when the DDP run first times its steps for --max-minutes (the timing steps leave the weights as they were).
 
     DDP averages the two half-batch gradients, which equals the full-batch mean gradient; only the order
     of float32 additions differs, so losses agree to ~1e-5 relative. We allow 1e-3.
@@ -364,7 +365,8 @@ def test_torchrun_two_processes_match_one(teacher_dir, corpus, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", "29533", "-m", "kroncli", "distill", "-w", str(two),
-                           "--batch-size", "4", *common], capture_output=True, text=True, env=env, timeout=300)
+                           "--batch-size", "4", "--max-minutes", "5", *common],  # timed under DDP; the 4 steps cap it
+                          capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     a = pd.read_csv(one / "metrics" / "distill.csv")
     b = pd.read_csv(two / "metrics" / "distill.csv")
