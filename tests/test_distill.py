@@ -191,6 +191,34 @@ def test_max_minutes_plans_the_steps_from_the_measured_speed(teacher_dir, corpus
     assert more["total_steps"] == more["steps"] == 6 + steps_for_budget(0.6, more["seconds_per_step"])
 
 
+def test_a_second_round_keeps_the_first_rounds_record(teacher_dir, corpus, tmp_path):
+    """A finished stage 1 run again trains a second round from the distilled student; the first round's manifest
+    record and metrics survive, and --resume continues the second round without starting a third."""
+    ws = factorized(teacher_dir, tmp_path)
+    assert distill(ws, corpus, "--max-steps", "3").exit_code == 0
+    first = load_file(ws / "student" / "model.safetensors")
+    res = distill(ws, corpus, "--max-steps", "2")  # refused: checkpoints exist; nothing moved
+    assert res.exit_code == 2 and "--restart" in res.output
+    assert not (ws / "metrics" / "distill-round1.csv").exists()
+    assert json.loads((ws / "manifest.json").read_text())["stages"]["distill"]["round"] == 1
+
+    res = distill(ws, corpus, "--max-steps", "2", "--restart")
+    assert res.exit_code == 0, res.output
+    assert "round 2 starts from that distilled student" in " ".join(res.stderr.split())
+    record = json.loads((ws / "manifest.json").read_text())["stages"]["distill"]
+    assert record["done"] and record["round"] == 2 and record["steps"] == 2
+    assert [r["steps"] for r in record["earlier_rounds"]] == [3] and record["earlier_rounds"][0]["round"] == 1
+    assert list(pd.read_csv(ws / "metrics" / "distill-round1.csv").step) == [1, 2, 3]
+    assert list(pd.read_csv(ws / "metrics" / "distill.csv").step) == [1, 2]
+    second = load_file(ws / "student" / "model.safetensors")
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+
+    assert distill(ws, corpus, "--max-steps", "4", "--resume").exit_code == 0  # more steps in the same round
+    record = json.loads((ws / "manifest.json").read_text())["stages"]["distill"]
+    assert record["round"] == 2 and record["steps"] == 4 and len(record["earlier_rounds"]) == 1
+    assert list(pd.read_csv(ws / "metrics" / "distill.csv").step) == [1, 2, 3, 4]
+
+
 @pytest.mark.parametrize("args, needle", [(["--max-minutes", "0"], "--max-minutes 0 must be above 0"),
                                           (["--mixed-precision", "fp8"], "--mixed-precision 'fp8': choose one of")])
 def test_bad_training_options_are_one_line_errors(teacher_dir, corpus, tmp_path, args, needle):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -12,7 +13,7 @@ from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
 from ..errors import KronError
 from ..student import choices_from_config, load_student, read_kron_config, save_student
-from ..train import TrainConfig, budget_plan, train
+from ..train import TrainConfig, budget_plan, checkpoints, train
 from ..workspace import Workspace
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
                      teacher_source)
@@ -141,6 +142,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     collate = MaskingCollate(tokenizer) if opts.weights.get("mlm") else PackedCollate(tokenizer.sep_token_id)
     teacher.eval().requires_grad_(False)
     step = make_step(teacher, opts.weights, opts.attention, layers)
+    round_no, earlier = next_round(ws, cfg, log)
     # the teacher follows the student onto accelerate's device inside the loop
     summary = train(cfg, student, PackedCorpus(ids), collate, _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
@@ -154,8 +156,36 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
                                     "corpus": opts.corpus, "sequences": int(ids.shape[0]), "pairs": opts.pairs,
                                     "max_seq_len": int(ids.shape[1]),
                                     "weights": opts.weights, "config": vars(cfg),
-                                    **budget_plan(summary)})
+                                    **budget_plan(summary), "round": round_no,
+                                    **({"earlier_rounds": earlier} if earlier else {})})
     return summary
+
+
+def next_round(ws: Workspace, cfg: TrainConfig, log) -> tuple[int, list[dict]]:
+    """Which round of stage 1 this run is, and the earlier rounds' manifest records.
+
+    After a finished stage 1, `student/` holds the distilled weights, so a fresh run (its checkpoints deleted, or
+    --restart) trains a second round from them rather than starting over. The earlier round's record and metrics
+    (`metrics/distill-roundN.csv`) are kept instead of being overwritten, and the manifest marks the new round as
+    running, so an interrupted one resumes as the same round. Continuing from a checkpoint stays in the round.
+    """
+    record = ws.read_manifest().get("stages", {}).get(cfg.stage) or {}
+    existing = checkpoints(ws.checkpoints_dir / cfg.stage)
+    same = not record.get("done") or (cfg.resume and existing) or (existing and not cfg.restart)
+    if same or os.environ.get("RANK", "0") != "0":  # only the main process moves files
+        return record.get("round", 1), record.get("earlier_rounds", [])
+    earlier_no = record.get("round", 1)
+    csv = ws.metrics_dir / f"{cfg.stage}.csv"
+    if csv.exists():
+        os.replace(csv, ws.metrics_dir / f"{cfg.stage}-round{earlier_no}.csv")
+    earlier = [*record.pop("earlier_rounds", []), record]
+    manifest = ws.read_manifest()
+    manifest["stages"][cfg.stage] = {"done": False, "round": earlier_no + 1, "earlier_rounds": earlier,
+                                     **{k: record[k] for k in ("corpus", "max_seq_len", "pairs") if k in record}}
+    ws.write_manifest(manifest)
+    log(f"{cfg.stage}: this workspace's stage 1 already finished ({record.get('steps')} steps); round "
+        f"{earlier_no + 1} starts from that distilled student (kron factorize --force starts from scratch)")
+    return earlier_no + 1, earlier
 
 
 def _on_device(step, teacher):
