@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from kroncli.cli import app
+from kroncli.errors import KronError
 
 from conftest import tiny_config
 
@@ -217,6 +218,29 @@ def test_a_second_round_keeps_the_first_rounds_record(teacher_dir, corpus, tmp_p
     record = json.loads((ws / "manifest.json").read_text())["stages"]["distill"]
     assert record["round"] == 2 and record["steps"] == 4 and len(record["earlier_rounds"]) == 1
     assert list(pd.read_csv(ws / "metrics" / "distill.csv").step) == [1, 2, 3, 4]
+
+
+def test_an_interrupted_second_round_stays_the_second(teacher_dir, corpus, tmp_path, monkeypatch):
+    import kroncli.stages.distill as stage
+
+    ws = factorized(teacher_dir, tmp_path)
+    assert distill(ws, corpus, "--max-steps", "3").exit_code == 0
+    real = stage.train
+
+    def crash(*args, **kwargs):
+        raise KronError("simulated crash before the first step")
+
+    monkeypatch.setattr(stage, "train", crash)
+    assert distill(ws, corpus, "--max-steps", "2", "--restart").exit_code == 2
+    record = json.loads((ws / "manifest.json").read_text())["stages"]["distill"]
+    assert not record["done"] and record["round"] == 2  # marked running
+    monkeypatch.setattr(stage, "train", real)
+    res = distill(ws, corpus, "--max-steps", "2", "--restart")  # the same command again
+    assert res.exit_code == 0, res.output
+    record = json.loads((ws / "manifest.json").read_text())["stages"]["distill"]
+    assert record["done"] and record["round"] == 2 and [r["steps"] for r in record["earlier_rounds"]] == [3]
+    assert not (ws / "metrics" / "distill-round2.csv").exists()
+    assert list(pd.read_csv(ws / "metrics" / "distill-round1.csv").step) == [1, 2, 3]
 
 
 @pytest.mark.parametrize("args, needle", [(["--max-minutes", "0"], "--max-minutes 0 must be above 0"),
