@@ -169,7 +169,8 @@ def next_round(ws: Workspace, cfg: TrainConfig, log) -> tuple[int, list[dict]]:
     (`metrics/distill-roundN.csv`) are kept instead of being overwritten, and the manifest marks the new round as
     running, so an interrupted one resumes as the same round. Continuing from a checkpoint stays in the round.
     """
-    record = ws.read_manifest().get("stages", {}).get(cfg.stage) or {}
+    manifest = ws.read_manifest()
+    record = manifest.get("stages", {}).get(cfg.stage) or {}
     existing = checkpoints(ws.checkpoints_dir / cfg.stage)
     same = not record.get("done") or (cfg.resume and existing) or (existing and not cfg.restart)
     if same or os.environ.get("RANK", "0") != "0":  # only the main process moves files
@@ -179,7 +180,6 @@ def next_round(ws: Workspace, cfg: TrainConfig, log) -> tuple[int, list[dict]]:
     if csv.exists():
         os.replace(csv, ws.metrics_dir / f"{cfg.stage}-round{earlier_no}.csv")
     earlier = [*record.pop("earlier_rounds", []), record]
-    manifest = ws.read_manifest()
     manifest["stages"][cfg.stage] = {"done": False, "round": earlier_no + 1, "earlier_rounds": earlier,
                                      **{k: record[k] for k in ("corpus", "max_seq_len", "pairs") if k in record}}
     ws.write_manifest(manifest)
