@@ -257,13 +257,11 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         accelerator.wait_for_everyone()
         return final
 
-    def non_finite(at: int) -> Callable:
-        def fail(loss):
-            last = checkpoints(stage_dir)
-            where = f"; the last good checkpoint is {last[-1][1]}" if last else ""
-            raise NonFiniteLoss(f"the {cfg.stage} loss became {loss.item()} at step {at + 1}{where}; "
-                                "lower --lr or check the data")
-        return fail
+    def non_finite(loss):  # reads the loop's current `step`
+        last = checkpoints(stage_dir)
+        where = f"; the last good checkpoint is {last[-1][1]}" if last else ""
+        raise NonFiniteLoss(f"the {cfg.stage} loss became {loss.item()} at step {step + 1}{where}; "
+                            "lower --lr or check the data")
 
     t_start = time.perf_counter()
     window_t, window_n = time.perf_counter(), 0
@@ -279,7 +277,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             for batch in batches:
                 loss, terms, stopping = _micro_step(accelerator, model, optimizer, scheduler, step_fn, batch, cfg,
-                                                    stop.signal is not None, non_finite(step))
+                                                    stop.signal is not None, non_finite)
                 window_n += len(next(iter(batch.values()))) * accelerator.num_processes
                 if not accelerator.sync_gradients:
                     continue
