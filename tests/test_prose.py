@@ -93,6 +93,26 @@ def test_html_paragraphs_read_p_li_and_docbook_divs_but_not_pre_or_tables():
     ]
 
 
+MALLARD = """<page xmlns="http://projectmallard.org/1.0/" type="topic" id="a11y-bouncekeys">
+  <info><desc>Ignore quickly-repeated key presses of the same key.</desc></info>
+  <title>Turn on bounce keys</title>
+  <p>Turn on bounce keys to ignore key presses that are rapidly repeated by the same hand.</p>
+  <steps><item><p>Open the <gui>Activities</gui> overview and start typing the name of the panel.</p></item></steps>
+  <code>gsettings set org.gnome.desktop.a11y.keyboard bouncekeys-enable true</code>
+</page>"""
+
+
+def test_mallard_help_pages_are_read_like_html(tmp_path, capsys):
+    (tmp_path / "help").mkdir()
+    (tmp_path / "help" / "a11y-bouncekeys.page").write_text(MALLARD)
+    out = tmp_path / "prose.txt"
+    assert main([str(tmp_path / "help"), str(out)]) == 0
+    assert out.read_text().splitlines() == [
+        "Turn on bounce keys to ignore key presses that are rapidly repeated by the same hand.",
+        "Open the Activities overview and start typing the name of the panel.",
+    ]
+
+
 def test_main_walks_a_folder_gunzips_dedupes_and_refuses_one_without_prose(tmp_path, capsys):
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)

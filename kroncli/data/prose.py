@@ -1,4 +1,5 @@
-"""English prose paragraphs from folders of documentation (reST, POD, HTML, plain text; gzipped or not), offline.
+"""English prose paragraphs from folders of documentation (reST, POD, HTML, Mallard, plain text; gzipped or not),
+offline.
 
 Stage 1 gains most from more *distinct* text (run 17), and dictionaries are definitions, not running prose.
 Debian ships plenty of prose that installs without the hub: the Python manual (`python3.11-doc`, reST
@@ -216,7 +217,7 @@ def file_paragraphs(path: Path) -> Iterator[str]:
     text = _read(path)
     if text is None:
         return
-    if suffix in {".html", ".htm", ".xhtml"}:
+    if suffix in {".html", ".htm", ".xhtml", ".page"}:  # .page: GNOME's Mallard help, <p> like HTML
         yield from html_paragraphs(text)
     elif suffix in {".pod", ".pm"} or "\n=head1 " in text or text.startswith("=head1"):
         yield from pod_paragraphs(text)
