@@ -1,8 +1,9 @@
-"""The documentation-prose extractor for stage-1 corpora (reST, POD, HTML, plain text, gzipped)."""
+"""The documentation-prose extractor for stage-1 corpora (reST, POD, HTML, Mallard, JSON, plain text, gzipped)."""
 
 import gzip
+import json
 
-from kroncli.data.prose import html_paragraphs, is_prose, main, pod_paragraphs, rst_paragraphs
+from kroncli.data.prose import html_paragraphs, is_prose, json_paragraphs, main, pod_paragraphs, rst_paragraphs
 
 RST = """\
 Logging facility
@@ -111,6 +112,27 @@ def test_mallard_help_pages_are_read_like_html(tmp_path, capsys):
         "Turn on bounce keys to ignore key presses that are rapidly repeated by the same hand.",
         "Open the Activities overview and start typing the name of the panel.",
     ]
+
+
+def test_json_string_values_in_document_order_and_a_broken_file_yields_nothing(tmp_path, capsys):
+    doc = [{"id": "pickup", "description": "A rusty old pickup truck, its tires flat and its windows long gone.",
+            "flags": ["NO_SALVAGE"], "weight": 1200},
+           {"dialogue": {"text": "Hello   there, stranger.  Have you seen the road north of the river?",
+                         "responses": ["Yes.", "No, I came from the south this morning and saw nobody at all."]}}]
+    assert list(json_paragraphs(json.dumps(doc))) == [
+        "pickup", "A rusty old pickup truck, its tires flat and its windows long gone.", "NO_SALVAGE",
+        "Hello there, stranger. Have you seen the road north of the river?", "Yes.",
+        "No, I came from the south this morning and saw nobody at all."]
+    assert list(json_paragraphs('{"description": "cut off')) == []
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "vehicles.json").write_text(json.dumps(doc))
+    (tmp_path / "data" / "broken.json").write_text('{"description": "cut off')
+    out = tmp_path / "prose.txt"
+    assert main([str(tmp_path / "data"), str(out)]) == 0
+    assert out.read_text().splitlines() == [
+        "A rusty old pickup truck, its tires flat and its windows long gone.",
+        "Hello there, stranger. Have you seen the road north of the river?",
+        "No, I came from the south this morning and saw nobody at all."]
 
 
 def test_main_walks_a_folder_gunzips_dedupes_and_refuses_one_without_prose(tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""English prose paragraphs from folders of documentation (reST, POD, HTML, Mallard, plain text; gzipped or not),
-offline.
+"""English prose paragraphs from folders of documentation (reST, POD, HTML, Mallard, JSON,
+plain text; gzipped or not), offline.
 
 Stage 1 gains most from more *distinct* text (run 17), and dictionaries are definitions, not running prose.
 Debian ships plenty of prose that installs without the hub: the Python manual (`python3.11-doc`, reST
@@ -195,6 +195,25 @@ def html_paragraphs(text: str) -> Iterator[str]:
     yield from parser.paragraphs
 
 
+def json_paragraphs(text: str) -> Iterator[str]:
+    """Every string value of a JSON document (item descriptions and dialogue in game data); `is_prose` keeps
+    the sentences. A file that does not parse yields nothing."""
+    import json
+
+    try:
+        stack = [json.loads(text)]
+    except ValueError:
+        return
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            yield " ".join(value.split())
+        elif isinstance(value, dict):
+            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+
+
 def _read(path: Path) -> str | None:
     """The file's text (gunzipped), or None for binary files."""
     raw = path.read_bytes()
@@ -219,6 +238,8 @@ def file_paragraphs(path: Path) -> Iterator[str]:
         return
     if suffix in {".html", ".htm", ".xhtml", ".page"}:  # .page: GNOME's Mallard help, <p> like HTML
         yield from html_paragraphs(text)
+    elif suffix == ".json":
+        yield from json_paragraphs(text)
     elif suffix in {".pod", ".pm"} or "\n=head1 " in text or text.startswith("=head1"):
         yield from pod_paragraphs(text)
     else:
