@@ -135,6 +135,19 @@ def test_json_string_values_in_document_order_and_a_broken_file_yields_nothing(t
         "No, I came from the south this morning and saw nobody at all."]
 
 
+def test_a_paragraph_differing_only_in_quotes_case_or_punctuation_is_kept_once(tmp_path):
+    (tmp_path / "html").mkdir()
+    (tmp_path / "html" / "page.html").write_text(
+        "<p>The engine\u2019s connection pool keeps connections open between requests.</p>"
+        "<p>The engine's Connection pool keeps connections open -- between requests!</p>"
+        "<p>The engine's connection pool keeps sessions open between requests, too.</p>")
+    out = tmp_path / "prose.txt"
+    assert main([str(tmp_path / "html"), str(out)]) == 0
+    assert out.read_text().splitlines() == [
+        "The engine\u2019s connection pool keeps connections open between requests.",
+        "The engine's connection pool keeps sessions open between requests, too."]
+
+
 def test_main_walks_a_folder_gunzips_dedupes_and_refuses_one_without_prose(tmp_path, capsys):
     docs = tmp_path / "docs"
     (docs / "sub").mkdir(parents=True)

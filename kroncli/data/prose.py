@@ -41,6 +41,7 @@ _RST_LITERAL = re.compile(r"``([^`]+)``")
 _RST_EMPHASIS = re.compile(r"\*\*?([^*\s][^*]*?)\*\*?")
 _RST_REFERENCE = re.compile(r"\b(\w+)_\b|\[#?\w*\]_")
 _RST_UNDERLINE = re.compile(r"^\s*([=\-~^\"'`#*+.:_])\1{2,}\s*$")
+_NON_WORD = re.compile(r"[\W_]+")
 _FORTUNE_SEPARATOR = re.compile(r"^%+\s*$")
 # POD inline markup: C<code>, B<< bold >>, L<text|target> -> the text.
 _POD_CODE = re.compile(r"[A-Z](<+)\s*(.*?)\s*(>+)")
@@ -246,9 +247,14 @@ def file_paragraphs(path: Path) -> Iterator[str]:
         yield from rst_paragraphs(text)
 
 
+def _dedupe_key(para: str) -> str:
+    return " ".join(_NON_WORD.split(para.lower())).strip()
+
+
 def prose_lines(*sources: Path) -> Iterator[str]:
     """Distinct prose paragraphs of every file under each source (a folder or one file), sources in the
-    order given, files in path order; a paragraph seen in an earlier source is not repeated."""
+    order given, files in path order; a paragraph seen in an earlier source is not repeated, also where it
+    differs only in case, punctuation or quote style (Sphinx packages ship each page as HTML and as reST)."""
     seen: set[str] = set()
     for source in sources:
         if not source.exists():
@@ -261,8 +267,9 @@ def prose_lines(*sources: Path) -> Iterator[str]:
                 para = " ".join(html.unescape(para).split())
                 if is_prose(para):
                     found = True
-                    if para not in seen:
-                        seen.add(para)
+                    key = _dedupe_key(para)
+                    if key not in seen:
+                        seen.add(key)
                         yield para
         if not found:
             raise KronError(f"no English prose paragraphs found under {source}; point it at documentation "
