@@ -176,6 +176,16 @@ def per_task(mapping: dict, task: str, default):
     return next((v for k, v in mapping.items() if normalize_task(k).name == name), default)
 
 
+def recipe_task_weights(task, adjust: dict[str, float], default_weights) -> dict[str, float]:
+    """A recipe's stage-2 weights adjust each task's defaults (0 drops a term), like --weight does. They serve every
+    task of the recipe, so `logit_kd` (a softmax over the classes) is left out on a regression task, whose one
+    output it would compare as a constant 0."""
+    weights = {**default_weights(task), **adjust}
+    if task.is_regression:
+        weights.pop("logit_kd", None)
+    return weights
+
+
 def _finetune(recipe, ws, stage, resume, progress, log, command):
     from .data.glue import normalize_task
     from .stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
@@ -194,8 +204,8 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
                            augment_mask=f.augment_mask, augment_ngram=f.augment_ngram,
                            rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
                            rehearse_corpus=f.rehearse_corpus)
-    if f.weights:  # a recipe's weights adjust the task's defaults (0 drops a term), like --weight does
-        opts.weights = {**default_weights(normalize_task(stage.task)), **f.weights}
+    if f.weights:
+        opts.weights = recipe_task_weights(normalize_task(stage.task), f.weights, default_weights)
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}
 
