@@ -176,10 +176,12 @@ def per_task(mapping: dict, task: str, default):
     return next((v for k, v in mapping.items() if normalize_task(k).name == name), default)
 
 
-def recipe_task_weights(task, adjust: dict[str, float], default_weights) -> dict[str, float]:
+def recipe_task_weights(task, adjust: dict[str, float]) -> dict[str, float]:
     """A recipe's stage-2 weights adjust each task's defaults (0 drops a term), like --weight does. They serve every
     task of the recipe, so `logit_kd` (a softmax over the classes) is left out on a regression task, whose one
     output it would compare as a constant 0."""
+    from .stages.finetune import default_weights
+
     weights = {**default_weights(task), **adjust}
     if task.is_regression:
         weights.pop("logit_kd", None)
@@ -188,7 +190,7 @@ def recipe_task_weights(task, adjust: dict[str, float], default_weights) -> dict
 
 def _finetune(recipe, ws, stage, resume, progress, log, command):
     from .data.glue import normalize_task
-    from .stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
+    from .stages.finetune import FinetuneOptions, finetune_student, finetune_teacher
 
     f = recipe.finetune
     teacher = stage.kind == "teacher"
@@ -205,7 +207,7 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
                            rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
                            rehearse_corpus=f.rehearse_corpus)
     if f.weights:
-        opts.weights = recipe_task_weights(normalize_task(stage.task), f.weights, default_weights)
+        opts.weights = recipe_task_weights(normalize_task(stage.task), f.weights)
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}
 

@@ -62,14 +62,13 @@ def test_per_task_values_match_any_spelling_of_the_task():
 def test_recipe_weights_adjust_each_tasks_defaults_and_skip_logit_kd_on_regression():
     from kroncli.data.glue import normalize_task
     from kroncli.run import recipe_task_weights
-    from kroncli.stages.finetune import default_weights
 
     adjust = {"attention_mse": 0.02, "logit_kd": 5.0}
-    assert recipe_task_weights(normalize_task("cola"), adjust, default_weights) == {
+    assert recipe_task_weights(normalize_task("cola"), adjust) == {
         "embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0, "logit_kd": 5.0, "supervised": 1.0}
-    assert recipe_task_weights(normalize_task("sts-b"), adjust, default_weights) == {
+    assert recipe_task_weights(normalize_task("sts-b"), adjust) == {
         "embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0, "logit_mse": 1.0, "supervised": 1.0}
-    assert recipe_task_weights(normalize_task("stsb"), {"logit_mse": 2.0}, default_weights)["logit_mse"] == 2.0
+    assert recipe_task_weights(normalize_task("stsb"), {"logit_mse": 2.0})["logit_mse"] == 2.0
 
 
 def test_recipe_that_does_not_parse(tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import json
 import re
 from collections.abc import Iterable, Iterator
 from html.parser import HTMLParser
@@ -200,8 +201,6 @@ def html_paragraphs(text: str) -> Iterator[str]:
 def json_paragraphs(text: str) -> Iterator[str]:
     """Every string value of a JSON document (item descriptions and dialogue in game data); `is_prose` keeps
     the sentences. A file that does not parse yields nothing."""
-    import json
-
     try:
         stack = [json.loads(text)]
     except ValueError:
