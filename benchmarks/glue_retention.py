@@ -3,7 +3,8 @@
 For each task found in the data dir (MRPC, STS-B, CoLA, WNLI here; any GLUE task in the original layout),
 runs `kron run` on a recipe (default recipes/minilm-19x-glue.yaml) with that task, sharing one stage-1
 student across tasks (stage 1 runs once, in the first workspace, and its student is copied), then prints
-teacher score, student score, retention and the wall time of every stage.
+teacher score, student score, the majority-class floor, retention (student / teacher, and the share of the
+teacher's gain over the floor the student keeps) and the wall time of every stage.
 
     python benchmarks/glue_retention.py --data-dir ../shared/glue --out runs/retention
     python benchmarks/glue_retention.py --set distill.max_steps=300 --set finetune.epochs=2   # quicker
@@ -79,8 +80,10 @@ def main() -> None:
         scores = []
         for metric in TASKS[task].metrics:
             t, s = ev.loc[("teacher", metric), "value"], ev.loc[("student", metric), "value"]
-            rows.append({"task": task, "metric": metric, "teacher": t, "student": s, "gap": t - s,
-                         "retention": s / t if t else float("nan")})
+            floor = ev["value"].get(("majority", metric), float("nan"))  # kron eval glue's majority-class row
+            rows.append({"task": task, "metric": metric, "teacher": t, "student": s, "majority": floor,
+                         "gap": t - s, "retention": s / t if t else float("nan"),
+                         "gain_retention": (s - floor) / (t - floor) if t > floor else float("nan")})
             scores.append(f"{metric} teacher {t:.2f} student {s:.2f}")
         print(f"{task} done in {time.perf_counter() - started:.0f}s: {'; '.join(scores)}", flush=True)
     df = pd.DataFrame(rows)

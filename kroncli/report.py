@@ -57,9 +57,10 @@ def workspace_rows(path: Path) -> list[dict]:
                "teacher_params": teacher_params, "compression": 1.0, "size_mb": None}
     evals = _read_csv(ws.metrics_dir / "eval.csv")
     have_teacher = False
-    glue_scores: dict[str, dict[str, float]] = {"student": {}, "teacher": {}}
+    # "majority": the majority-class floor that `kron eval glue` and stage 2 record; it gets no row of its own
+    glue_scores: dict[str, dict[str, float]] = {"student": {}, "teacher": {}, "majority": {}}
     if evals is not None:
-        for model, row in (("student", student), ("teacher", teacher)):
+        for model, row in (("student", student), ("teacher", teacher), ("majority", {})):
             latest = _latest(evals, model)
             for (task, split), grp in latest.groupby(["task", "split"]):
                 split = str(split)
@@ -89,20 +90,34 @@ def workspace_rows(path: Path) -> list[dict]:
             (student if model == "student" else teacher)[task] = score
             glue_scores[model][task] = score
             have_teacher = have_teacher or model == "teacher"
+        floor = (info.get("majority") or {}).get(_primary(task))
+        if floor is not None:
+            glue_scores["majority"].setdefault(task, floor)
     for model, row in (("student", student), ("teacher", teacher)):
         if glue_scores[model]:
             row["glue_avg"] = sum(glue_scores[model].values()) / len(glue_scores[model])
-    shared = sorted(set(glue_scores["student"]) & set(glue_scores["teacher"]))
-    if shared:
-        s = sum(glue_scores["student"][t] for t in shared) / len(shared)
-        t = sum(glue_scores["teacher"][t] for t in shared) / len(shared)
-        student["retention"] = s / t if t else None
+    student["retention"] = _retention(glue_scores)
+    student["gain_retention"] = _retention(glue_scores, floor="majority")
     speed = _read_csv(ws.metrics_dir / "speed.csv")
     if speed is not None and "speedup" in speed:
         last = speed[speed["model"] == "student"].groupby(["batch", "seq_len"]).last()
         for (batch, seq), r in last.iterrows():
             student[f"speedup b{batch}x{seq}"] = r["speedup"]
     return [student] + ([teacher] if have_teacher else [])
+
+
+def _retention(scores: dict[str, dict[str, float]], floor: str | None = None) -> float | None:
+    """Student over teacher, averaged over the tasks both were scored on; with `floor`, the share of the
+    teacher's gain over that baseline the student keeps, (s - f) / (t - f), over the tasks all three have."""
+    tasks = set(scores["student"]) & set(scores["teacher"])
+    if floor:
+        tasks &= set(scores[floor])
+    if not tasks:
+        return None
+    mean = lambda model: sum(scores[model][t] for t in tasks) / len(tasks)  # noqa: E731
+    base = mean(floor) if floor else 0.0
+    gain = mean("teacher") - base
+    return (mean("student") - base) / gain if gain > 0 else None
 
 
 def paper_rows() -> list[dict]:

@@ -210,12 +210,19 @@ def test_glue_real_mrpc_dev_and_test(ws, tok):
     if not (glue_dir() / "MRPC" / "dev.tsv").is_file():
         pytest.skip(f"GLUE files not found in {glue_dir()} (set KRON_GLUE_DIR)")
     out = ok_json(run("glue", "-w", ws, "--task", "mrpc", "--model", "student", "--data-dir", glue_dir(), "--json"))
-    (r,) = out["results"]
+    r, floor = out["results"]
     assert r["n"] == 408
     frame = load_split("mrpc", "dev", glue_dir())
     logits = own_logits(load(ws, "mrpc", "student"), tok, frame)
     assert len(set(logits.argmax(axis=1))) == 2  # the fixture's heads do not predict one class for all
     assert r["metrics"] == pytest.approx(compute_metrics("mrpc", logits, frame["label"]))
+    # with the training split there, the majority-class floor: MRPC's training set is 67.4% paraphrases, and
+    # always answering "paraphrase" scores 279 / 408 on dev
+    assert (floor["model"], floor["split"], floor["n"], floor["examples_per_s"]) == ("majority", "dev", 408, None)
+    assert floor["metrics"]["accuracy"] == pytest.approx(100 * 279 / 408)
+    assert floor["metrics"] == pytest.approx(compute_metrics("mrpc", np.ones(408, dtype=int), frame["label"]))
+    rows = eval_csv(ws)
+    assert rows[rows.model == "majority"].groupby("metric").value.last().to_dict() == pytest.approx(floor["metrics"])
 
     out = ok_json(run("glue", "-w", ws, "--task", "mrpc", "--split", "test", "--predict", "--data-dir", glue_dir(),
                       "--json"))

@@ -196,6 +196,16 @@ def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
     for name, steps in (("distill", 6), ("teacher-mrpc", 3), ("finetune-mrpc", 3)):
         entry = manifest["stages"][name]
         assert entry["seconds_per_step"] > 0 and entry["total_steps"] == entry["steps"] == steps, (name, entry)
+    # the majority-class floor, from the whole MRPC training set (the recipe's limit of 48 examples aside), in the
+    # manifest (stage 2) and in eval.csv (kron eval glue)
+    from kroncli.data.glue import load_split
+    from kroncli.metrics import compute_metrics
+
+    train, dev = (load_split("mrpc", split, glue_dir()) for split in ("train", "dev"))
+    want = compute_metrics("mrpc", [train.label.value_counts().idxmax()] * len(dev), dev.label)
+    assert manifest["stages"]["finetune-mrpc"]["majority"] == pytest.approx(want)
+    evals = pd.read_csv(ws / "metrics" / "eval.csv")
+    assert evals[evals.model == "majority"].set_index("metric")["value"].to_dict() == pytest.approx(want)
     # a second run skips everything
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
     assert {s["status"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]} == {"skipped"}
@@ -213,7 +223,7 @@ def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
             header = [c.strip() for c in lines[0].strip("|").split("|")]
             df = pd.DataFrame([[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]], columns=header)
         assert list(df["model"]) == ["student", "teacher"]
-        assert "MRPC" in df.columns and "compression" in df.columns
+        assert "MRPC" in df.columns and "compression" in df.columns and "gain_retention" in df.columns
         assert float(df["compression"].iloc[0]) >= 5
     res = runner.invoke(app, ["report", str(ws), "--plot", str(tmp_path / "plots"), "--paper"])
     assert res.exit_code == 0, res.output
@@ -279,10 +289,43 @@ def test_report_falls_back_to_the_scores_stage_2_logged(tmp_path):
     ws = Workspace(tmp_path / "w")
     ws.root.mkdir()
     ws.record_stage("factorize", {"student_params": 1000, "compression": 20.0}, top={"teacher": {"params": 20000}})
-    ws.record_stage("teacher-mrpc", {"task": "MRPC", "eval": {"accuracy": 80.0, "f1": 86.0, "combined": 83.0}})
-    ws.record_stage("finetune-mrpc", {"task": "MRPC", "eval": {"accuracy": 70.0, "f1": 78.0, "combined": 74.0}})
-    ws.record_stage("finetune-cola", {"task": "CoLA", "eval": {"mcc": 12.5}})
+    floor = {"accuracy": 68.0, "f1": 72.0, "combined": 70.0}
+    ws.record_stage("teacher-mrpc", {"task": "MRPC", "eval": {"accuracy": 80.0, "f1": 86.0, "combined": 83.0},
+                                     "majority": floor})
+    ws.record_stage("finetune-mrpc", {"task": "MRPC", "eval": {"accuracy": 70.0, "f1": 78.0, "combined": 74.0},
+                                      "majority": floor})
+    ws.record_stage("finetune-cola", {"task": "CoLA", "eval": {"mcc": 12.5}, "majority": {"mcc": 0.0}})
     df = build_table([str(ws.root)]).set_index("model")
     assert df.loc["student", "MRPC"] == 74.0 and df.loc["teacher", "MRPC"] == 83.0
     assert df.loc["student", "CoLA"] == 12.5 and pd.isna(df.loc["teacher", "CoLA"])
     assert df.loc["student", "retention"] == pytest.approx(74.0 / 83.0)
+    # CoLA has no teacher score, so only MRPC counts: (74 - 70) / (83 - 70)
+    assert df.loc["student", "gain_retention"] == pytest.approx(4.0 / 13.0)
+
+
+def test_report_gain_over_the_majority_floor_from_eval_rows(tmp_path):
+    """`kron eval glue`'s rows (model "majority" beside student and teacher): the share of the teacher's gain over
+    the floor the student keeps, averaged over the tasks all three were scored on; a teacher at or below the floor
+    leaves the cell empty."""
+    from kroncli.evaluation.glue_eval import append_eval_rows
+    from kroncli.report import build_table
+    from kroncli.workspace import Workspace
+
+    ws = Workspace(tmp_path / "w")
+    ws.root.mkdir()
+    ws.record_stage("factorize", {"student_params": 1000, "compression": 20.0}, top={"teacher": {"params": 20000}})
+    scores = {("STS-B", "combined"): {"student": 80.0, "teacher": 85.0, "majority": 0.0},
+              ("CoLA", "mcc"): {"student": 15.0, "teacher": 30.0, "majority": 0.0},
+              ("RTE", "accuracy"): {"student": 55.0, "majority": 52.7}}
+    append_eval_rows(ws, [{"model": model, "task": task, "split": "dev", "metric": metric, "value": value,
+                           "timestamp": "2026-11-27T00:00:00"}
+                          for (task, metric), by_model in scores.items() for model, value in by_model.items()])
+    df = build_table([str(ws.root)]).set_index("model")
+    assert df.loc["student", "gain_retention"] == pytest.approx((95.0 / 2) / (115.0 / 2))
+    assert df.loc["student", "retention"] == pytest.approx(95.0 / 115.0)
+    assert "majority" not in df.index
+    append_eval_rows(ws, [{"model": "majority", "task": "STS-B", "split": "dev", "metric": "combined", "value": 90.0,
+                           "timestamp": "2026-11-27T00:00:01"},
+                          {"model": "majority", "task": "CoLA", "split": "dev", "metric": "mcc", "value": 40.0,
+                           "timestamp": "2026-11-27T00:00:01"}])
+    assert pd.isna(build_table([str(ws.root)]).set_index("model").loc["student", "gain_retention"])

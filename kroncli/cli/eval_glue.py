@@ -26,7 +26,7 @@ def _scores_table(title: str, results: list[dict]) -> Table:
             bold = "bold" if metric == r["primary"] else None
             table.add_row(r["task"], r["model"], r["split"], metric, f"[{bold}]{value:.2f}[/]" if bold else
                           f"{value:.2f}", f"{r['n']:,}" if i == 0 else "",
-                          f"{r['examples_per_s']:.1f}" if i == 0 else "")
+                          f"{r['examples_per_s']:.1f}" if i == 0 and r["examples_per_s"] else "")
     return table
 
 

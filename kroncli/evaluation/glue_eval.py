@@ -23,7 +23,7 @@ import numpy as np
 from ..data.encode import EncodedSplit, encode
 from ..data.glue import TASKS, VARIANTS, Task, load_split, normalize_task
 from ..errors import KronError, first_line
-from ..metrics import compute_metrics
+from ..metrics import compute_metrics, majority_baseline
 from ..workspace import Workspace, now
 from .predictions import unwritable, write_submission
 
@@ -189,8 +189,8 @@ class Evaluation:
     file: str | None = None
 
     @property
-    def examples_per_s(self) -> float:
-        return self.n / max(self.seconds, 1e-9)
+    def examples_per_s(self) -> float | None:
+        return self.n / self.seconds if self.seconds else None  # None: no model ran (the majority floor)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "examples_per_s": self.examples_per_s}
@@ -320,6 +320,21 @@ def _plan(ws: Workspace, opts: GlueOptions) -> tuple[list[_Job], list[dict]]:
     return list(jobs.values()), skipped
 
 
+def majority_floor(task: Task, frames: dict, data_dir: str | None) -> list[Evaluation]:
+    """Model "majority": always answering the most common training label (STS-B: the mean), on each scored split.
+
+    The floor of the report's "gain over the majority baseline retained". A folder without the training split (dev
+    files only) has no floor, and that is not an error.
+    """
+    try:
+        train = load_split(task, "train", data_dir)["label"]
+        return [Evaluation(task.name, "majority", split, len(frame), 0.0,
+                           metrics=majority_baseline(task, train, frame["label"]), primary=task.primary)
+                for split, frame in frames.items()]
+    except KronError:
+        return []
+
+
 def evaluate_glue(ws: Workspace, opts: GlueOptions, progress: Callable | None = None) -> dict:
     """Score (dev) or predict (test, --predict) every planned task model; rows go to metrics/eval.csv."""
     jobs, skipped = _plan(ws, opts)
@@ -340,6 +355,10 @@ def evaluate_glue(ws: Workspace, opts: GlueOptions, progress: Callable | None = 
                 csv_path = append_eval_rows(ws, ev.rows(ws))  # each result kept as soon as it exists
                 results.append(ev)
             del tm
+        if not opts.predict:
+            for ev in majority_floor(job.task, job.frames, opts.data_dir):
+                csv_path = append_eval_rows(ws, ev.rows(ws))
+                results.append(ev)
     return {"workspace": str(ws.root), "split": opts.split, "predict": opts.predict,
             "results": [r.as_dict() for r in results], "skipped": skipped,
             "eval_csv": str(csv_path) if csv_path else None}

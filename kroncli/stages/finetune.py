@@ -20,6 +20,7 @@ from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
 from ..errors import KronError
 from ..evaluate import score
+from ..metrics import majority_baseline
 from ..student import choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, budget_plan, train
 from ..workspace import Workspace, atomic_dir
@@ -73,25 +74,30 @@ def _task_config(config, task: Task):
 
 
 def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None):
+    """(training set, encoded eval splits, their majority-class floor keyed as the stage's eval: the whole
+    training set's most common label, --limit or not, as `kron eval glue` scores it)."""
     train_df = load_split(task, "train", opts.data_dir)
+    frames = {s: load_split(task, s, opts.data_dir) for s in task.eval_splits}
+    floor = _keyed(task, {s: majority_baseline(task, train_df["label"], f["label"]) for s, f in frames.items()})
     if opts.limit:
         train_df = train_df.iloc[: opts.limit]
     if augmenter is not None:
         train_df = augmenter.expand(train_df, task.is_regression, opts.augment)
     train_set = encode(task, train_df, tokenizer, opts.max_seq_len)
-    evals = {s: encode(task, load_split(task, s, opts.data_dir), tokenizer, opts.max_seq_len)
-             for s in task.eval_splits}
-    return train_set, evals
+    evals = {s: encode(task, f, tokenizer, opts.max_seq_len) for s, f in frames.items()}
+    return train_set, evals, floor
+
+
+def _keyed(task: Task, per_split: dict[str, dict]) -> dict:
+    """One flat dict of metrics, names prefixed by the split where the task has several (MNLI)."""
+    prefix = (lambda split: "") if len(task.eval_splits) == 1 else (lambda split: f"{split}_")
+    return {f"{prefix(split)}{k}": v for split, res in per_split.items() for k, v in res.items()
+            if k not in ("seconds", "examples_per_s")}
 
 
 def _eval_fn(task: Task, evals: dict, tokenizer, batch_size: int):
     def run(model):
-        out = {}
-        for split, data in evals.items():
-            res = score(model, task, data, tokenizer, batch_size)
-            prefix = "" if len(evals) == 1 else f"{split}_"
-            out.update({f"{prefix}{k}": v for k, v in res.items() if k not in ("seconds", "examples_per_s")})
-        return out
+        return _keyed(task, {split: score(model, task, data, tokenizer, batch_size) for split, data in evals.items()})
 
     return run
 
@@ -120,7 +126,7 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         model.bert.load_state_dict(base.state_dict(), strict=False)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(source.path, config=config)
-    train_set, evals = _data(task, tokenizer, opts)
+    train_set, evals, floor = _data(task, tokenizer, opts)
     log(f"{task.name}: {len(train_set):,} training examples; fine-tuning the teacher")
 
     def step(m, batch):
@@ -137,7 +143,7 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
             summary["model"].save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
-                                    "seconds": summary["seconds"], **budget_plan(summary)})
+                                    "majority": floor, "seconds": summary["seconds"], **budget_plan(summary)})
     return summary
 
 
@@ -247,7 +253,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
 
         augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed,
                                          p_mask=opts.augment_mask, p_ngram=opts.augment_ngram)
-    train_set, evals = _data(task, tokenizer, opts, augmenter)
+    train_set, evals, floor = _data(task, tokenizer, opts, augmenter)
     weights = opts.weights or default_weights(task)
     rehearse_weights = {k: weights[k] for k in INTERMEDIATE_LOSSES if weights.get(k)}
     collate = Collate(tokenizer, task.is_regression)
@@ -300,7 +306,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         save_student(summary["model"], choices, task_dir(ws, task) / "student", tokenizer,
                      extra={"task": task.name})
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
-                                    "eval_before": before, "weights": weights, "seconds": summary["seconds"],
+                                    "eval_before": before, "majority": floor, "weights": weights,
+                                    "seconds": summary["seconds"],
                                     "train_examples": len(train_set), "augment": opts.augment,
                                     **({"augment_rules": {"swap": opts.augment_p, "mask": opts.augment_mask,
                                                           "ngram": opts.augment_ngram}} if opts.augment else {}),
