@@ -2,12 +2,14 @@
 
 Precedence: command line (`--set section.key=value`) > recipe file > the defaults below. An unknown key or
 a value of the wrong type is an error naming the key. Relative corpus/data paths are relative to the
-current directory, like the same paths given on the command line.
+current directory, like the same paths given on the command line. Overriding `data_dir` also moves the recipe
+file's corpus entries that lie inside its own `data_dir` (GLUE training sentences as stage-1 text) to the new one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -184,4 +186,32 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise KronError(f"recipe {path} does not parse{where}: {getattr(e, 'problem', e)}") from None
+    if isinstance(data, dict):  # anything else fails in _build, naming the key
+        _follow_data_dir(data, overrides or [])
     return _build(Recipe, apply_overrides(data, overrides or []), "")
+
+
+def _follow_data_dir(data: dict, overrides: list[str]) -> None:
+    """Point the recipe file's corpus entries under its `data_dir` at an overriding `data_dir` (in place).
+
+    A recipe that distils on its GLUE folder's training sentences then reads them from the folder the user
+    passed (`kron run --data-dir`), not from the one the recipe was written for. Corpus lists given on the
+    command line are left as they are: they are applied after this.
+    """
+    given = [yaml.safe_load(o.partition("=")[2]) for o in overrides if o.partition("=")[0].strip() == "data_dir"]
+    old, new = data.get("data_dir"), given[-1] if given else None
+    if not isinstance(old, str) or not isinstance(new, str) or os.path.normpath(old) == os.path.normpath(new):
+        return
+    root = os.path.normpath(old)
+
+    def moved(entry):
+        if not isinstance(entry, str):
+            return entry
+        rel = os.path.relpath(os.path.normpath(entry), root)
+        return entry if rel == os.pardir or rel.startswith(os.pardir + os.sep) else os.path.join(new, rel)
+
+    for section, key in (("distill", "corpus"), ("finetune", "rehearse_corpus")):
+        node = data.get(section)
+        if isinstance(node, dict) and node.get(key) is not None:
+            value = node[key]
+            node[key] = [moved(e) for e in value] if isinstance(value, list) else moved(value)

@@ -67,6 +67,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     from .data.corpus import corpus_files
     from .data.glue import load_split, normalize_task
     from .factorize import _validate
+    from .stages.distill import check_stage1_weights
     from .stages.finetune import FinetuneOptions, check_student_options
 
     planned = stages(recipe) if plan is None else plan
@@ -78,6 +79,8 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
         _validate(opts)
         if recipe.factorize.ratio or recipe.factorize.max_params:
             _check_ratio(recipe, opts, source)
+    if "distill" in kinds:
+        _recipe_key("distill.weights", check_stage1_weights, recipe_stage1_weights(recipe))
     if recipe.distill.corpus and "distill" in kinds:
         corpus_files(recipe.distill.corpus)
         check_training_options(recipe.distill.max_minutes, recipe.distill.mixed_precision,
@@ -92,6 +95,10 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
                 normalize_task(name)
             except KronError as e:
                 raise KronError(f"recipe key finetune.{key}: {e}") from None
+    for t in dict.fromkeys(s.task for s in planned if s.kind == "finetune"):
+        weights = recipe_task_weights(normalize_task(t), f.weights) if f.weights else None
+        _recipe_key("finetune.weights", check_student_options, FinetuneOptions(task=t, weights=weights))
+        check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
     if "finetune" in kinds:
         for augment in {f.augment, *f.augment_per_task.values()}:
             check_student_options(FinetuneOptions(task="", augment=augment, augment_p=f.augment_p,
@@ -103,6 +110,14 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     for t in dict.fromkeys(s.task for s in planned if s.task):
         task = normalize_task(t)
         load_split(task, task.eval_splits[0], recipe.data_dir)  # raises with what to pass if missing
+
+
+def _recipe_key(key: str, check: Callable, *args) -> None:
+    """Run a stage's own check on a recipe value; its error names the recipe key."""
+    try:
+        check(*args)
+    except KronError as e:
+        raise KronError(f"recipe key {key}: {e}") from None
 
 
 def _factorize_options(recipe: Recipe):
@@ -156,13 +171,13 @@ def _factorize(recipe, ws, stage, resume, progress, log, command):
 
 
 def _distill(recipe, ws, stage, resume, progress, log, command):
-    from .stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
+    from .stages.distill import DistillOptions, run_distill
 
     d = recipe.distill
     cfg = TrainConfig(stage="distill", max_steps=d.max_steps, epochs=d.epochs if not d.max_steps else None,
                       max_minutes=d.max_minutes, mixed_precision=d.mixed_precision, batch_size=d.batch_size, lr=d.lr,
                       save_every=d.save_every, seed=d.seed, resume=resume)
-    weights = {**DEFAULT_WEIGHTS, **d.weights}  # a recipe's weights adjust the defaults, like --weight does
+    weights = recipe_stage1_weights(recipe)
     s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=weights, pairs=d.pairs),
                     cfg, progress, log)
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
@@ -174,6 +189,13 @@ def per_task(mapping: dict, task: str, default):
 
     name = normalize_task(task).name
     return next((v for k, v in mapping.items() if normalize_task(k).name == name), default)
+
+
+def recipe_stage1_weights(recipe: Recipe) -> dict[str, float]:
+    """A recipe's stage-1 weights adjust the defaults, like --weight does."""
+    from .stages.distill import DEFAULT_WEIGHTS
+
+    return {**DEFAULT_WEIGHTS, **recipe.distill.weights}
 
 
 def recipe_task_weights(task, adjust: dict[str, float]) -> dict[str, float]:

@@ -134,6 +134,54 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     assert not (tmp_path / "ws4" / "manifest.json").exists()
 
 
+@pytest.mark.parametrize("section,needle", [
+    ({"finetune": {"tasks": ["mrpc"], "weights": {"logit_kdd": 5}}},
+     "recipe key finetune.weights: unknown loss name(s) ['logit_kdd']"),
+    ({"finetune": {"tasks": ["mrpc"], "weights": {"embedding_mse": 0, "attention_mse": 0, "hidden_mse": 0,
+                                                   "logit_kd": 0, "supervised": 0}}},
+     "recipe key finetune.weights: all loss weights are zero"),
+    ({"finetune": {"tasks": ["mrpc"], "temperature": 0}}, "temperature 0.0 must be > 0"),
+    ({"distill": {"weights": {"logit_kd": 1}}}, "recipe key distill.weights: stage 1 has no loss 'logit_kd'"),
+    ({"distill": {"weights": {"embedding_mse": 0, "attention_mse": 0, "hidden_mse": 0}}},
+     "recipe key distill.weights: all stage-1 loss weights are zero"),
+])
+def test_bad_loss_weights_fail_before_any_stage(tmp_path, section, needle):
+    """A misspelt stage-2 loss used to surface after factorize and stage 1 had run (hours on a real recipe)."""
+    text = tmp_path / "text.txt"
+    text.write_text("some words to distil on\n")
+    section.setdefault("distill", {})["corpus"] = [str(text)]
+    rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(glue_dir()), **section)
+    for extra in ([], ["--dry-run"]):
+        res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws"), *extra])
+        assert res.exit_code == 2 and needle in res.output, res.output
+        assert not (tmp_path / "ws").exists()
+
+
+def test_data_dir_option_moves_the_recipes_glue_sentences(tmp_path):
+    """`kron run --data-dir D` (issue 5's example): GLUE tasks and the recipe's stage-1 sentences from its own GLUE
+    folder both come from D; other corpus files and corpora given with --set stay as they are."""
+    old, new = tmp_path / "old_glue", tmp_path / "new_glue"
+    for task in ("MRPC", "CoLA"):
+        (new / task).mkdir(parents=True)
+        (new / task / "train.tsv").write_text("x\n")
+    (new / "MRPC" / "dev.tsv").write_text("x\n")
+    other = tmp_path / "other.txt"
+    other.write_text("other text\n")
+    rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(old), finetune={"tasks": ["mrpc"]},
+                       distill={"corpus": [str(other), str(old / "CoLA" / "train.tsv"), f"{old}/MRPC/train.tsv"]})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws"), "--until", "distill", "--dry-run"])
+    assert res.exit_code == 2 and str(old / "CoLA" / "train.tsv") in res.output  # the recipe as written
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws"), "--data-dir", str(new),
+                              "--until", "distill", "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    config = json.loads(res.stdout.strip().splitlines()[-1])["config"]
+    assert config["data_dir"] == str(new)
+    assert config["distill"]["corpus"] == [str(other), str(new / "CoLA" / "train.tsv"), str(new / "MRPC" / "train.tsv")]
+    r = load_recipe(rec, [f"data_dir={new}", f"distill.corpus=[{old}/CoLA/train.tsv]"])
+    assert r.distill.corpus == [f"{old}/CoLA/train.tsv"]  # a corpus given on the command line is taken as given
+    assert load_recipe(rec, ["data_dir=../x", f"data_dir={old}"]).distill.corpus[1] == str(old / "CoLA" / "train.tsv")
+
+
 def test_only_the_planned_stages_data_is_required(tmp_path):
     """`--until factorize` needs no corpus or GLUE data; the whole plan still fails before any stage without them."""
     rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated, Optional
 
@@ -20,6 +21,9 @@ def run_cmd(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a recipe value, e.g. "
                                                                     "--set distill.max_steps=100 "
                                                                     "(repeatable).")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="GLUE folder (original layout), overriding the recipe's "
+                                                           "data_dir; the recipe's stage-1 sentences from its own "
+                                                           "GLUE folder are read from this one too.")] = None,
     until: Annotated[Optional[str], typer.Option(help="Run the stages up to and including this one.")] = None,
     only: Annotated[Optional[str], typer.Option(help="Run only this stage.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (stages and their state) and "
@@ -28,10 +32,11 @@ def run_cmd(
 ) -> None:
     """Run a recipe: factorize, distill, finetune, eval — skipping what is done, resuming what was cut.
 
-    Example: kron run recipes/minilm-19x-mrpc.yaml --workspace runs/m19
+    Example: kron run recipes/minilm-19x-mrpc.yaml --workspace runs/m19 --data-dir ../shared/glue
     """
     from ..run import execute, select, stages, status, validate
-    spec = load_recipe(recipe, set_ or [])
+    overrides = [*(set_ or []), *([f"data_dir={json.dumps(data_dir)}"] if data_dir else [])]  # last wins
+    spec = load_recipe(recipe, overrides)
     ws = Workspace(workspace)
     plan = select(stages(spec), until, only)
     validate(spec, ws, plan)  # before the plan too: a dry run of an impossible recipe must say so
@@ -48,7 +53,7 @@ def run_cmd(
     with ws.lock():
         results = execute(spec, ws, plan, show_progress(json_out), log, ["kron", *sys.argv[1:]])
     manifest = ws.read_manifest()
-    manifest["recipe"] = {"path": recipe, "overrides": set_ or [], "config": spec.to_dict()}
+    manifest["recipe"] = {"path": recipe, "overrides": overrides, "config": spec.to_dict()}
     ws.write_manifest(manifest)
     if json_out:
         emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": results})

@@ -115,13 +115,24 @@ def make_step(teacher, weights: dict, attention: str, layer_map: str | None):
     return step
 
 
+def check_stage1_weights(weights: dict) -> None:
+    """Stage 1's loss names and weights, checked before anything loads (`kron distill`, `kron run`)."""
+    unknown = set(weights) - set(STAGE1_LOSSES)
+    if unknown:
+        raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}; use {', '.join(STAGE1_LOSSES)}")
+    if not any(weights.values()):
+        raise KronError(f"all stage-1 loss weights are zero; give one of {', '.join(STAGE1_LOSSES)} a weight")
+    try:
+        DistillLoss(weights)
+    except ValueError as e:
+        raise KronError(str(e)) from None
+
+
 def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     folder = require_student(ws)
     kron_cfg = read_kron_config(folder)
     student = load_student(folder)
-    unknown = set(opts.weights) - set(STAGE1_LOSSES)
-    if unknown:
-        raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}; use {', '.join(STAGE1_LOSSES)}")
+    check_stage1_weights(opts.weights)
     if opts.weights.get("mlm") and student.get_output_embeddings() is None:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")

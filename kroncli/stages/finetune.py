@@ -182,7 +182,15 @@ def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Mod
 
 
 def check_student_options(opts: FinetuneOptions) -> None:
-    """Augmentation and rehearsal settings, checked before anything loads (`kron finetune`, `kron run`)."""
+    """Loss weights, augmentation and rehearsal settings, checked before anything loads (`kron finetune`,
+    `kron run`)."""
+    if opts.temperature <= 0:
+        raise KronError(f"temperature {opts.temperature} must be > 0 (--temperature, finetune.temperature), e.g. 1")
+    if opts.weights is not None:
+        try:
+            DistillLoss(opts.weights)
+        except ValueError as e:
+            raise KronError(str(e)) from None
     if opts.rehearse < 0:
         raise KronError(f"--rehearse {opts.rehearse} is negative; pass 0 (off) or the blocks of general text per "
                         "task example, e.g. --rehearse 1")
