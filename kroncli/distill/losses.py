@@ -365,6 +365,18 @@ INTERMEDIATE_LOSSES = ("embedding_mse", "attention_mse", "hidden_mse", "embeddin
 
 # ------------------------------------------------------------------------------------------------ combine
 
+def check_weights(weights: Mapping[str, float]) -> None:
+    """Known loss names, finite weights, at least one nonzero; a ValueError says which is wrong."""
+    unknown = sorted(set(weights) - set(LOSSES))
+    if unknown:
+        raise ValueError(f"unknown loss name(s) {unknown}; known: {sorted(LOSSES)}")
+    for name, w in weights.items():
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+            raise ValueError(f"weight of {name!r} must be a finite number, got {w!r}")
+    if not any(weights.values()):
+        raise ValueError(f"all loss weights are zero; give at least one of {sorted(LOSSES)} a weight")
+
+
 class DistillLoss:
     """A weighted sum of registered losses.
 
@@ -378,15 +390,8 @@ class DistillLoss:
 
     def __init__(self, weights: Mapping[str, float], *, temperature: float = 1.0,
                  layer_map: Sequence[int] | None = None, mask_padding: bool = True):
-        unknown = sorted(set(weights) - set(LOSSES))
-        if unknown:
-            raise ValueError(f"unknown loss name(s) {unknown}; known: {sorted(LOSSES)}")
-        for name, w in weights.items():
-            if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
-                raise ValueError(f"weight of {name!r} must be a finite number, got {w!r}")
+        check_weights(weights)
         self.weights = {k: float(v) for k, v in weights.items() if v != 0}
-        if not self.weights:
-            raise ValueError(f"all loss weights are zero; give at least one of {sorted(LOSSES)} a weight")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = float(temperature)

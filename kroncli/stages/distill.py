@@ -10,7 +10,7 @@ import torch
 from .. import sources
 from ..data.corpus import load_corpus, token_types
 from ..distill.capture import Capture
-from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
+from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights
 from ..errors import KronError
 from ..student import choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, budget_plan, checkpoints, train
@@ -123,7 +123,7 @@ def check_stage1_weights(weights: dict) -> None:
     if not any(weights.values()):
         raise KronError(f"all stage-1 loss weights are zero; give one of {', '.join(STAGE1_LOSSES)} a weight")
     try:
-        DistillLoss(weights)
+        check_weights(weights)
     except ValueError as e:
         raise KronError(str(e)) from None
 

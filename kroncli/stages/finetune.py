@@ -17,7 +17,7 @@ from ..data.encode import Collate, encode
 from ..data.glue import Task, load_split, normalize_task
 from ..data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from ..distill.capture import Capture
-from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss
+from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights
 from ..errors import KronError
 from ..evaluate import score
 from ..metrics import majority_baseline
@@ -188,7 +188,7 @@ def check_student_options(opts: FinetuneOptions) -> None:
         raise KronError(f"temperature {opts.temperature} must be > 0 (--temperature, finetune.temperature), e.g. 1")
     if opts.weights is not None:
         try:
-            DistillLoss(opts.weights)
+            check_weights(opts.weights)
         except ValueError as e:
             raise KronError(str(e)) from None
     if opts.rehearse < 0:
