@@ -68,6 +68,7 @@ class FinetuneSection:
     lr_per_task: dict[str, float] = field(default_factory=dict)  # student lr per task (paper Table 8)
     teacher_epochs: Optional[float] = None
     weights: Optional[dict[str, float]] = None  # adjusts the task's default terms; 0 drops one
+    weights_per_task: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. {stsb: {logit_mse: 5}}
     temperature: float = 1.0
     limit: Optional[int] = None
     augment: int = 0  # student: teacher-neighbour word-swap copies per training example

@@ -89,16 +89,19 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
         check_training_options(recipe.finetune.max_minutes, recipe.finetune.mixed_precision,
                                ("recipe key finetune.max_minutes", "recipe key finetune.mixed_precision"))
     f = recipe.finetune
-    for key in ("lr_per_task", "augment_per_task"):
+    for key in ("lr_per_task", "augment_per_task", "weights_per_task"):
         for name in getattr(f, key):
             try:
                 normalize_task(name)
             except KronError as e:
                 raise KronError(f"recipe key finetune.{key}: {e}") from None
     for t in dict.fromkeys(s.task for s in planned if s.kind == "finetune"):
-        weights = recipe_task_weights(normalize_task(t), f.weights) if f.weights else None
-        _recipe_key("finetune.weights", check_student_options, FinetuneOptions(task=t, weights=weights))
         check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
+        weights = task_weights(f, t)
+        if weights is not None:
+            key = " / ".join(k for k, given in (("finetune.weights", f.weights), (f"finetune.weights_per_task.{t}",
+                                                  per_task(f.weights_per_task, t, None))) if given)
+            _recipe_key(key, check_student_options, FinetuneOptions(task=t, weights=weights))
     if "finetune" in kinds:
         for augment in {f.augment, *f.augment_per_task.values()}:
             check_student_options(FinetuneOptions(task="", augment=augment, augment_p=f.augment_p,
@@ -210,8 +213,16 @@ def recipe_task_weights(task, adjust: dict[str, float]) -> dict[str, float]:
     return weights
 
 
-def _finetune(recipe, ws, stage, resume, progress, log, command):
+def task_weights(f, task: str) -> dict[str, float] | None:
+    """A task's stage-2 weights from the recipe: `weights`, then that task's `weights_per_task` on top; None (the
+    task's defaults) when the recipe sets neither."""
     from .data.glue import normalize_task
+
+    adjust = {**(f.weights or {}), **per_task(f.weights_per_task, task, {})}
+    return recipe_task_weights(normalize_task(task), adjust) if adjust else None
+
+
+def _finetune(recipe, ws, stage, resume, progress, log, command):
     from .stages.finetune import FinetuneOptions, finetune_student, finetune_teacher
 
     f = recipe.finetune
@@ -228,8 +239,7 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
                            augment_mask=f.augment_mask, augment_ngram=f.augment_ngram,
                            rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
                            rehearse_corpus=f.rehearse_corpus)
-    if f.weights:
-        opts.weights = recipe_task_weights(normalize_task(stage.task), f.weights)
+    opts.weights = task_weights(f, stage.task)
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}
 

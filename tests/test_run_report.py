@@ -71,6 +71,21 @@ def test_recipe_weights_adjust_each_tasks_defaults_and_skip_logit_kd_on_regressi
     assert recipe_task_weights(normalize_task("stsb"), {"logit_mse": 2.0})["logit_mse"] == 2.0
 
 
+def test_weights_per_task_go_on_top_of_the_recipes_weights():
+    from kroncli.run import task_weights
+
+    f = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "minilm-19x-mrpc.yaml", [
+        "finetune.weights={attention_mse: 0.02, logit_kd: 5}",
+        "finetune.weights_per_task={STS-B: {logit_mse: 5}, cola: {attention_mse: 0.1}}"]).finetune
+    assert task_weights(f, "stsb") == {"embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0,
+                                       "logit_mse": 5.0, "supervised": 1.0}
+    assert task_weights(f, "mrpc") == {"embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0,
+                                       "logit_kd": 5.0, "supervised": 1.0}
+    assert task_weights(f, "CoLA")["attention_mse"] == 0.1 and task_weights(f, "CoLA")["logit_kd"] == 5.0
+    f.weights, f.weights_per_task = None, {}
+    assert task_weights(f, "mrpc") is None  # the task's own defaults
+
+
 def test_recipe_that_does_not_parse(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("teacher: [unclosed\n")
@@ -141,6 +156,10 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
                                                    "logit_kd": 0, "supervised": 0}}},
      "recipe key finetune.weights: all loss weights are zero"),
     ({"finetune": {"tasks": ["mrpc"], "temperature": 0}}, "temperature 0.0 must be > 0"),
+    ({"finetune": {"tasks": ["mrpc"], "weights_per_task": {"mrpc": {"hiden_mse": 1}}}},
+     "recipe key finetune.weights_per_task.mrpc: unknown loss name(s) ['hiden_mse']"),
+    ({"finetune": {"tasks": ["mrpc"], "weights_per_task": {"mrcp": {"hidden_mse": 1}}}},
+     "recipe key finetune.weights_per_task: unknown GLUE task 'mrcp'"),
     ({"distill": {"weights": {"logit_kd": 1}}}, "recipe key distill.weights: stage 1 has no loss 'logit_kd'"),
     ({"distill": {"weights": {"embedding_mse": 0, "attention_mse": 0, "hidden_mse": 0}}},
      "recipe key distill.weights: all stage-1 loss weights are zero"),
