@@ -129,10 +129,10 @@ def check_stage1_weights(weights: dict) -> None:
 
 
 def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
+    check_stage1_weights(opts.weights)
     folder = require_student(ws)
     kron_cfg = read_kron_config(folder)
     student = load_student(folder)
-    check_stage1_weights(opts.weights)
     if opts.weights.get("mlm") and student.get_output_embeddings() is None:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")
