@@ -91,17 +91,15 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     f = recipe.finetune
     for key in ("lr_per_task", "augment_per_task", "weights_per_task"):
         for name in getattr(f, key):
-            try:
-                normalize_task(name)
-            except KronError as e:
-                raise KronError(f"recipe key finetune.{key}: {e}") from None
+            _recipe_key(f"finetune.{key}", normalize_task, name)
     for t in dict.fromkeys(s.task for s in planned if s.kind == "finetune"):
         check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
         weights = task_weights(f, t)
         if weights is not None:
-            key = " / ".join(k for k, given in (("finetune.weights", f.weights), (f"finetune.weights_per_task.{t}",
-                                                  per_task(f.weights_per_task, t, None))) if given)
-            _recipe_key(key, check_student_options, FinetuneOptions(task=t, weights=weights))
+            keys = ["finetune.weights"] if f.weights else []
+            if per_task(f.weights_per_task, t, None):
+                keys.append(f"finetune.weights_per_task.{t}")
+            _recipe_key(" / ".join(keys), check_student_options, FinetuneOptions(task=t, weights=weights))
     if "finetune" in kinds:
         for augment in {f.augment, *f.augment_per_task.values()}:
             check_student_options(FinetuneOptions(task="", augment=augment, augment_p=f.augment_p,
