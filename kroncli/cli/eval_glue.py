@@ -53,7 +53,6 @@ def glue_cmd(
     Example: kron eval glue --workspace runs/m19 --task mrpc
     """
     from ..evaluation.glue_eval import GlueOptions, evaluate_glue
-    from ..evaluation.ood import OodOptions, evaluate_ood
     ws = Workspace(workspace)
     opts = GlueOptions(task=task, split=split, predict=predict, model=model, data_dir=data_dir,
                        batch_size=batch_size, max_seq_len=max_seq_len)
@@ -105,7 +104,6 @@ def ood_cmd(
 
     Example: kron eval ood --workspace runs/m19 --task rte --data hans.tsv --label-map entailment=0,non-entailment=1
     """
-    from ..evaluation.glue_eval import GlueOptions, evaluate_glue
     from ..evaluation.ood import OodOptions, evaluate_ood
     ws = Workspace(workspace)
     opts = OodOptions(task=task, data=data, label_map=label_map, collapse=collapse, text_columns=text_columns,
