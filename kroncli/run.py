@@ -13,7 +13,7 @@ from typing import Callable
 from . import sources
 from .errors import KronError
 from .recipes import Recipe
-from .train import TrainConfig, check_training_options, checkpoints
+from .train import TrainConfig, check_training_values, checkpoints
 from .workspace import Workspace
 
 
@@ -83,12 +83,12 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
         _recipe_key("distill.weights", check_stage1_weights, recipe_stage1_weights(recipe))
     if recipe.distill.corpus and "distill" in kinds:
         corpus_files(recipe.distill.corpus)
-        check_training_options(recipe.distill.max_minutes, recipe.distill.mixed_precision,
-                               ("recipe key distill.max_minutes", "recipe key distill.mixed_precision"))
-    if kinds & {"teacher", "finetune"}:
-        check_training_options(recipe.finetune.max_minutes, recipe.finetune.mixed_precision,
-                               ("recipe key finetune.max_minutes", "recipe key finetune.mixed_precision"))
+        check_training_values(vars(recipe.distill), lambda key: f"recipe key distill.{key}")
     f = recipe.finetune
+    if kinds & {"teacher", "finetune"}:
+        check_training_values(vars(f), lambda key: f"recipe key finetune.{key}")
+        for task, lr in f.lr_per_task.items():
+            check_training_values({"lr": lr}, lambda key: f"recipe key finetune.lr_per_task.{task}")
     for key in ("lr_per_task", "augment_per_task", "weights_per_task"):
         for name in getattr(f, key):
             _recipe_key(f"finetune.{key}", normalize_task, name)

@@ -53,14 +53,29 @@ class TrainConfig:
     restart: bool = False  # drop this stage's checkpoints (and its metrics rows) and start again
 
 
-def check_training_options(max_minutes: float | None, mixed_precision: str,
-                           names: tuple[str, str] = ("--max-minutes", "--mixed-precision")) -> None:
-    """One-line errors, named as the caller spells them, for values that plan no training or that accelerate
-    would reject with a traceback."""
-    if max_minutes is not None and not max_minutes > 0:
-        raise KronError(f"{names[0]} {max_minutes:g} must be above 0")
-    if mixed_precision not in MIXED_PRECISION:
-        raise KronError(f"{names[1]} {mixed_precision!r}: choose one of {', '.join(MIXED_PRECISION)}")
+# Numbers a training stage cannot run with below these bounds (augmentation and rehearsal: check_student_options);
+# other keys in the dict given to check_training_values are ignored.
+AT_LEAST_ONE = ("max_steps", "batch_size", "grad_accum", "save_every", "keep", "log_every", "eval_every",
+                "max_seq_len", "doc_stride", "limit")
+ABOVE_ZERO = ("epochs", "teacher_epochs", "lr", "teacher_lr", "max_minutes")
+
+
+def cli_flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def check_training_values(values: dict, spell: Callable[[str], str] = cli_flag) -> None:
+    """One-line errors, named as the caller spells them (`--max-steps`, `recipe key distill.max_steps`), for values
+    that plan no training or that torch / accelerate would reject with a traceback. Checked before anything loads."""
+    for key, value in values.items():
+        if value is None or isinstance(value, bool):
+            continue
+        if key == "mixed_precision" and value not in MIXED_PRECISION:
+            raise KronError(f"{spell(key)} {value!r}: choose one of {', '.join(MIXED_PRECISION)}")
+        if key in AT_LEAST_ONE and value < 1:
+            raise KronError(f"{spell(key)} {value} must be at least 1")
+        if key in ABOVE_ZERO and not (math.isfinite(value) and value > 0):
+            raise KronError(f"{spell(key)} {value:g} must be above 0")
 
 
 def budget_plan(summary: dict) -> dict:
@@ -313,8 +328,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     if eval_fn:
         evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
     unwrapped = accelerator.unwrap_model(model)
-    return {"stage": cfg.stage, "steps": step, "total_steps": total, "final_loss": rows[-1]["total"] if rows
-            else None, "terms": last_terms, "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
+    return {"stage": cfg.stage, "steps": step, "total_steps": total,
+            "final_loss": rows[-1]["total"] if rows else _last_logged_loss(metrics_csv), "terms": last_terms, "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
             "model": unwrapped, "is_main": main, "num_processes": accelerator.num_processes,
             **({"seconds_per_step": seconds_per_step} if seconds_per_step else {})}
 
@@ -393,6 +408,14 @@ def time_steps(accelerator, model, optimizer, step_fn, dataset, collate, cfg: Tr
 def _synchronize(device) -> None:
     if getattr(device, "type", str(device)) == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _last_logged_loss(metrics_csv: Path) -> float | None:
+    """The loss of the newest training row already in the CSV: what a resumed run that had no step left reports."""
+    if not metrics_csv.is_file():
+        return None
+    losses = pd.read_csv(metrics_csv).get("total", pd.Series(dtype=float)).dropna()
+    return float(losses.iloc[-1]) if len(losses) else None
 
 
 def _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main) -> dict:

@@ -119,6 +119,19 @@ def test_resume_gives_the_same_weights_as_one_run(teacher_dir, corpus, tmp_path)
     assert list(df.step) == list(range(1, 25))  # rows after the checkpoint were replaced, not duplicated
 
 
+def test_resume_of_a_finished_run_reports_its_last_loss(teacher_dir, corpus, tmp_path):
+    """Nothing left to train: the summary (and the manifest) keep the loss the run ended with."""
+    ws = factorized(teacher_dir, tmp_path)
+    first = distill(ws, corpus, "--max-steps", "3")
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["distill", "-w", str(ws), "--corpus", str(corpus), "--batch-size", "8",
+                                "--max-seq-len", "32", "--lr", "3e-3", "--max-steps", "3", "--resume"])
+    assert again.exit_code == 0 and "Traceback" not in again.output, again.output
+    loss = json.loads(first.stdout)["final_loss"]
+    assert f"final loss {loss:.4f}" in again.output
+    assert json.loads((ws / "manifest.json").read_text())["stages"]["distill"]["final_loss"] == loss
+
+
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(teacher_dir, corpus, tmp_path):
     import signal
     import time
@@ -244,7 +257,12 @@ def test_an_interrupted_second_round_stays_the_second(teacher_dir, corpus, tmp_p
 
 
 @pytest.mark.parametrize("args, needle", [(["--max-minutes", "0"], "--max-minutes 0 must be above 0"),
-                                          (["--mixed-precision", "fp8"], "--mixed-precision 'fp8': choose one of")])
+                                          (["--mixed-precision", "fp8"], "--mixed-precision 'fp8': choose one of"),
+                                          (["--max-steps", "0"], "--max-steps 0 must be at least 1"),
+                                          (["--batch-size", "0"], "--batch-size 0 must be at least 1"),
+                                          (["--lr", "-1"], "--lr -1 must be above 0"),
+                                          (["--epochs", "0"], "--epochs 0 must be above 0"),
+                                          (["--max-seq-len", "0"], "--max-seq-len 0 must be at least 1")])
 def test_bad_training_options_are_one_line_errors(teacher_dir, corpus, tmp_path, args, needle):
     ws = factorized(teacher_dir, tmp_path)
     res = distill(ws, corpus, *args)

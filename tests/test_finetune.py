@@ -128,6 +128,18 @@ def test_bad_augment_options(ws, args, needle):
     assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("args, needle", [(("--max-steps", "-3"), "--max-steps -3 must be at least 1"),
+                                          (("--limit", "-5"), "--limit -5 must be at least 1"),
+                                          (("--batch-size", "0"), "--batch-size 0 must be at least 1"),
+                                          (("--lr", "-1"), "--lr -1 must be above 0"),
+                                          (("--task", "squad", "--doc-stride", "0"), "--doc-stride 0 must be at least 1")])
+def test_training_numbers_that_plan_no_training_are_refused(ws, args, needle):
+    before = (ws / "manifest.json").read_text()
+    res = finetune(ws, "--max-steps", "1", *args)
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
+    assert (ws / "manifest.json").read_text() == before
+
+
 def test_unknown_task(ws):
     res = runner.invoke(app, ["finetune", "-w", str(ws), "--task", "sst3"])
     assert res.exit_code == 2 and "sst3" in res.output and "Traceback" not in res.output

@@ -130,7 +130,10 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
             ({"distill": {"corpus": [str(text)], "max_minutes": 0}}, "recipe key distill.max_minutes 0 must be above 0"),
             ({"distill": {"corpus": [str(text)], "mixed_precision": "fp8"}}, "recipe key distill.mixed_precision 'fp8'"),
             ({"finetune": {"tasks": ["mrpc"], "mixed_precision": "half"}}, "recipe key finetune.mixed_precision 'half'"),
-            ({"finetune": {"tasks": ["mrpc"], "max_minutes": -1}}, "recipe key finetune.max_minutes -1 must be above 0")]):
+            ({"finetune": {"tasks": ["mrpc"], "max_minutes": -1}}, "recipe key finetune.max_minutes -1 must be above 0"),
+            ({"distill": {"corpus": [str(text)], "batch_size": 0}}, "recipe key distill.batch_size 0 must be at least 1"),
+            ({"finetune": {"tasks": ["mrpc"], "lr_per_task": {"mrpc": -1}}},
+             "recipe key finetune.lr_per_task.mrpc -1 must be above 0")]):
         rec = write_recipe(tmp_path / f"t{i}.yaml", random_init="tiny", **section)
         res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / f"t{i}")])
         assert res.exit_code == 2 and needle in res.output, res.output

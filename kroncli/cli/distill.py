@@ -62,10 +62,9 @@ def distill_cmd(
     On a GPU lease of fixed length: kron distill -w runs/m19 --corpus text/ --max-minutes 7 --mixed-precision bf16
     """
     from ..stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
-    from ..train import TrainConfig, check_training_options
+    from ..train import TrainConfig, check_training_values
     if attention not in ("scores", "probs"):
         raise KronError(f"--attention {attention!r}: choose scores or probs")
-    check_training_options(max_minutes, mixed_precision)
     if max_steps is None and epochs is None and max_minutes is None:
         epochs = 1.0
     ws = Workspace(workspace)
@@ -75,6 +74,7 @@ def distill_cmd(
                       grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
     opts = DistillOptions(corpus=corpus, max_seq_len=max_seq_len, weights=parse_weights(weight, DEFAULT_WEIGHTS),
                           attention=attention, teacher=teacher, layer_map=layer_map, pairs=pairs)
+    check_training_values({**vars(cfg), **vars(opts)})
     log = main_process_log
     with _maybe_lock(ws):
         summary = run_distill(ws, opts, cfg, show_progress(json_out), log)
@@ -84,8 +84,9 @@ def distill_cmd(
         if json_out:
             emit_json(out)
         else:
-            err_console.print(f"distilled {summary['steps']} steps, final loss {summary['final_loss']:.4f} "
-                              f"-> {ws.student_dir}", highlight=False)
+            loss = summary["final_loss"]
+            err_console.print(f"distilled {summary['steps']} steps, final loss "
+                              f"{'n/a' if loss is None else f'{loss:.4f}'} -> {ws.student_dir}", highlight=False)
 
 
 def main_process_log(msg: str) -> None:

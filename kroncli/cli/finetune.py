@@ -79,8 +79,7 @@ def finetune_cmd(
     from ..data.glue import normalize_task
     from ..data.squad import squad_version
     from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
-    from ..train import TrainConfig, check_training_options
-    check_training_options(max_minutes, mixed_precision)
+    from ..train import TrainConfig, check_training_values
     version = squad_version(task)
     if version is not None:
         return _squad(**locals())
@@ -101,6 +100,7 @@ def finetune_cmd(
                            augment_p=augment_p, augment_k=augment_k, augment_mask=augment_mask,
                            augment_ngram=augment_ngram, rehearse=rehearse,
                            rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight)
+    check_training_values({**vars(cfg), **vars(opts)})
     if teacher_only and (augment or rehearse):
         raise KronError("--augment and --rehearse are for the student (the teacher labels the copies and the "
                         "general text); drop them with --teacher-only")
@@ -122,7 +122,7 @@ def finetune_cmd(
 def _squad(version: int, **a) -> None:
     """`kron finetune --task squad|squad_v2`: the same loop and outputs, on the SQuAD stage functions."""
     from ..data.squad import task_name
-    from ..train import TrainConfig
+    from ..train import TrainConfig, check_training_values
     from ..stages.squad import SquadOptions, default_weights, finetune_squad_student, finetune_squad_teacher
     if a["augment"]:
         raise KronError("--augment is for GLUE tasks; SQuAD spans do not survive word swaps, drop --augment")
@@ -144,6 +144,7 @@ def _squad(version: int, **a) -> None:
                         teacher_only=teacher_only, temperature=a["temperature"], layer_map=a["layer_map"],
                         limit=a["limit"],
                         weights=parse_weights(a["weight"], default_weights()) if a["weight"] else None)
+    check_training_values({**vars(cfg), **vars(opts)})
     ws = Workspace(a["workspace"])
     run = finetune_squad_teacher if teacher_only else finetune_squad_student
     with _maybe_lock(ws):
