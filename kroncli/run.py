@@ -40,9 +40,12 @@ def stages(recipe: Recipe) -> list[Stage]:
     return out
 
 
-def status(ws: Workspace, stage: Stage) -> str:
+def status(ws: Workspace, stage: Stage, recipe: Recipe | None = None) -> str:
+    """pending, resume, done, or (given the recipe) changed: an evaluation done with other settings, run again."""
     done = ws.read_manifest().get("stages", {}).get(stage.name, {}).get("done")
     if done:
+        if recipe is not None and stage.kind.startswith("eval") and changed_setting(recipe, ws, stage):
+            return "changed"
         return "done"
     if checkpoints(ws.checkpoints_dir / stage.name):
         return "resume"
@@ -72,6 +75,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
 
     planned = stages(recipe) if plan is None else plan
     kinds = {s.kind for s in planned}
+    check_done_stages(recipe, ws)
     factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
     if not factorized:  # every later stage starts from the factorized student
         source = sources.resolve(recipe.teacher, recipe.random_init)
@@ -113,6 +117,74 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
         load_split(task, task.eval_splits[0], recipe.data_dir)  # raises with what to pass if missing
 
 
+# finetune-section keys that only the teacher stage reads, and the per-task ones (compared resolved, per task)
+TEACHER_KEYS = ("teacher_lr", "teacher_epochs")
+PER_TASK_KEYS = ("lr", "lr_per_task", "augment", "augment_per_task", "weights", "weights_per_task")
+# not compared: what a training stage learns does not depend on them (a time budget, the arithmetic's precision: a
+# GPU stage 1 is followed by CPU stages), and the corpus paths move with --data-dir
+UNCOMPARED = ("tasks", "save_every", "max_minutes", "mixed_precision", "corpus", "rehearse_corpus")
+
+
+def stage_settings(recipe: Recipe, stage: Stage) -> dict:
+    """The recipe values a stage's result depends on, by recipe key."""
+    if stage.kind == "factorize":
+        return {f"factorize.{k}": v for k, v in vars(recipe.factorize).items()}
+    if stage.kind == "distill":
+        return {f"distill.{k}": v for k, v in vars(recipe.distill).items() if k not in UNCOMPARED}
+    f = recipe.finetune
+    if stage.kind == "teacher":
+        keys = ("max_steps", "batch_size", "max_seq_len", "limit", "seed")
+        return {"finetune.teacher_lr": f.teacher_lr, "finetune.teacher_epochs": f.teacher_epochs or f.epochs,
+                **{f"finetune.{k}": getattr(f, k) for k in keys}}
+    if stage.kind == "finetune":
+        skip = (*TEACHER_KEYS, *PER_TASK_KEYS, *UNCOMPARED)
+        return {**{f"finetune.{k}": v for k, v in vars(f).items() if k not in skip},
+                f"finetune.lr ({stage.task})": per_task(f.lr_per_task, stage.task, f.lr),
+                f"finetune.augment ({stage.task})": per_task(f.augment_per_task, stage.task, f.augment),
+                f"finetune.weights ({stage.task})": task_weights(f, stage.task)}
+    if stage.kind == "eval-glue":
+        return {"eval.glue": recipe.eval.glue}
+    return {f"eval.{k}": v for k, v in vars(recipe.eval).items() if k.startswith("speed_")}
+
+
+def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage) -> str | None:
+    """`key: old -> new` for the first setting a done stage was made with that the recipe now changes; None when
+    they agree or the workspace does not say (made before kron run recorded its recipe, or by hand)."""
+    from .recipes import _build
+    from .surgery import DEFAULT_TARGETS
+
+    manifest = ws.read_manifest()
+    config = manifest.get("recipe", {}).get("config")
+    if config:
+        try:
+            old = stage_settings(_build(Recipe, config, ""), stage)
+        except KronError:  # a recipe key this version no longer has
+            return None
+        now = stage_settings(recipe, stage)
+    elif stage.kind == "factorize":  # made by `kron factorize`: its own record says how (defaults resolved)
+        made = {**manifest.get("stages", {}).get("factorize", {}).get("args", {})}
+        now = {k: v for k, v in vars(_factorize_options(recipe)).items()
+               if k not in ("model", "random_init") and v is not None}
+        made["targets"] = made.get("targets") or DEFAULT_TARGETS
+        now.setdefault("targets", DEFAULT_TARGETS)
+        old = {f"factorize.{k}": made[k] for k in now if k in made}
+        now = {f"factorize.{k}": v for k, v in now.items()}
+    else:
+        return None
+    return next((f"{k}: {old[k]!r} -> {v!r}" for k, v in now.items() if k in old and old[k] != v), None)
+
+
+def check_done_stages(recipe: Recipe, ws: Workspace) -> None:
+    """A training stage done with other settings than the recipe's is not skipped in silence: the run stops."""
+    for stage in stages(recipe):
+        if stage.kind.startswith("eval") or status(ws, stage) != "done":
+            continue
+        change = changed_setting(recipe, ws, stage)
+        if change:
+            raise KronError(f"stage {stage.name} in {ws.root} is done with other settings ({change}); use a new "
+                            "--workspace, or the value it was made with")
+
+
 def _recipe_key(key: str, check: Callable, *args) -> None:
     """Run a stage's own check on a recipe value; its error names the recipe key."""
     try:
@@ -151,12 +223,12 @@ def execute(recipe: Recipe, ws: Workspace, chosen: list[Stage], progress: bool, 
             command: list[str]) -> list[dict]:
     results = []
     for stage in chosen:
-        state = status(ws, stage)
+        state = status(ws, stage, recipe)
         if state == "done":
             log(f"[{stage.name}] done, skipped")
             results.append({"stage": stage.name, "status": "skipped"})
             continue
-        log(f"[{stage.name}] {'resuming' if state == 'resume' else 'running'}")
+        log(f"[{stage.name}] " + {"resume": "resuming", "changed": "settings changed, running again"}.get(state, "running"))
         out = RUNNERS[stage.kind](recipe, ws, stage, state == "resume", progress, log, command)
         results.append({"stage": stage.name, "status": "done", **(out or {})})
     return results

@@ -276,9 +276,23 @@ def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
     assert manifest["stages"]["finetune-mrpc"]["majority"] == pytest.approx(want)
     evals = pd.read_csv(ws / "metrics" / "eval.csv")
     assert evals[evals.model == "majority"].set_index("metric")["value"].to_dict() == pytest.approx(want)
-    # a second run skips everything
+    # a second run skips everything (the time budgets were not what the stages learned)
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
     assert {s["status"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]} == {"skipped"}
+    # a done training stage asked for with other settings stops the run, before any stage; the record stays
+    before = (ws / "manifest.json").read_text()
+    for setting, needle in (("factorize.ratio=8", "factorize.ratio: 5.0 -> 8.0"),
+                            ("distill.lr=0.05", "distill.lr: 0.0001 -> 0.05"),
+                            ("finetune.lr_per_task={mrpc: 0.002}", "finetune.lr (mrpc): 0.0001 -> 0.002")):
+        res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", setting, "--dry-run"])
+        assert res.exit_code == 2 and "is done with other settings" in res.output and needle in res.output, res.output
+    assert (ws / "manifest.json").read_text() == before
+    # an evaluation asked for with other settings runs again
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json", "--set", "eval.speed_batch=[2]"])
+    assert res.exit_code == 0, res.output
+    statuses = {s["stage"]: s["status"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]}
+    assert statuses.pop("eval-speed") == "done" and set(statuses.values()) == {"skipped"}, statuses
+    assert "[eval-speed] settings changed, running again" in res.output and "[distill] done, skipped" in res.output
 
     # report in every format, parsed back
     for fmt in ("csv", "json", "markdown"):
@@ -300,6 +314,17 @@ def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
     for name in ("score_vs_compression", "training_curves", "layer_error", "latency_vs_batch"):
         png = tmp_path / "plots" / f"{name}.png"
         assert png.is_file() and png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_on_a_workspace_factorized_by_hand_checks_its_ratio(tmp_path, tiny_teacher):
+    rec = tiny_recipe(tmp_path, tiny_teacher)  # ratio 5
+    ws = tmp_path / "by-hand"
+    assert runner.invoke(app, ["factorize", str(tiny_teacher), "--ratio", "4", "-w", str(ws)]).exit_code == 0
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run"])
+    assert res.exit_code == 2 and "factorize.ratio: 4.0 -> 5.0" in res.output, res.output
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json", "--set", "factorize.ratio=4"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["stages"][0]["state"] == "done"
 
 
 def test_report_shows_missing_pieces_as_empty_cells(tmp_path, tiny_teacher):

@@ -40,7 +40,7 @@ def run_cmd(
     ws = Workspace(workspace)
     plan = select(stages(spec), until, only)
     validate(spec, ws, plan)  # before the plan too: a dry run of an impossible recipe must say so
-    rows = [{"stage": s.name, "state": status(ws, s)} for s in plan]
+    rows = [{"stage": s.name, "state": status(ws, s, spec)} for s in plan]
     if dry_run:
         table = Table("stage", "state", title=f"plan: {recipe} -> {ws.root}")
         for r in rows:
@@ -49,13 +49,21 @@ def run_cmd(
         if json_out:
             emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": rows, "config": spec.to_dict()})
         return
-    log = (lambda msg: err_console.print(msg, highlight=False))
+    log = (lambda msg: err_console.print(msg, highlight=False, markup=False))
+
+    def record_recipe():  # what later runs compare their done stages with
+        manifest = ws.read_manifest()
+        manifest["recipe"] = {"path": recipe, "overrides": overrides, "config": spec.to_dict()}
+        ws.write_manifest(manifest)
+
     with ws.lock():
+        if ws.manifest_path.is_file() and "recipe" not in ws.read_manifest():  # made by an earlier, killed run
+            record_recipe()
         results = execute(spec, ws, plan, show_progress(json_out), log, ["kron", *sys.argv[1:]])
-    manifest = ws.read_manifest()
-    manifest["recipe"] = {"path": recipe, "overrides": overrides, "config": spec.to_dict()}
-    ws.write_manifest(manifest)
+        record_recipe()
     if json_out:
         emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": results})
     else:
-        err_console.print(f"finished {len(results)} stage(s) in {ws.root}", highlight=False)
+        ran = sum(r["status"] == "done" for r in results)
+        err_console.print(f"ran {ran} stage(s), {len(results) - ran} done before, in {ws.root}; compare with: "
+                          f"kron report {ws.root}", highlight=False, markup=False)
