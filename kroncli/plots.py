@@ -44,7 +44,8 @@ def write_plots(table: pd.DataFrame, paths: list[str], out: Path) -> list[Path]:
             df = _read_csv(f)
             if df is not None and "total" in df:
                 df = df[df["total"].notna()]
-                ax.plot(df["step"], df["total"], label=f"{ws.name}/{f.stem}")
+                # markers where a curve has few rows: a short run's one logged step is a point, not nothing
+                ax.plot(df["step"], df["total"], marker="." if len(df) <= 50 else None, label=f"{ws.name}/{f.stem}")
         ax.set_xlabel("step")
         ax.set_ylabel("total loss")
         ax.set_yscale("log")

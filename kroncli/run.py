@@ -8,6 +8,7 @@ since the last checkpoint. Everything the recipe names is checked before the fir
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from . import sources
@@ -86,7 +87,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     if "distill" in kinds:
         _recipe_key("distill.weights", check_stage1_weights, recipe_stage1_weights(recipe))
     if recipe.distill.corpus and "distill" in kinds:
-        corpus_files(recipe.distill.corpus)
+        _recipe_key("distill.corpus", _with_data_dir_hint, recipe, corpus_files, recipe.distill.corpus)
         check_training_values(vars(recipe.distill), lambda key: f"recipe key distill.{key}")
     f = recipe.finetune
     if kinds & {"teacher", "finetune"}:
@@ -111,10 +112,14 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
                                                   augment_ngram=f.augment_ngram, rehearse=f.rehearse,
                                                   rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
-            corpus_files(f.rehearse_corpus)
-    for t in dict.fromkeys(s.task for s in planned if s.task):
+            _recipe_key("finetune.rehearse_corpus", corpus_files, f.rehearse_corpus)
+    glue_tasks = list(dict.fromkeys(s.task for s in planned if s.task))
+    if glue_tasks and recipe.data_dir and not Path(recipe.data_dir).expanduser().is_dir():
+        raise KronError(f"the recipe's data_dir {recipe.data_dir} is not a directory; pass kron run --data-dir DIR, "
+                        "the folder holding GLUE's task folders (MRPC/, CoLA/, ...)")
+    for t in glue_tasks:
         task = normalize_task(t)
-        load_split(task, task.eval_splits[0], recipe.data_dir)  # raises with what to pass if missing
+        _with_data_dir_hint(recipe, load_split, task, task.eval_splits[0], recipe.data_dir)  # says what to pass
 
 
 # finetune-section keys that only the teacher stage reads, and the per-task ones (compared resolved, per task)
@@ -191,6 +196,17 @@ def _recipe_key(key: str, check: Callable, *args) -> None:
         check(*args)
     except KronError as e:
         raise KronError(f"recipe key {key}: {e}") from None
+
+
+def _with_data_dir_hint(recipe: Recipe, load: Callable, *args) -> None:
+    """A file missing from the recipe's own data_dir: say that `--data-dir` points the recipe elsewhere."""
+    try:
+        load(*args)
+    except KronError as e:
+        if recipe.data_dir and recipe.data_dir in str(e):
+            raise KronError(f"{e} (the recipe's data_dir {recipe.data_dir}; kron run --data-dir DIR reads GLUE from "
+                            "DIR)") from None
+        raise
 
 
 def _factorize_options(recipe: Recipe):

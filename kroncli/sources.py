@@ -84,6 +84,9 @@ def resolve(name: str | None = None, random_init: str | None = None) -> ModelSou
             return ModelSource(name, found, "package")
         raise KronError(f"the offline default {name} is not installed; run `{MINILM_PACKAGE_HINT}` "
                         "or pass a local model folder")
+    if not _could_be_hub_name(name):
+        raise KronError(f"model folder {name} does not exist; pass a folder written by save_pretrained, a hub name "
+                        f"such as bert-base-uncased, or the offline default {DEFAULT_MODEL}")
     cached = _hub_cached(name)
     if cached:
         return ModelSource(name, cached, "hub")
@@ -92,6 +95,17 @@ def resolve(name: str | None = None, random_init: str | None = None) -> ModelSou
                         f"not cached; pass a local folder written by save_pretrained, or use the offline "
                         f"default {DEFAULT_MODEL} ({MINILM_PACKAGE_HINT})")
     return ModelSource(name, name, "hub")
+
+
+def _could_be_hub_name(name: str) -> bool:
+    """`org/name` or `name`; `./my-bert`, `/models/x` or `runs/a/b` can only be folders."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _quiet_transformers() -> None:

@@ -121,13 +121,13 @@ class Workspace:
         return self.manifest_path.exists() or (self.root.exists() and any(self.root.iterdir()))
 
     def prepare_new(self, force: bool) -> None:
-        """Refuse to reuse a workspace unless forced; create the folder."""
+        """Refuse to reuse a workspace unless forced (the folder is made by `lock`, and removed again when the
+        command fails before writing into it)."""
         if self.root.exists() and not self.root.is_dir():
             raise KronError(f"workspace {self.root} is a file, not a folder; choose another --workspace")
         if self.exists() and not force:
             raise KronError(f"workspace {self.root} already exists; pass --force to overwrite it or choose "
                             "another --workspace")
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def read_manifest(self) -> dict:
         if not self.manifest_path.exists():
@@ -159,7 +159,9 @@ class Workspace:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Exclusive use of the workspace by this process; a lock left by a dead process is taken over."""
+        """Exclusive use of the workspace by this process; a lock left by a dead process is taken over. A folder
+        this made and nothing filled (the command failed first) is removed again."""
+        created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK
         me = f"{os.getpid()} {socket.gethostname()}\n"
@@ -188,3 +190,6 @@ class Workspace:
             with contextlib.suppress(FileNotFoundError):
                 if path.read_text() == me:
                     path.unlink()
+            if created:
+                with contextlib.suppress(OSError):  # not empty: the command wrote something, keep it
+                    self.root.rmdir()

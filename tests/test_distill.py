@@ -286,16 +286,20 @@ def test_resume_with_changed_shapes_is_refused(teacher_dir, corpus, tmp_path):
     assert res.exit_code == 2 and "different student" in res.output
 
 
-@pytest.mark.parametrize("corpus_arg,needle", [("missing.txt", "does not exist"), ("EMPTY", "empty")])
+@pytest.mark.parametrize("corpus_arg,needle", [("missing.txt", "does not exist"), ("EMPTY", "empty"),
+                                                ("WEIGHTS", "is not text")])
 def test_bad_corpus(teacher_dir, tmp_path, corpus_arg, needle):
     ws = factorized(teacher_dir, tmp_path)
     if corpus_arg == "EMPTY":
         corpus_arg = tmp_path / "empty.txt"
         corpus_arg.write_text("\n\n")
+    elif corpus_arg == "WEIGHTS":  # the student's own safetensors file, passed by mistake
+        corpus_arg = ws / "student" / "model.safetensors"
     else:
         corpus_arg = tmp_path / corpus_arg
     res = distill(ws, corpus_arg, "--max-steps", "2")
     assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+    assert not (ws / "cache").exists()
 
 
 def test_workspace_without_student(corpus, tmp_path):

@@ -247,6 +247,7 @@ def test_bad_inputs_are_one_line_errors(ws, onnx_dir, tmp_path):
     one_line_error(pred(out, input="a\tb\nno tab here\n"), "stdin line 2", "MRPC takes two sentences")
     one_line_error(pred(out, input="a\tb\tc\n"), "stdin line 1")
     one_line_error(pred(tmp_path), "not a kron export")
+    one_line_error(pred(ws, "a", "b"), "is a kron workspace, not an export", f"--out {ws.name}-TASK")
     one_line_error(pred(tmp_path / "missing"), "not a folder")
 
 

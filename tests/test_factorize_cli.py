@@ -109,18 +109,19 @@ def test_bad_inputs_give_one_line_errors(tiny_bert_dir, tmp_path, args, needle):
     assert needle in res.output
     assert "Traceback" not in res.output
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) <= 2  # one message (may wrap once)
+    assert not (tmp_path / "ws").exists()  # the failed command leaves no empty workspace behind
 
 
 def test_missing_model_and_offline_hub_name(tmp_path):
     res = run("factorize", tmp_path / "no-such-dir" / "x", "-w", tmp_path / "ws")
-    assert res.exit_code == 2
+    assert res.exit_code == 2 and "model folder" in res.output and "does not exist" in res.output, res.output
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run([sys.executable, "-m", "kroncli", "factorize", "bert-base-uncased", "-w",
                            str(tmp_path / "ws2")], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "offline" in proc.stderr and "local folder" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "ws2").exists() or not any((tmp_path / "ws2").iterdir())
+    assert not (tmp_path / "ws2").exists()
 
 
 def test_folder_without_config_is_rejected(tmp_path):

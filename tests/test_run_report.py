@@ -109,7 +109,7 @@ def test_impossible_ratio_fails_before_any_stage(tmp_path, minilm_path, extra):
 def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     rec = write_recipe(tmp_path / "r.yaml", teacher=str(tmp_path / "nope"))
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws")])
-    assert res.exit_code == 2 and "local folder" in res.output
+    assert res.exit_code == 2 and "model folder" in res.output and "does not exist" in res.output, res.output
     rec = write_recipe(tmp_path / "r2.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),
                        finetune={"tasks": ["mrpc"]})
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws2")])
@@ -220,7 +220,11 @@ def test_only_the_planned_stages_data_is_required(tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1])["stages"][0]["stage"] == "factorize"
     assert (tmp_path / "f" / "student" / "kron.json").is_file()
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "f"), "--only", "teacher-mrpc"])
-    assert res.exit_code == 2 and "MRPC" in res.output  # the task stage still needs its data
+    assert res.exit_code == 2 and "data_dir" in res.output and "--data-dir DIR" in res.output  # it needs its data
+    rec = write_recipe(tmp_path / "r2.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),
+                       distill={"corpus": [str(tmp_path / "noglue" / "CoLA" / "train.tsv")]})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "g"), "--dry-run"])
+    assert res.exit_code == 2 and "recipe key distill.corpus" in res.output and "--data-dir DIR" in res.output
 
 
 @pytest.fixture(scope="module")
@@ -334,6 +338,9 @@ def test_report_shows_missing_pieces_as_empty_cells(tmp_path, tiny_teacher):
     assert res.exit_code == 0
     df = pd.read_csv(StringIO(res.stdout))
     assert len(df) == 1 and df["compression"].iloc[0] >= 4
+    res = runner.invoke(app, ["report", str(ws), "--paper"])  # the rich table, piped: no column cut to "…"
+    assert res.exit_code == 0 and "…" not in res.stdout
+    assert all(name in res.stdout for name in ("workspace", "compression", "teacher_params", "KroneckerBERT21"))
     res = runner.invoke(app, ["report", str(tmp_path / "nothing"), "--format", "csv"])
     assert res.exit_code == 2 and "not a kron workspace" in res.output
 

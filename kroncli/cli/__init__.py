@@ -12,6 +12,7 @@ from . import factorize as _factorize
 from . import finetune as _finetune
 from . import report as _report
 from . import run as _run
+from .common import OneLineUsageErrors
 
 app = typer.Typer(
     name="kron",
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode="rich",
+    cls=OneLineUsageErrors,
 )
 app.command("factorize", no_args_is_help=False)(_factorize.factorize_cmd)
 app.command("distill")(_distill.distill_cmd)

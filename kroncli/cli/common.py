@@ -10,14 +10,25 @@ import sys
 from typing import Annotated, Callable, Iterator
 
 import typer
+import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
 
 from ..errors import KronError
 
-err_console = Console(stderr=True)
-out_console = Console()
+
+def _console(stderr: bool = False, piped_width: int = 200) -> Console:
+    """A terminal's own width; piped output (CI logs, `| tee`, `> file`) is not cut or wrapped at rich's 80 columns."""
+    console = Console(stderr=stderr)
+    if console.is_terminal or os.environ.get("COLUMNS"):
+        return console
+    return Console(stderr=stderr, width=piped_width)
+
+
+err_console = _console(stderr=True)
+out_console = _console()
 
 # Option aliases defined once and shared by every subcommand.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; human output goes "
@@ -87,3 +98,26 @@ def handle_errors(fn):
             fail(f"{type(e).__name__}: {e}")
 
     return wrapper
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """Usage errors (a value of the wrong type, a missing or unknown option, a misspelt command) as one `error:` line
+    with exit 2, like every other error, instead of typer's boxed panel; help and everything else unchanged."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except typer.TyperException as e:  # typer >= 0.29: its click's UsageError, BadParameter, ... derive from it
+            if type(e).__name__ == "NoArgsIsHelpError":  # `kron` alone: the help is printed already
+                raise SystemExit(e.exit_code) from None
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {escape(e.format_message())}{escape(hint)}", highlight=False,
+                              soft_wrap=True)
+            raise SystemExit(e.exit_code) from None
+        except typer.Abort:
+            err_console.print("aborted", style="yellow")
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from .common import err_console, handle_errors, out_console
@@ -18,19 +19,25 @@ def report_cmd(
     format: Annotated[str, typer.Option("--format", help="table, markdown, csv or json.")] = "table",
     plot: Annotated[Optional[str], typer.Option(help="Write PNG figures into this folder.")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Add the paper's published rows.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
 ) -> None:
     """One comparison table: params, compression, size, GLUE scores, retention, SQuAD, OOD, speed-up.
 
     Example: kron report runs/kb8 runs/m19 --format markdown > results.md
     """
+    from ..errors import KronError
     from ..report import build_table, render
+    if json_out and format not in ("table", "json"):
+        raise KronError(f"--json and --format {format} ask for two formats; pass one")
+    format = "json" if json_out else format
     df = build_table(workspaces or [], paper)
     if format == "table":
         table = Table(*[str(c) for c in df.columns], title="kron report")
         for row in df.itertuples(index=False):
             table.add_row(*["" if v != v or v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v))
                             for v in row])
-        out_console.print(table)
+        # piped: the table's own width, however many columns (a terminal's width otherwise)
+        (out_console if out_console.is_terminal else Console(width=100_000)).print(table)
     else:
         sys.stdout.write(render(df, format))
     if plot:

@@ -42,9 +42,10 @@ def run_cmd(
     validate(spec, ws, plan)  # before the plan too: a dry run of an impossible recipe must say so
     rows = [{"stage": s.name, "state": status(ws, s, spec)} for s in plan]
     if dry_run:
-        table = Table("stage", "state", title=f"plan: {recipe} -> {ws.root}")
+        table = Table("stage", "state")
         for r in rows:
             table.add_row(r["stage"], r["state"])
+        human_console(json_out).print(f"plan: {recipe} -> {ws.root}", highlight=False, markup=False)
         human_console(json_out).print(table)
         if json_out:
             emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": rows, "config": spec.to_dict()})

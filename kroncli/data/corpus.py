@@ -42,10 +42,20 @@ def corpus_files(sources: list[str]) -> list[Path] | None:
                 raise KronError(f"corpus folder {p} holds no text files ({', '.join(sorted(TEXT_SUFFIXES))})")
             files += found
         elif p.is_file():
+            _check_text(p)
             files.append(p)
         else:
-            raise KronError(f"corpus file {p} does not exist; pass existing text files or folders with --corpus")
+            raise KronError(f"corpus file {p} does not exist; pass existing text files or folders")
     return files
+
+
+def _check_text(path: Path) -> None:
+    """A weights file or an archive passed by mistake would be 'read' as millions of lines of noise and cached."""
+    with open(path, "rb") as fh:
+        head = fh.read(8192)
+    if b"\0" in head:
+        raise KronError(f"corpus file {path} is not text (it holds NUL bytes); pass plain-text files, one sentence "
+                        "or document per line, or GLUE .tsv files")
 
 
 def _read_lines(files: list[Path]) -> list[str]:
@@ -65,7 +75,7 @@ def _dataset_lines(name: str) -> list[str]:
 
     if not _hub_reachable():
         raise KronError(f"corpus {name!r} is neither a file nor a folder, and the hub is unreachable (offline) "
-                        "to load it as a datasets name; pass text files or a folder with --corpus")
+                        "to load it as a datasets name; pass text files or a folder")
     import datasets
 
     ds = datasets.load_dataset(name, split="train")
