@@ -80,7 +80,10 @@ class OnnxRunner:
         if not Path(path).is_file():
             raise KronError(f"{self.folder} is not a complete kron export ({Path(path).name} missing); re-run "
                             f"kron export")
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, ...): a damaged file
+            raise KronError(f"cannot load {path} ({first_line(e)}); re-run kron export") from None
         self.names = [i.name for i in self.session.get_inputs()]
         self._tok, self._hf = self._tokenizer()
 
@@ -145,9 +148,18 @@ class HfRunner:
             return self.model(**enc).logits.float().numpy()
 
 
+# a tokenizer's vocabulary: without one, transformers builds a tokenizer that maps every word to [UNK]
+VOCAB_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
 def load(folder: str | Path, threads: int | None = None):
     """(runner, meta) for an exported folder."""
+    if threads is not None and threads < 1:
+        raise KronError(f"--threads {threads} must be at least 1 (leave it out for the runtime's default)")
     meta = read_export(folder)
+    if not any((Path(folder) / name).is_file() for name in VOCAB_FILES):
+        raise KronError(f"{folder} is not a complete kron export (no tokenizer vocabulary: {VOCAB_FILES[0]} or "
+                        f"{VOCAB_FILES[1]} missing); re-run kron export")
     if meta["format"] == "onnx":
         return OnnxRunner(Path(folder), meta, threads=threads), meta
     return HfRunner(Path(folder), meta, threads=threads), meta
@@ -171,6 +183,13 @@ def args_input(texts: list[str], meta: dict) -> list[tuple]:
     return [(texts[0], texts[1] if need == 2 else None)]
 
 
+def stdin_lines() -> Iterator[str]:
+    """stdin decoded here, whatever the locale: bytes that are not UTF-8 reach the line check as lone surrogates."""
+    import sys
+
+    return (raw.decode("utf-8", errors="surrogateescape") for raw in sys.stdin.buffer)
+
+
 def lines_input(lines: Iterable[str], meta: dict) -> list[tuple]:
     """One input per non-empty line (tab between the sentences of a pair); a wrong count names the line.
 
@@ -184,6 +203,10 @@ def _lines(lines: Iterable[str], meta: dict) -> Iterator[tuple]:
         line = line.rstrip("\r\n")
         if not line.strip():
             continue
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates
+            raise KronError(f"stdin line {number} is not valid UTF-8; convert the input, e.g. with iconv") from None
         parts = line.split("\t")
         if len(parts) != need:
             sep = "separated by one tab" if need == 2 else "without tabs"
@@ -218,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         runner, meta = load(argv[0])
-        inputs = args_input(argv[1:], meta) if len(argv) > 1 else lines_input(sys.stdin, meta)
+        inputs = args_input(argv[1:], meta) if len(argv) > 1 else lines_input(stdin_lines(), meta)
         for row in predict_rows(runner, meta, inputs):
             sys.stdout.write(json.dumps(row) + "\n")
         sys.stdout.flush()

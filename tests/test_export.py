@@ -9,6 +9,7 @@ KroneckerLinear), nearest-Kronecker initialised from a random teacher with a cen
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -248,6 +249,19 @@ def test_bad_inputs_are_one_line_errors(ws, onnx_dir, tmp_path):
     one_line_error(pred(out, input="a\tb\tc\n"), "stdin line 1")
     one_line_error(pred(tmp_path), "not a kron export")
     one_line_error(pred(ws, "a", "b"), "is a kron workspace, not an export", f"--out {ws.name}-TASK")
+    one_line_error(pred(out, "--threads", "0", "a", "b"), "--threads 0 must be at least 1")
+    one_line_error(pred(out, input=b"\xff\xfe not utf-8\tb\n"), "stdin line 1 is not valid UTF-8")
+    # a damaged export: no tokenizer vocabulary (every word would be [UNK]), a model file that is not ONNX
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "model.onnx").write_text("junk")
+    one_line_error(pred(broken, "a", "b"), "cannot load", "re-run kron export")
+    (broken / "tokenizer.json").unlink()
+    one_line_error(pred(broken, "a", "b"), "no tokenizer vocabulary")
+    # --force never replaces the workspace being exported, nor a folder inside or above it
+    for target in (ws, ws / "tasks" / "mrpc", ws.parent):
+        one_line_error(exp("--task", "mrpc", "--out", target, "--force"), "write the export to a folder of its own")
+    assert (ws / "tasks" / "mrpc" / "student").is_dir()
     one_line_error(pred(tmp_path / "missing"), "not a folder")
 
 

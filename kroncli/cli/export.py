@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .common import ForceOpt, JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors
+from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors
 
 
 @handle_errors
@@ -29,7 +29,8 @@ def export_cmd(
                                                            "(0 skips it).")] = None,
     max_seq_len: Annotated[Optional[int], typer.Option(help="Tokens per input at prediction time (default: the "
                                                             "student's, else 128).")] = None,
-    force: ForceOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder (never the workspace).")]
+    = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a fine-tuned task student: ONNX keeping the Kronecker factors, int8, or a transformers folder.
@@ -79,12 +80,12 @@ def predict_cmd(
     Example: kron predict deploy/kb19-mrpc "The cat sat." "A cat was sitting."
     """
     from ..errors import KronError
-    from ..predict import args_input, lines_input, load, predict_rows
+    from ..predict import args_input, lines_input, load, predict_rows, stdin_lines
 
     if batch_size < 1:
         raise KronError(f"--batch-size {batch_size}: choose a positive number")
     runner, meta = load(folder, threads=threads)
-    inputs = args_input(texts, meta) if texts else lines_input(sys.stdin, meta)
+    inputs = args_input(texts, meta) if texts else lines_input(stdin_lines(), meta)
     for row in predict_rows(runner, meta, inputs, batch_size):
         sys.stdout.write(json.dumps(row) + "\n")
     sys.stdout.flush()

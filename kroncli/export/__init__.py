@@ -47,6 +47,10 @@ def check_options(opts: ExportOptions) -> None:
     if not opts.out:
         raise KronError("--out FOLDER is required (where the export is written)")
     out = Path(opts.out)
+    ws, target = Path(opts.workspace).resolve(), out.resolve()
+    if target == ws or ws in target.parents or target in ws.parents:  # --force would replace what is exported
+        raise KronError(f"--out {out} is the workspace {opts.workspace}, inside it or above it; write the export to a "
+                        "folder of its own, e.g. --out deploy/NAME")
     if out.exists() and not opts.force:
         raise KronError(f"--out {out} exists; pass --force to overwrite it or choose another folder")
 
