@@ -56,7 +56,7 @@ class TrainConfig:
 # Numbers a training stage cannot run with below these bounds (augmentation and rehearsal: check_student_options);
 # other keys in the dict given to check_training_values are ignored.
 AT_LEAST_ONE = ("max_steps", "batch_size", "grad_accum", "save_every", "keep", "log_every", "eval_every",
-                "max_seq_len", "doc_stride", "limit")
+                "max_seq_len", "doc_stride", "max_answer_len", "limit")
 ABOVE_ZERO = ("epochs", "teacher_epochs", "lr", "teacher_lr", "max_minutes")
 
 

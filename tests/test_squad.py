@@ -379,6 +379,8 @@ def test_bad_inputs(ws, data_dir, tmp_path):
     fails("eval", "squad", "-w", ws, "--data-dir", tmp_path, text="dev-v1.1.json")
     fails("eval", "squad", "-w", tmp_path / "none", "--data-dir", data_dir, text="does not exist")
     fails("eval", "squad", "-w", ws, "--model", "dog", "--data-dir", data_dir, text="--model")
+    for option, value in (("--batch-size", 0), ("--max-seq-len", 0), ("--max-answer-len", -5)):
+        fails("eval", "squad", "-w", ws, "--data-dir", data_dir, option, value, text=f"{option} {value} must be at least 1")
     fails("finetune", "-w", ws, "--task", "squad", "--data-dir", tmp_path, text="train-v1.1.json")
     fails("finetune", "-w", ws, "--task", "squad", "--data-dir", data_dir, "--doc-stride", 400,
           text="--doc-stride")

@@ -30,7 +30,7 @@ from ..distill.losses import DistillLoss, logit_kd, register_loss
 from ..errors import KronError
 from ..squad_metrics import postprocess, squad_evaluate
 from ..student import KRON_CONFIG, choices_from_config, load_student, read_kron_config, save_student
-from ..train import TrainConfig, append_rows, train
+from ..train import TrainConfig, append_rows, check_training_values, train
 from ..workspace import Workspace, atomic_dir, atomic_write_json, now
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
                      teacher_source)
@@ -432,6 +432,8 @@ def evaluate_squad(ws: Workspace, opts: SquadEvalOptions, progress=None, log=pri
                         f"{ws.root}, then kron finetune --task {task_name(opts.version)}")
     if opts.limit is not None and opts.limit < 1:
         raise KronError(f"--limit {opts.limit} must be a positive number of questions")
+    check_training_values({"batch_size": opts.batch_size, "max_seq_len": opts.max_seq_len,
+                           "doc_stride": opts.doc_stride, "max_answer_len": opts.max_answer_len})
     name = task_name(opts.version)
     wanted = select_models(ws, opts.version, opts.model)
     recorded = _recorded(ws, opts.version)
