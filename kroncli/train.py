@@ -224,9 +224,16 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     step, elapsed_before = 0, 0.0
     if meta is not None:
         step, ckpt = existing[-1]
-        if meta.get("fingerprint") != json.loads(json.dumps(fingerprint)):
+        made, now_ = meta.get("fingerprint") or {}, json.loads(json.dumps(fingerprint))
+        made_data, now_data = made.pop("data", None), now_.pop("data", None)  # absent from older checkpoints
+        if made != now_:
             raise KronError(f"cannot resume from {ckpt}: it was trained with a different student (factor shapes "
                             "or architecture changed); start again without --resume or restore the old student")
+        if made_data is not None and made_data != now_data:
+            changed = ", ".join(f"{k} {made_data.get(k)} -> {(now_data or {}).get(k)}" for k in sorted(made_data)
+                                if made_data.get(k) != (now_data or {}).get(k))
+            raise KronError(f"cannot resume from {ckpt}: it was trained on other data ({changed}); pass the values it "
+                            "was made with, or start again with --restart")
         if meta.get("batch_size") != cfg.batch_size or meta.get("grad_accum") != cfg.grad_accum:
             raise KronError(f"cannot resume from {ckpt}: it used --batch-size {meta.get('batch_size')}; pass the "
                             "same batch size to continue the same data order")
@@ -235,12 +242,13 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         if main:
             truncate_rows(metrics_csv, step)
             log(f"resumed {cfg.stage} from {ckpt} (step {step}/{total})")
-    elif existing:
+    else:  # a fresh start: rows from an earlier start of this stage go, also when its checkpoints are gone already
         if main:
             for _, ckpt in existing:
                 shutil.rmtree(ckpt, ignore_errors=True)
             truncate_rows(metrics_csv, 0)
-            log(f"--restart: removed {len(existing)} checkpoint(s) of {cfg.stage}")
+            if existing:
+                log(f"--restart: removed {len(existing)} checkpoint(s) of {cfg.stage}")
         accelerator.wait_for_everyone()
 
     def save(at: int) -> Path:

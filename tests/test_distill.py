@@ -277,6 +277,15 @@ def test_existing_checkpoints_need_resume(teacher_dir, corpus, tmp_path):
     assert res.exit_code == 2 and "--resume" in res.output
 
 
+def test_resume_on_other_data_is_refused(teacher_dir, corpus, tmp_path):
+    ws = factorized(teacher_dir, tmp_path)
+    assert distill(ws, corpus, "--max-steps", "2").exit_code == 0
+    res = distill(ws, corpus, "--max-steps", "4", "--resume", "--max-seq-len", "16")
+    assert res.exit_code == 2 and "other data (max_seq_len 32 -> 16)" in res.output, res.output
+    res = distill(ws, corpus, "--max-steps", "4", "--resume")
+    assert res.exit_code == 0, res.output
+
+
 def test_resume_with_changed_shapes_is_refused(teacher_dir, corpus, tmp_path):
     ws = factorized(teacher_dir, tmp_path)
     assert distill(ws, corpus, "--max-steps", "2").exit_code == 0

@@ -97,6 +97,17 @@ def test_augmented_student_trains_on_teacher_labelled_copies(ws):
     df = pd.read_csv(ws / "metrics" / "finetune-mrpc.csv")
     assert df.supervised.dropna().map(math.isfinite).all()
     assert df.step.max() == 3  # --restart dropped the earlier run's rows
+    # checkpoints deleted by hand: a start from scratch still drops the old rows, no step is logged twice
+    shutil.rmtree(ws / "checkpoints" / "finetune-mrpc")
+    res = finetune(ws, "--max-steps", "2", "--limit", "40")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(ws / "metrics" / "finetune-mrpc.csv")
+    assert df.step.max() == 2 and not df[df.supervised.notna()].step.duplicated().any()
+    # the sequence length it was trained at is recorded for kron eval / kron export to default to
+    assert json.loads((ws / "tasks" / "mrpc" / "student" / "kron.json").read_text())["max_seq_len"] == 64
+    # and a resume on other data is refused, naming what changed
+    res = finetune(ws, "--max-steps", "4", "--limit", "40", "--max-seq-len", "32", "--resume")
+    assert res.exit_code == 2 and "other data (max_seq_len 64 -> 32)" in res.output, res.output
 
 
 def test_shallow_student_matches_the_teacher_layers_it_was_cut_from(ws, tmp_path, minilm_path, monkeypatch):

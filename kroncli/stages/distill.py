@@ -157,7 +157,8 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     # the teacher follows the student onto accelerate's device inside the loop
     summary = train(cfg, student, PackedCorpus(ids), collate, _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
-                    shapes_fingerprint(folder), progress=progress, log=log)
+                    {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs}},
+                    progress=progress, log=log)
     if summary["is_main"]:
         save_student(summary["model"], choices_from_config(kron_cfg), folder, tokenizer,
                      extra={k: v for k, v in kron_cfg.items() if k not in ("layers", "format_version",

@@ -135,8 +135,9 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
 
     summary = train(cfg, model, train_set, Collate(tokenizer, task.is_regression), step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}-teacher.csv",
-                    {"teacher": source.requested, "task": task.name}, _eval_fn(task, evals, tokenizer,
-                                                                               opts.eval_batch_size),
+                    {"teacher": source.requested, "task": task.name,
+                     "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit}},
+                    _eval_fn(task, evals, tokenizer, opts.eval_batch_size),
                     progress=progress, log=log)
     if summary["is_main"]:
         with atomic_dir(task_dir(ws, task) / "teacher") as tmp:
@@ -307,12 +308,13 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     summary = train(cfg, student, train_set, collate, step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
                     {**shapes_fingerprint(ws.student_dir), "task": task.name,
+                     "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit},
                      **({"augment": _augment_fingerprint(opts)} if opts.augment else {}),
                      **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {})},
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size), progress=progress, log=log)
     if summary["is_main"]:
         save_student(summary["model"], choices, task_dir(ws, task) / "student", tokenizer,
-                     extra={"task": task.name})
+                     extra={"task": task.name, "max_seq_len": opts.max_seq_len})  # eval and export default to it
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
                                     "eval_before": before, "majority": floor, "weights": weights,
                                     "seconds": summary["seconds"],
