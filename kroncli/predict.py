@@ -30,7 +30,9 @@ def read_export(folder: str | Path) -> dict:
         raise KronError(f"{folder} is not a folder; pass a folder written by kron export")
     path = folder / EXPORT_JSON
     if not path.is_file():
-        if any((folder / name).exists() for name in ("manifest.json", "student", "tasks")):  # a workspace
+        from .workspace import Workspace
+
+        if Workspace(folder).is_workspace():
             raise KronError(f"{folder} is a kron workspace, not an export; create one with kron export --workspace "
                             f"{folder} --task TASK --out {folder.name}-TASK, then kron predict {folder.name}-TASK")
         raise KronError(f"{folder} is not a kron export ({EXPORT_JSON} missing); create one with kron export "

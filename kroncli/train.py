@@ -88,7 +88,12 @@ class NonFiniteLoss(KronError):
 
 
 class Interrupted(KronError):
-    pass
+    """Stopped by a signal with a checkpoint saved: exit 128 + the signal (130 Ctrl-C, 143 SIGTERM), not the 2 of bad
+    input, so a script can tell "resume me" from "fix the command"."""
+
+    def __init__(self, message: str, signum: int | None = None):
+        super().__init__(message)
+        self.exit_code = 128 + (signum or signal.SIGINT)
 
 
 def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
@@ -329,7 +334,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                     if step % cfg.save_every and step != total:
                         save(step)
                     raise Interrupted(f"{cfg.stage} interrupted at step {step}; checkpoint saved, continue with "
-                                      "--resume")
+                                      "--resume", stop.signal)
                 if step >= total:
                     break
             epoch += 1

@@ -88,7 +88,8 @@ def versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": sys.version.split()[0]}
-    for pkg in ("kroncli", "torch", "transformers", "safetensors", "numpy", "scipy", "accelerate", "datasets"):
+    for pkg in ("kroncli", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scipy", "accelerate",
+                "datasets", "onnx", "onnxruntime"):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -119,6 +120,10 @@ class Workspace:
 
     def exists(self) -> bool:
         return self.manifest_path.exists() or (self.root.exists() and any(self.root.iterdir()))
+
+    def is_workspace(self) -> bool:
+        """What kron factorize / finetune write: a manifest, the student, or task models."""
+        return any((self.root / name).exists() for name in (MANIFEST, "student", "tasks"))
 
     def prepare_new(self, force: bool) -> None:
         """Refuse to reuse a workspace unless forced (the folder is made by `lock`, and removed again when the

@@ -146,7 +146,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(teacher_dir, corpus, tmp
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2, err[-1500:]
+    assert proc.returncode == 128 + signal.SIGTERM, err[-1500:]  # not 2: nothing was wrong with the command
     assert "interrupted at step" in err and "--resume" in err
     saved = [p.name for p in (ws / "checkpoints" / "distill").iterdir() if p.name.startswith("step_")]
     assert len(saved) == 1

@@ -347,6 +347,10 @@ def test_bad_inputs_are_one_line_errors(ws, bad_ws, data, tmp_path):
     one_line_error(run("glue", "-w", ws, "--task", "sst3"), "unknown GLUE task 'sst3'")
     one_line_error(run("ood", "-w", ws, "--task", "sst3", "--data", "x.tsv"), "sst3")
     one_line_error(run("glue", "-w", tmp_path / "nope", "--task", "mrpc"), "does not exist")
+    one_line_error(run("glue", "-w", ws / "tasks", "--task", "mrpc"), "is not a kron workspace")
+    (tmp_path / "only-student" / "tasks" / "mrpc" / "student").mkdir(parents=True)
+    one_line_error(run("glue", "-w", tmp_path / "only-student", "--task", "all", "--model", "teacher"),
+                   "no fine-tuned task teacher", "tasks/<task>/teacher")
     one_line_error(run("glue", "-w", ws, "--task", "cola", *d),
                    f"kron finetune --workspace {ws} --task cola --teacher-only")
     one_line_error(run("glue", "-w", ws, "--task", "rte", "--model", "teacher", *d),

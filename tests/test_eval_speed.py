@@ -96,7 +96,7 @@ def test_rows_for_both_models_and_batches_and_csv_appends(ws):
     (["--batch", ""], "--batch"),
     (["--seq-len", "129"], "max_position_embeddings"),
     (["--model", "mrpc"], "task student"),
-    (["--model", "nosuchtask"], "task student"),
+    (["--model", "nosuchtask"], "not a task of this workspace"),
     (["--device", "tpu"], "--device"),
     (["--repeats", "0"], "--repeats"),
 ])

@@ -88,7 +88,7 @@ def handle_errors(fn):
         except KronError as e:
             if os.environ.get("KRON_DEBUG"):
                 raise
-            fail(str(e))
+            fail(str(e), getattr(e, "exit_code", 2))
         except KeyboardInterrupt:
             err_console.print("interrupted", style="yellow")
             raise typer.Exit(130)

@@ -12,6 +12,8 @@ from .common import JsonOpt, WorkspaceOpt, emit_json, handle_errors, human_conso
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="student or teacher (default: both, where "
                                                                  "present; with --predict: the student).")]
+OodModelOpt = Annotated[Optional[str], typer.Option("--model", help="student or teacher (default: both, where "
+                                                                    "present).")]
 DataDirOpt = Annotated[Optional[str], typer.Option(
     help="GLUE folder in the original layout (default $KRON_GLUE_DIR or ../shared/glue; else the hub).")]
 BatchOpt = Annotated[int, typer.Option(help="Examples per forward pass.")]
@@ -91,7 +93,7 @@ def ood_cmd(
     data_split: Annotated[str, typer.Option(help="Split of a datasets name or saved DatasetDict.")] = "validation",
     dev: Annotated[bool, typer.Option("--dev/--no-dev", help="Also score the task's dev split and report the "
                                                              "gap (ood - dev).")] = True,
-    model: ModelOpt = None,
+    model: OodModelOpt = None,
     data_dir: DataDirOpt = None,
     batch_size: BatchOpt = 64,
     max_seq_len: SeqLenOpt = None,

@@ -65,6 +65,9 @@ def require_workspace(ws: Workspace) -> None:
     if not ws.root.is_dir():
         raise KronError(f"workspace {ws.root} does not exist; create it with kron factorize MODEL --workspace "
                         f"{ws.root}, then kron finetune")
+    if not ws.is_workspace():
+        raise KronError(f"{ws.root} is not a kron workspace (no manifest.json, student/ or tasks/); pass the folder "
+                        "kron factorize created")
 
 
 def check_options(which: str | None, batch_size: int) -> None:
@@ -298,8 +301,9 @@ def _plan(ws: Workspace, opts: GlueOptions) -> tuple[list[_Job], list[dict]]:
     requested = _requested(opts.task)
     tasks, skipped = _discover(ws, opts) if requested is None else (requested, [])
     if not tasks:
-        raise KronError(f"no fine-tuned task model in {ws.root} (tasks/<task>/student or teacher); run kron "
-                        f"finetune --workspace {ws.root} --task TASK --teacher-only, then without --teacher-only")
+        where = f"tasks/<task>/{opts.model}" if opts.model else "tasks/<task>/student or teacher"
+        raise KronError(f"no fine-tuned task {opts.model or 'model'} in {ws.root} ({where}); run kron finetune "
+                        f"--workspace {ws.root} --task TASK --teacher-only, then without --teacher-only")
     jobs: dict[str, _Job] = {}
     for task in tasks:
         data_task = TASKS["MNLI"] if task.name in VARIANTS else task

@@ -131,6 +131,20 @@ def resolve_devices(device: str) -> list[str]:
     return ["cpu", "cuda"] if has_gpu else ["cpu"]
 
 
+def _is_task(name: str) -> bool:
+    """A GLUE or SQuAD task name that kron finetune takes."""
+    from ..data.glue import normalize_task
+    from ..data.squad import squad_version
+
+    if squad_version(name) is not None:
+        return True
+    try:
+        normalize_task(name)
+    except KronError:
+        return False
+    return True
+
+
 def _task_folder(ws: Workspace, name: str) -> Path:
     """tasks/<task> as `kron finetune` names it; an unknown task name is taken as written."""
     from ..data.glue import normalize_task
@@ -163,6 +177,9 @@ def resolve_models(ws: Workspace, model: str) -> tuple[ModelRef, ModelRef]:
     if not (student / KRON_CONFIG).is_file():
         have = sorted(p.parent.parent.name for p in (ws.root / "tasks").glob(f"*/student/{KRON_CONFIG}"))
         hint = f" (task students here: {', '.join(have)})" if have else ""
+        if not folder.is_dir() and not _is_task(model):  # a typo, not a task to fine-tune
+            raise KronError(f"--model {model}: not a task of this workspace{hint}; pass --model general or a task "
+                            "name")
         raise KronError(f"--model {model}: no task student in {student}{hint}; run kron finetune --workspace "
                         f"{ws.root} --task {model} first, or pass --model general")
     if not (teacher / "config.json").is_file():
