@@ -239,6 +239,12 @@ def test_bad_inputs_are_one_line_errors(ws, onnx_dir, tmp_path):
     one_line_error(exp("--task", "mrpc", "--quantize", "int4", "--out", tmp_path / "x"), "int8")
     one_line_error(runner.invoke(app, ["export", "-w", str(tmp_path / "nope"), "--task", "mrpc", "--out",
                                        str(tmp_path / "x")]), "does not exist")
+    # an MRPC student copied under tasks/cola (both have two labels) is not exported or scored as CoLA
+    moved = tmp_path / "moved"
+    shutil.copytree(ws / "tasks" / "mrpc", moved / "tasks" / "cola")
+    for res in (runner.invoke(app, ["export", "-w", str(moved), "--task", "cola", "--out", str(tmp_path / "x")]),
+                runner.invoke(app, ["eval", "glue", "-w", str(moved), "--task", "cola", "--model", "student"])):
+        one_line_error(res, "was fine-tuned on MRPC, not CoLA")
     assert not (tmp_path / "x").exists()
 
     def pred(*args, input=None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -100,6 +100,15 @@ def check_labels(ws: Workspace, task: Task, which: str) -> None:
     n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2  # transformers' default is 2
     if n != model_task(task).num_labels:
         raise _wrong_labels(ws, task, which, n)
+    from ..student import KRON_CONFIG
+
+    if which == "student" and (path / KRON_CONFIG).is_file():  # same label count, other task (MRPC and CoLA: 2)
+        made_for = json.loads((path / KRON_CONFIG).read_text()).get("task")
+        with suppress(KronError):  # any spelling (mrpc, MRPC); a name kron does not know is not checked
+            made_for = made_for and normalize_task(made_for).name
+        if made_for and made_for != model_task(task).name:
+            raise KronError(f"{path} was fine-tuned on {made_for}, not {model_task(task).name}; re-run "
+                            f"{finetune_hint(ws, task, which)}")
 
 
 def _wrong_labels(ws: Workspace, task: Task, which: str, n) -> KronError:

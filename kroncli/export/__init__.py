@@ -78,7 +78,7 @@ def _max_abs_diff(a, b, tokenizer, task, max_seq_len: int) -> float:
 def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     """Write the export folder; returns the JSON summary."""
     from ..data.glue import default_data_dir, normalize_task
-    from ..evaluation.glue_eval import (_max_seq_len, finetune_hint, has_model, model_dir, model_task,
+    from ..evaluation.glue_eval import (_max_seq_len, check_labels, finetune_hint, has_model, model_dir, model_task,
                                         require_workspace)
     from ..predict import EXPORT_FORMAT_VERSION, EXPORT_JSON, ONNX_FILE
     from ..workspace import Workspace, atomic_dir, atomic_write_json, versions
@@ -90,6 +90,7 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     if not has_model(ws, task, "student"):
         raise KronError(f"no fine-tuned {model_task(task).name} student in {ws.root} ({model_dir(ws, task, 'student')} "
                         f"missing); run {finetune_hint(ws, task, 'student')}")
+    check_labels(ws, task, "student")  # label count, and the task it was fine-tuned on
     if opts.format == "onnx":
         from .onnx_export import require_onnx
 
@@ -101,9 +102,6 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     model = load_student(path).float()
     tokenizer = _tokenizer(path)
     mtask = model_task(task)
-    if model.config.num_labels != mtask.num_labels:
-        raise KronError(f"{path} predicts {model.config.num_labels} label(s) but {mtask.name} has "
-                        f"{mtask.num_labels}; re-run {finetune_hint(ws, task, 'student')}")
     seq_len = _max_seq_len(path, model.config, opts.max_seq_len)
     out = Path(opts.out)
     meta = {"export_format_version": EXPORT_FORMAT_VERSION, "format": opts.format, "task": mtask.name,
