@@ -42,9 +42,9 @@ def run_kron(config: str, ratio: float, seed: int):
     captured = {}
     original = search.score_candidates
 
-    def wrapped(targets, max_rank=1, ratio_cap=search.DEFAULT_LAYER_RATIO_CAP, progress=None):
-        t0 = time.perf_counter()
-        out = original(targets, max_rank, ratio_cap, progress=progress)
+    def wrapped(targets, max_rank=1, ratio_cap=search.DEFAULT_LAYER_RATIO_CAP, progress=None, **options):
+        t0 = time.perf_counter()  # options: min_side, min_embedding_dim, embedding_rank, passed through as given
+        out = original(targets, max_rank, ratio_cap, progress=progress, **options)
         captured.update(score=time.perf_counter() - t0, targets=list(targets), cands=out, cap=ratio_cap,
                         max_rank=max_rank)
         return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -22,7 +23,7 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         return None
     try:
         return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):  # damaged: an empty cell
         return None
 
 
@@ -41,19 +42,20 @@ def _latest(evals: pd.DataFrame, model: str) -> pd.DataFrame:
     return sub.groupby(["task", "split", "metric"], as_index=False).last()
 
 
-def workspace_rows(path: Path) -> list[dict]:
+def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     """The student row (and the teacher row, when a task teacher was evaluated) of one workspace."""
     ws = Workspace(path)
     manifest = ws.read_manifest()
     if not manifest:
         raise KronError(f"{path} is not a kron workspace (no manifest.json)")
+    label = label or ws.root.name
     fact = manifest.get("stages", {}).get("factorize", {})
     teacher_params = manifest.get("teacher", {}).get("params")
     weights = ws.student_dir / "model.safetensors"
-    student = {"workspace": ws.root.name, "model": "student", "params": fact.get("student_params"),
+    student = {"workspace": label, "model": "student", "params": fact.get("student_params"),
                "teacher_params": teacher_params, "compression": fact.get("compression"),
                "size_mb": weights.stat().st_size / 1e6 if weights.is_file() else None}
-    teacher = {"workspace": ws.root.name, "model": "teacher", "params": teacher_params,
+    teacher = {"workspace": label, "model": "teacher", "params": teacher_params,
                "teacher_params": teacher_params, "compression": 1.0, "size_mb": None}
     evals = _read_csv(ws.metrics_dir / "eval.csv")
     have_teacher = False
@@ -125,15 +127,33 @@ def paper_rows() -> list[dict]:
     return [{"workspace": "paper", **{k: v for k, v in r.items() if k != "table"}} for r in data["rows"]]
 
 
-def build_table(paths: list[str], paper: bool = False) -> pd.DataFrame:
+def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One row per student and evaluated teacher. A path that is no readable workspace is an error, or, given
+    `skip`, reported to it and left out (`kron report runs/*` over a stray file), as long as one workspace is left."""
     if not paths and not paper:
         raise KronError("give at least one workspace, e.g. kron report runs/m19")
+    unique, seen = [], set()
+    for p in map(Path, paths):  # runs/a, runs/a/ and ./runs/a once
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    names = [p.resolve().name for p in unique]
     rows = []
-    for p in paths:
-        rows += workspace_rows(Path(p))
+    for p in unique:
+        try:  # two workspaces of one name (runs/a, old/a) are told apart by their paths
+            rows += workspace_rows(p, str(p) if names.count(p.resolve().name) > 1 else None)
+        except KronError as e:
+            if skip is None:
+                raise
+            skip(str(e))
+    if paths and not rows:
+        raise KronError(f"none of {', '.join(map(str, paths))} is a readable kron workspace")
     if paper:
         rows += paper_rows()
     df = pd.DataFrame(rows)
+    for col in ("params", "teacher_params"):  # whole numbers, also beside the paper's rows (which lack some)
+        if col in df:
+            df[col] = pd.to_numeric(df[col]).round().astype("Int64")
     lead = [c for c in BASE_COLUMNS if c in df]
     return df[lead + [c for c in df.columns if c not in lead]]
 

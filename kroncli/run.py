@@ -55,6 +55,8 @@ def status(ws: Workspace, stage: Stage, recipe: Recipe | None = None) -> str:
 
 def select(all_stages: list[Stage], until: str | None, only: str | None) -> list[Stage]:
     names = [s.name for s in all_stages]
+    if until and only:
+        raise KronError(f"--until {until} and --only {only} ask for two plans; pass one")
     for flag, value in (("--until", until), ("--only", only)):
         if value and value not in names:
             raise KronError(f"{flag} {value!r} is not a stage of this recipe; stages: {', '.join(names)}")
@@ -113,6 +115,14 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
                                                   rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
             _recipe_key("finetune.rehearse_corpus", corpus_files, f.rehearse_corpus)
+    if "eval-glue" in kinds:  # a task scored but never fine-tuned would fail after every other stage had run
+        from .evaluation.glue_eval import model_task
+
+        tuned = {normalize_task(t).name for t in f.tasks}  # MNLI-m, MNLI-mm and AX are scored by the MNLI models
+        for t in recipe.eval.glue:
+            if t.lower() != "all" and model_task(normalize_task(t)).name not in tuned and not _has_task_model(ws, t):
+                raise KronError(f"recipe key eval.glue: {t} is not among finetune.tasks ({', '.join(f.tasks) or 'none'})"
+                                " and the workspace has no model for it; add it to finetune.tasks or drop it")
     glue_tasks = list(dict.fromkeys(s.task for s in planned if s.task))
     if glue_tasks and recipe.data_dir and not Path(recipe.data_dir).expanduser().is_dir():
         raise KronError(f"the recipe's data_dir {recipe.data_dir} is not a directory; pass kron run --data-dir DIR, "
@@ -132,8 +142,9 @@ UNCOMPARED = ("tasks", "save_every", "max_minutes", "mixed_precision", "corpus",
 
 def stage_settings(recipe: Recipe, stage: Stage) -> dict:
     """The recipe values a stage's result depends on, by recipe key."""
-    if stage.kind == "factorize":
-        return {f"factorize.{k}": v for k, v in vars(recipe.factorize).items()}
+    if stage.kind == "factorize":  # the teacher too: every later stage distils from it
+        return {"teacher": recipe.teacher, "random_init": recipe.random_init,
+                **{f"factorize.{k}": v for k, v in vars(recipe.factorize).items()}}
     if stage.kind == "distill":
         return {f"distill.{k}": v for k, v in vars(recipe.distill).items() if k not in UNCOMPARED}
     f = recipe.finetune
@@ -196,6 +207,13 @@ def _recipe_key(key: str, check: Callable, *args) -> None:
         check(*args)
     except KronError as e:
         raise KronError(f"recipe key {key}: {e}") from None
+
+
+def _has_task_model(ws: Workspace, task: str) -> bool:
+    from .data.glue import normalize_task
+    from .evaluation.glue_eval import has_model
+
+    return ws.root.is_dir() and any(has_model(ws, normalize_task(task), m) for m in ("student", "teacher"))
 
 
 def _with_data_dir_hint(recipe: Recipe, load: Callable, *args) -> None:

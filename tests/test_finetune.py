@@ -154,3 +154,16 @@ def test_training_numbers_that_plan_no_training_are_refused(ws, args, needle):
 def test_unknown_task(ws):
     res = runner.invoke(app, ["finetune", "-w", str(ws), "--task", "sst3"])
     assert res.exit_code == 2 and "sst3" in res.output and "Traceback" not in res.output
+
+
+def test_teacher_fine_tuning_is_repeatable_with_its_seed(ws):
+    """The classifier head is drawn before the loop seeds its RNG: --seed must cover it too."""
+    from safetensors.torch import load_file
+
+    weights = []
+    for _ in range(2):
+        res = finetune(ws, "--teacher-only", "--max-steps", "2", "--seed", "7", "--restart")
+        assert res.exit_code == 0, res.output
+        weights.append(load_file(ws / "tasks" / "mrpc" / "teacher" / "model.safetensors"))
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name

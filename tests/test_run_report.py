@@ -204,6 +204,16 @@ def test_data_dir_option_moves_the_recipes_glue_sentences(tmp_path):
     assert load_recipe(rec, ["data_dir=../x", f"data_dir={old}"]).distill.corpus[1] == str(old / "CoLA" / "train.tsv")
 
 
+def test_plans_that_cannot_run_are_refused_before_any_stage(tmp_path):
+    rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", finetune={"tasks": ["mrpc"]},
+                       eval={"glue": ["mrpc", "cola"], "speed": False})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "w"), "--dry-run"])
+    assert res.exit_code == 2 and "recipe key eval.glue: cola is not among finetune.tasks" in res.output, res.output
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "w"), "--until", "factorize", "--only", "factorize"])
+    assert res.exit_code == 2 and "ask for two plans" in res.output
+    assert not (tmp_path / "w").exists()
+
+
 def test_only_the_planned_stages_data_is_required(tmp_path):
     """`--until factorize` needs no corpus or GLUE data; the whole plan still fails before any stage without them."""
     rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),
@@ -286,6 +296,7 @@ def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
     # a done training stage asked for with other settings stops the run, before any stage; the record stays
     before = (ws / "manifest.json").read_text()
     for setting, needle in (("factorize.ratio=8", "factorize.ratio: 5.0 -> 8.0"),
+                            ("teacher=bert-base-uncased", "teacher: "),
                             ("distill.lr=0.05", "distill.lr: 0.0001 -> 0.05"),
                             ("finetune.lr_per_task={mrpc: 0.002}", "finetune.lr (mrpc): 0.0001 -> 0.002")):
         res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", setting, "--dry-run"])
@@ -343,6 +354,20 @@ def test_report_shows_missing_pieces_as_empty_cells(tmp_path, tiny_teacher):
     assert all(name in res.stdout for name in ("workspace", "compression", "teacher_params", "KroneckerBERT21"))
     res = runner.invoke(app, ["report", str(tmp_path / "nothing"), "--format", "csv"])
     assert res.exit_code == 2 and "not a kron workspace" in res.output
+    # runs/* over a stray file and a damaged manifest: both skipped with a word, the workspace reported once
+    (tmp_path / "stray.txt").write_text("x")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "manifest.json").write_text('{"stages": ')
+    res = runner.invoke(app, ["report", str(ws), str(ws) + "/", str(tmp_path / "stray.txt"), str(tmp_path / "damaged"),
+                              "--format", "csv", "--paper"])
+    assert res.exit_code == 0, res.output
+    assert "skipped:" in res.stderr and "stray.txt" in res.stderr and "not valid JSON" in res.stderr
+    df = pd.read_csv(StringIO(res.stdout))
+    assert list(df.workspace).count("only-factorized") == 1
+    assert str(df.params.dtype) == "int64" or df.params.dropna().map(float.is_integer).all()
+    assert ".0," not in res.stdout.splitlines()[1]  # parameter counts print as whole numbers beside the paper's rows
+    res = runner.invoke(app, ["report", str(ws), "--plot", str(tmp_path / "stray.txt")])
+    assert res.exit_code == 2 and "is a file" in res.output and "only-factorized" not in res.stdout
 
 
 def test_killed_run_resumes_and_finishes(tmp_path, tiny_teacher):

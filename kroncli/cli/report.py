@@ -25,17 +25,20 @@ def report_cmd(
 
     Example: kron report runs/kb8 runs/m19 --format markdown > results.md
     """
+    import pandas as pd
+
     from ..errors import KronError
     from ..report import build_table, render
     if json_out and format not in ("table", "json"):
         raise KronError(f"--json and --format {format} ask for two formats; pass one")
     format = "json" if json_out else format
-    df = build_table(workspaces or [], paper)
+    if plot and Path(plot).exists() and not Path(plot).is_dir():
+        raise KronError(f"--plot {plot} is a file; pass a folder for the PNG figures")
+    df = build_table(workspaces or [], paper, skip=lambda why: err_console.print(f"skipped: {why}", highlight=False))
     if format == "table":
         table = Table(*[str(c) for c in df.columns], title="kron report")
         for row in df.itertuples(index=False):
-            table.add_row(*["" if v != v or v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v))
-                            for v in row])
+            table.add_row(*["" if pd.isna(v) else (f"{v:,.2f}" if isinstance(v, float) else str(v)) for v in row])
         # piped: the table's own width, however many columns (a terminal's width otherwise)
         (out_console if out_console.is_terminal else Console(width=100_000)).print(table)
     else:

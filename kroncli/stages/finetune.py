@@ -121,6 +121,9 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     base, _ = sources.load_model(source)
     tokenizer = _load_tokenizer(ws.student_dir)
     config = _task_config(base.config, task)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)  # the new classifier head is drawn here, before the training loop seeds its own RNG
     if source.kind == "random":
         model = BertForSequenceClassification(config)
         model.bert.load_state_dict(base.state_dict(), strict=False)

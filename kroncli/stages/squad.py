@@ -240,6 +240,9 @@ def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     config = _qa_config(base.config)
     _check_positions(config, opts.max_seq_len)
     train_ex, train_set, dev_ex, dev_set = _data(opts, tokenizer)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)  # the new QA head is drawn here, before the training loop seeds its own RNG
     if source.kind == "random":
         model = BertForQuestionAnswering(config)
         model.bert.load_state_dict(base.state_dict(), strict=False)
