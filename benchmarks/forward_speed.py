@@ -300,9 +300,13 @@ def main(argv=None) -> int:
         f"{m} " + ", ".join(f"{b}x{args.seq_len} {r['batches'][str(b)]['min_ms']:.1f} ms "
                             f"({teacher['batches'][str(b)]['min_ms'] / r['batches'][str(b)]['min_ms']:.2f}x)"
                             for b in args.batches) for m, r in results.items()))
-    goal_txt = "; ".join(f"{k}: " + "/".join(f"{g:g}x" for g in v) for k, v in goals.items())
-    print(f"goals ({goal_txt} at batches {'/'.join(map(str, args.batches))}): "
-          + ("all met" if not misses else "MISSED: " + "; ".join(misses)))
+    # judged: only the goals of models that ran, at the batches that ran; the rest said to be not measured
+    judged = {k: v[:len(args.batches)] for k, v in goals.items() if k in results}
+    unmeasured = [k for k in goals if k not in results]
+    goal_txt = "; ".join(f"{k}: " + "/".join(f"{g:g}x" for g in v) for k, v in judged.items()) or "none"
+    verdict = "nothing judged" if not judged else "all met" if not misses else "MISSED: " + "; ".join(misses)
+    print(f"goals ({goal_txt} at batches {'/'.join(map(str, args.batches))}): {verdict}"
+          + (f"; not measured: {', '.join(unmeasured)}" if unmeasured else ""))
     for m, r in results.items():
         if "profile" in r:
             print_profile(r)
