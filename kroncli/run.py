@@ -254,7 +254,9 @@ def _check_ratio(recipe: Recipe, opts, source) -> None:
 
 
 def execute(recipe: Recipe, ws: Workspace, chosen: list[Stage], progress: bool, log: Callable[[str], None],
-            command: list[str]) -> list[dict]:
+            command: list[str], after_stage: Callable[[], None] = lambda: None) -> list[dict]:
+    """Run the chosen stages in order; `after_stage` runs after each one that ran (kron run records its recipe
+    there, so a run killed in a later stage still leaves the settings its finished stages were made with)."""
     results = []
     for stage in chosen:
         state = status(ws, stage, recipe)
@@ -265,6 +267,7 @@ def execute(recipe: Recipe, ws: Workspace, chosen: list[Stage], progress: bool, 
         log(f"[{stage.name}] " + {"resume": "resuming", "changed": "settings changed, running again"}.get(state, "running"))
         out = RUNNERS[stage.kind](recipe, ws, stage, state == "resume", progress, log, command)
         results.append({"stage": stage.name, "status": "done", **(out or {})})
+        after_stage()
     return results
 
 

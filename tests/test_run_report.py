@@ -342,6 +342,23 @@ def test_run_on_a_workspace_factorized_by_hand_checks_its_ratio(tmp_path, tiny_t
     assert json.loads(res.stdout.strip().splitlines()[-1])["stages"][0]["state"] == "done"
 
 
+def test_a_run_that_failed_in_a_later_stage_still_holds_its_done_stages_to_their_settings(tmp_path, tiny_teacher,
+                                                                                          monkeypatch):
+    from kroncli import run as run_module
+
+    def broken(*args):
+        raise KronError("teacher stage failed")
+
+    rec = tiny_recipe(tmp_path, tiny_teacher, steps=3)
+    ws = tmp_path / "ws"
+    monkeypatch.setitem(run_module.RUNNERS, "teacher", broken)
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws)])
+    assert res.exit_code == 2 and "teacher stage failed" in res.output
+    monkeypatch.undo()
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.lr=0.05", "--dry-run"])
+    assert res.exit_code == 2 and "stage distill" in res.output and "distill.lr" in res.output, res.output
+
+
 def test_report_shows_missing_pieces_as_empty_cells(tmp_path, tiny_teacher):
     ws = tmp_path / "only-factorized"
     assert runner.invoke(app, ["factorize", str(tiny_teacher), "--ratio", "4", "-w", str(ws)]).exit_code == 0

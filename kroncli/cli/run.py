@@ -58,10 +58,9 @@ def run_cmd(
         ws.write_manifest(manifest)
 
     with ws.lock():
-        if ws.manifest_path.is_file() and "recipe" not in ws.read_manifest():  # made by an earlier, killed run
+        results = execute(spec, ws, plan, show_progress(json_out), log, ["kron", *sys.argv[1:]], record_recipe)
+        if ws.manifest_path.is_file():
             record_recipe()
-        results = execute(spec, ws, plan, show_progress(json_out), log, ["kron", *sys.argv[1:]])
-        record_recipe()
     if json_out:
         emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": results})
     else:
