@@ -163,7 +163,7 @@ def stage_settings(recipe: Recipe, stage: Stage) -> dict:
     return {f"eval.{k}": v for k, v in vars(recipe.eval).items() if k.startswith("speed_")}
 
 
-def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage) -> str | None:
+def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage, ignore: tuple[str, ...] = ()) -> str | None:
     """`key: old -> new` for the first setting a done stage was made with that the recipe now changes; None when
     they agree or the workspace does not say (made before kron run recorded its recipe, or by hand)."""
     from .recipes import _build
@@ -187,17 +187,25 @@ def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage) -> str | None:
         now = {f"factorize.{k}": v for k, v in now.items()}
     else:
         return None
-    return next((f"{k}: {old[k]!r} -> {v!r}" for k, v in now.items() if k in old and old[k] != v), None)
+    return next((f"{k}: {old[k]!r} -> {v!r}" for k, v in now.items()
+                 if k in old and old[k] != v and k.split(" ")[0].split(".")[-1] not in ignore), None)
+
+
+# a stage resumed under a longer budget is a supported way to extend it; anything else it learns from is not
+BUDGET_KEYS = ("max_steps", "epochs", "teacher_epochs")
 
 
 def check_done_stages(recipe: Recipe, ws: Workspace) -> None:
-    """A training stage done with other settings than the recipe's is not skipped in silence: the run stops."""
+    """A training stage done (or half done) with other settings than the recipe's is not skipped or resumed in
+    silence: the run stops."""
     for stage in stages(recipe):
-        if stage.kind.startswith("eval") or status(ws, stage) != "done":
+        state = "eval" if stage.kind.startswith("eval") else status(ws, stage)
+        if state not in ("done", "resume"):
             continue
-        change = changed_setting(recipe, ws, stage)
+        change = changed_setting(recipe, ws, stage, BUDGET_KEYS if state == "resume" else ())
         if change:
-            raise KronError(f"stage {stage.name} in {ws.root} is done with other settings ({change}); use a new "
+            how = "done" if state == "done" else "half done (checkpoints)"
+            raise KronError(f"stage {stage.name} in {ws.root} is {how} with other settings ({change}); use a new "
                             "--workspace, or the value it was made with")
 
 

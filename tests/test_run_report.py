@@ -405,6 +405,8 @@ def test_killed_run_resumes_and_finishes(tmp_path, tiny_teacher):
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json"])
     states = {s["stage"]: s["state"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]}
     assert states["factorize"] == "done" and states["distill"] == "resume"
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.lr=0.05", "--dry-run"])
+    assert res.exit_code == 2 and "half done" in res.output and "distill.lr" in res.output, res.output
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.max_steps=" + str(steps[-1] + 5),
                               "--until", "distill", "--json"])
     assert res.exit_code == 0, res.output
