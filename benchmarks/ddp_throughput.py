@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from machine import Contention, load_line, machine_line  # noqa: E402  (benchmarks/machine.py)
 
 
 def corpus_file(folder: Path) -> Path:
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2)
     args = ap.parse_args()
     cores = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Contention() as load:
         tmp = Path(tmp)
         corpus = corpus_file(tmp)
         results = {}
@@ -67,10 +68,12 @@ def main() -> None:
                           "--save-every", str(10 ** 6)], env)
             df = pd.read_csv(ws / "metrics" / "distill.csv")
             results[n] = df.examples_per_s.iloc[1:].median()
+    print(f"machine: {machine_line()}")
     print(f"{args.model} 19x student, per-process batch {args.batch}x{args.seq_len}, {cores} cores")
     for n, eps in results.items():
         print(f"{n} process(es): {eps:8.1f} examples/s (threads per process {max(cores // n, 1)})")
     print(f"speed-up {args.procs} vs 1 process: {results[args.procs] / results[1]:.2f}x (goal >= 1.5x)")
+    print(load_line(load.other))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import statistics
 import time
 
 import torch
+from machine import Contention, load_line, machine_line  # noqa: E402  (benchmarks/machine.py)
 
 
 def main() -> None:
@@ -66,18 +67,21 @@ def main() -> None:
     times = {"distill": [], "finetune": []}
     for fn in (distill_step, finetune_step):  # warm-up
         fn()
-    for _ in range(args.repeats):
-        for name, fn in (("distill", distill_step), ("finetune", finetune_step)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+    with Contention() as load:
+        for _ in range(args.repeats):
+            for name, fn in (("distill", distill_step), ("finetune", finetune_step)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     d, f = statistics.median(times["distill"]), statistics.median(times["finetune"])
+    print(f"machine: {machine_line()}")
     print(f"model {args.model}, student {result.compression:.1f}x, batch {args.batch}x{args.seq_len}, "
           f"threads {torch.get_num_threads()}, torch {torch.__version__}")
     print(f"{'step':<34}{'median s':>10}")
     print(f"{'distillation (teacher fwd + student)':<34}{d:>10.3f}")
     print(f"{'dense fine-tuning (fwd+bwd+AdamW)':<34}{f:>10.3f}")
     print(f"ratio distill/finetune: {d / f:.2f}x (goal <= 1.5x)")
+    print(load_line(load.other))
 
 
 if __name__ == "__main__":

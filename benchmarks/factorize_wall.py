@@ -22,7 +22,7 @@ import tempfile
 import time
 
 
-from machine import Contention, machine_line, quiet_run  # noqa: E402  (benchmarks/machine.py)
+from machine import Contention, load_line, machine_line, quiet_run  # noqa: E402  (benchmarks/machine.py)
 
 def kron_cmd() -> list[str]:
     exe = shutil.which("kron")
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     print(f"start-up: `{' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(base))} --help` "
           f"{startup:.2f} s")
 
-    walls, last = [], None
+    walls, loads, last = [], [], None
     for i in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="kron-bench-") as tmp:
             ws = os.path.join(tmp, "ws")
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
             summary = json.loads(proc.stdout.strip().splitlines()[-1])
             size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ws) for f in fs)
         walls.append(wall)
+        loads.append(other)
         last = summary
         secs = summary.get("seconds", {})
         staged = sum(secs.values())
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
     verdict = ("met" if med < args.goal_seconds else
                f"MISSED by {med - args.goal_seconds:.2f} s / {100 * (med / args.goal_seconds - 1):.0f}%")
     print(f"goal < {args.goal_seconds:g} s: {verdict}")
+    print(load_line(max(loads), args.max_other))
     return 0
 
 

@@ -34,7 +34,7 @@ import torch
 ORDERS = ("a_bmm", "a_flat", "b_bmm", "b_flat")
 
 
-from machine import machine_line, quiet_run  # noqa: E402  (benchmarks/machine.py)
+from machine import load_line, machine_line, quiet_run  # noqa: E402  (benchmarks/machine.py)
 
 def _status_kb(field: str) -> int | None:
     with open("/proc/self/status") as f:
@@ -307,6 +307,8 @@ def main(argv=None) -> int:
     verdict = "nothing judged" if not judged else "all met" if not misses else "MISSED: " + "; ".join(misses)
     print(f"goals ({goal_txt} at batches {'/'.join(map(str, args.batches))}): {verdict}"
           + (f"; not measured: {', '.join(unmeasured)}" if unmeasured else ""))
+    print(load_line(max((v["other_load"] for r in results.values() for v in r["batches"].values()), default=0.0),
+                    args.max_other))
     for m, r in results.items():
         if "profile" in r:
             print_profile(r)

@@ -77,3 +77,13 @@ def machine_line(extra: str = "") -> str:
         tv = "?"
     return (f"{os.cpu_count()}-core CPU ({model}), fp32, torch {tv}{extra}, python {platform.python_version()}, "
             f"{datetime.date.today().isoformat()}, loadavg {os.getloadavg()[0]:.2f}")
+
+
+def load_line(other: float, threshold: float = 0.1) -> str:
+    """The share of the CPUs other processes used while a benchmark timed, and a WARNING above `threshold`:
+    on 2 cores one busy neighbour can slow a timed block several times, so such figures are not results."""
+    line = f"other processes used {100 * other:.0f}% of the CPUs while this timed"
+    if other > threshold:
+        line += (f"\nWARNING: other processes used more than {100 * threshold:.0f}% of the CPUs; "
+                 "rerun on a quiet machine for clean figures")
+    return line

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import Contention, load_line, machine_line  # noqa: E402  (benchmarks/machine.py)
+
 
 def kron(*args: str) -> dict:
     out = subprocess.run([sys.executable, "-m", "kroncli", *args, "--json"], check=True, capture_output=True,
@@ -56,16 +58,19 @@ def main() -> None:
         ws = f"{tmp}/ws"
         kron("factorize", teacher, "--ratio", "19", "--min-side", "2", "--embedding-rank", "16", "-w", ws)
         corpus_args = [a for f in corpus for a in ("--corpus", str(f))]
-        out = kron("distill", "-w", ws, *corpus_args, "--batch-size", str(args.batch), "--max-seq-len",
-                   str(args.seq_len), "--lr", "1e-3", "--weight", "attention_mse=0.02", "--mixed-precision",
-                   args.mixed_precision, "--max-minutes", str(args.minutes), "--save-every", "1000000",
-                   "--log-every", "100")
+        with Contention() as load:
+            out = kron("distill", "-w", ws, *corpus_args, "--batch-size", str(args.batch), "--max-seq-len",
+                       str(args.seq_len), "--lr", "1e-3", "--weight", "attention_mse=0.02", "--mixed-precision",
+                       args.mixed_precision, "--max-minutes", str(args.minutes), "--save-every", "1000000",
+                       "--log-every", "100")
     budget = 60 * args.minutes
+    print(f"machine: {machine_line()}")
     planned = out["total_steps"] * out["seconds_per_step"]
     print(f"budget {budget:.1f} s; timed {out['seconds_per_step']:.4f} s per step -> {out['total_steps']} steps "
           f"= {planned:.1f} s planned")
     print(f"trained {out['steps']} steps in {out['seconds']:.1f} s: {out['seconds'] / budget:.3f}x the budget "
           f"({100 * (out['seconds'] / budget - 1):+.1f}%)")
+    print(load_line(load.other))
 
 
 if __name__ == "__main__":
