@@ -70,3 +70,43 @@ def test_cache_is_keyed_by_the_layout(tmp_path, minilm_path):
 def test_too_short_a_sequence_is_an_error():
     with pytest.raises(KronError, match="--max-seq-len"):
         pack(LINES, 4, CLS, SEP, pairs=True)
+
+
+def test_compressed_text_reads_like_plain_text_and_a_cut_archive_is_named(tmp_path):
+    import bz2
+    import gzip
+    import lzma
+
+    from kroncli.data.corpus import _read_lines, corpus_files
+
+    text = "the first line\n\nsecond line here\n"
+    folder = tmp_path / "text"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text(text)
+    (folder / "sub" / "b.txt.gz").write_bytes(gzip.compress(text.encode()))
+    (folder / "c.md.xz").write_bytes(lzma.compress(text.encode()))
+    (folder / "d.tsv.bz2").write_bytes(bz2.compress(b"id\tsentence\n1\tone two\n2\tthree four\n"))
+    (folder / "model.bin.gz").write_bytes(gzip.compress(b"\0\1"))  # not text: not picked up
+    files = corpus_files([str(folder)])
+    assert sorted(f.name for f in files) == ["a.txt", "b.txt.gz", "c.md.xz", "d.tsv.bz2"]
+    lines = _read_lines(files)
+    assert lines.count("the first line") == 3 and lines.count("second line here") == 3
+    assert "one two" in lines and "three four" in lines and "id" not in lines
+
+    direct = tmp_path / "notes.gz"  # a compressed file named directly needs no inner suffix
+    direct.write_bytes(gzip.compress(text.encode()))
+    assert _read_lines(corpus_files([str(direct)])) == ["the first line", "second line here"]
+
+    binary = tmp_path / "weights.gz"
+    binary.write_bytes(gzip.compress(b"\0" * 100))
+    with pytest.raises(KronError, match="is not text"):
+        corpus_files([str(binary)])
+    cut = tmp_path / "cut.txt.gz"
+    long_text = "".join(f"sentence {i} of {i * 7919 % 10007}\n" for i in range(5000)).encode()
+    cut.write_bytes(gzip.compress(long_text)[:3000])
+    with pytest.raises(KronError, match="cannot be read to its end"):
+        _read_lines(corpus_files([str(cut)]))
+    broken = tmp_path / "broken.txt.xz"
+    broken.write_bytes(b"not xz at all")
+    with pytest.raises(KronError, match="cannot be decompressed"):
+        corpus_files([str(broken)])

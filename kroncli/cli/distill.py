@@ -28,8 +28,9 @@ def parse_weights(items: list[str] | None, defaults: dict[str, float]) -> dict[s
 @handle_errors
 def distill_cmd(
     workspace: WorkspaceOpt,
-    corpus: Annotated[list[str], typer.Option(help="Text file(s) or folder(s), one sentence/document per "
-                                                   "line, or a datasets name (online). Repeatable.")],
+    corpus: Annotated[list[str], typer.Option(help="Text file(s) or folder(s) (.gz/.xz/.bz2 too), one "
+                                                   "sentence/document per line, or a datasets name (online). "
+                                                   "Repeatable.")],
     max_steps: o.MaxSteps = None,
     epochs: o.Epochs = None,
     max_minutes: o.MaxMinutes = None,

@@ -1,8 +1,8 @@
 """Stage-1 corpus: unlabeled text -> token ids packed into fixed-length sequences, cached per workspace.
 
-Sources: one or more text files (one document or sentence per line), folders of them (*.txt, recursive),
-or a `datasets` name (hub, when online; its "text" column). Lines are tokenised once, joined into one
-stream and cut into blocks of `max_seq_len` tokens (TinyBERT-style packing), so no compute is spent on
+Sources: one or more text files (one document or sentence per line; plain or compressed .gz / .xz / .bz2),
+folders of them (*.txt, *.txt.gz, ..., recursive), or a `datasets` name (hub, when online; its "text"
+column). Lines are tokenised once, joined into one stream and cut into blocks of `max_seq_len` tokens (TinyBERT-style packing), so no compute is spent on
 padding. By default a block has two segments, [CLS] A [SEP] B [SEP], split at the line boundary nearest
 its middle, the layout of BERT's pre-training and of every GLUE pair task: a student distilled only on
 one-segment blocks never sees a mid-sequence [SEP] or segment-B tokens before stage 2. The collate derives
@@ -12,9 +12,12 @@ modification times, the tokenizer and the length.
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import io
 import json
+import lzma
 from pathlib import Path
 
 import torch
@@ -23,6 +26,24 @@ from ..errors import KronError
 from ..workspace import atomic_write_bytes
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst", ".tsv"}
+COMPRESSED = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
+
+
+def _inner_suffix(path: Path) -> str:
+    """The text suffix under a compression one: `notes.txt.gz` -> `.txt`."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _is_text_file(path: Path) -> bool:
+    return path.is_file() and _inner_suffix(path) in TEXT_SUFFIXES
+
+
+def _open_binary(path: Path):
+    opener = COMPRESSED.get(path.suffix.lower())
+    return opener(path, "rb") if opener else open(path, "rb")
 
 
 def _looks_like_path(s: str) -> bool:
@@ -37,9 +58,12 @@ def corpus_files(sources: list[str]) -> list[Path] | None:
     for s in sources:
         p = Path(s).expanduser()
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+            found = sorted(f for f in p.rglob("*") if _is_text_file(f))
             if not found:
-                raise KronError(f"corpus folder {p} holds no text files ({', '.join(sorted(TEXT_SUFFIXES))})")
+                raise KronError(f"corpus folder {p} holds no text files ({', '.join(sorted(TEXT_SUFFIXES))}, "
+                                "also compressed as .gz / .xz / .bz2)")
+            for f in found:
+                _check_text(f)
             files += found
         elif p.is_file():
             _check_text(p)
@@ -51,8 +75,11 @@ def corpus_files(sources: list[str]) -> list[Path] | None:
 
 def _check_text(path: Path) -> None:
     """A weights file or an archive passed by mistake would be 'read' as millions of lines of noise and cached."""
-    with open(path, "rb") as fh:
-        head = fh.read(8192)
+    try:
+        with _open_binary(path) as fh:
+            head = fh.read(8192)
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise KronError(f"corpus file {path} cannot be decompressed ({e}); pass it uncompressed or re-pack it") from e
     if b"\0" in head:
         raise KronError(f"corpus file {path} is not text (it holds NUL bytes); pass plain-text files, one sentence "
                         "or document per line, or GLUE .tsv files")
@@ -62,11 +89,14 @@ def _read_lines(files: list[Path]) -> list[str]:
     """Non-empty lines; from .tsv files (e.g. GLUE) only the text fields: those containing a space."""
     lines = []
     for f in files:
-        with open(f, encoding="utf-8-sig", errors="replace") as fh:
-            if f.suffix.lower() == ".tsv":
-                lines += [field.strip() for ln in fh for field in ln.split("\t") if " " in field.strip()]
-            else:
-                lines += [ln.strip() for ln in fh if ln.strip()]
+        try:
+            with io.TextIOWrapper(_open_binary(f), encoding="utf-8-sig", errors="replace") as fh:
+                if _inner_suffix(f) == ".tsv":
+                    lines += [field.strip() for ln in fh for field in ln.split("\t") if " " in field.strip()]
+                else:
+                    lines += [ln.strip() for ln in fh if ln.strip()]
+        except (OSError, EOFError, lzma.LZMAError) as e:  # a compressed file cut short
+            raise KronError(f"corpus file {f} cannot be read to its end ({e}); pass a complete copy") from e
     return lines
 
 
