@@ -1,13 +1,13 @@
 """Stage-1 corpus: unlabeled text -> token ids packed into fixed-length sequences, cached per workspace.
 
 Sources: one or more text files (one document or sentence per line; plain or compressed .gz / .xz / .bz2),
-folders of them (*.txt, *.txt.gz, ..., recursive), or a `datasets` name (hub, when online; its "text"
-column). Lines are tokenised once, joined into one stream and cut into blocks of `max_seq_len` tokens
-(TinyBERT-style packing), so no compute is spent on padding. By default a block has two segments, [CLS] A [SEP] B [SEP], split at the line boundary nearest
-its middle, the layout of BERT's pre-training and of every GLUE pair task: a student distilled only on
-one-segment blocks never sees a mid-sequence [SEP] or segment-B tokens before stage 2. The collate derives
-token_type_ids from the [SEP]s. The result is cached in the workspace keyed by the sources' names, sizes and
-modification times, the tokenizer and the length.
+folders of them (*.txt, *.txt.gz, ..., recursive), or a `datasets` name (hub, when online; its "text" column).
+Lines are tokenised once, joined into one stream and cut into blocks of `max_seq_len` tokens (TinyBERT-style
+packing), so no compute is spent on padding. By default a block has two segments, [CLS] A [SEP] B [SEP], split
+at the line boundary nearest its middle, the layout of BERT's pre-training and of every GLUE pair task: a
+student distilled only on one-segment blocks never sees a mid-sequence [SEP] or segment-B tokens before stage
+2. The collate derives token_type_ids from the [SEP]s. The result is cached in the workspace keyed by the
+sources' names, sizes and modification times, the tokenizer and the length.
 """
 
 from __future__ import annotations
