@@ -299,17 +299,20 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     bar = _Bar(progress and main, cfg.stage, total, step)
     with _StopFlag() as stop, bar:
         epoch = step // steps_per_epoch
+        micro = 0  # micro-batches into the current optimizer step
         while step < total:
             loader.set_epoch(epoch)
             skip = (step - epoch * steps_per_epoch) * cfg.grad_accum
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             for batch in batches:
+                torch.manual_seed(step_seed(cfg.seed, step, micro))
+                micro += 1
                 loss, terms, stopping = _micro_step(accelerator, model, optimizer, scheduler, step_fn, batch, cfg,
                                                     stop.signal is not None, non_finite)
                 window_n += len(next(iter(batch.values()))) * accelerator.num_processes
                 if not accelerator.sync_gradients:
                     continue
-                step += 1
+                step, micro = step + 1, 0
                 last_terms = {k: float(v) for k, v in terms.items()}
                 total_loss = accelerator.reduce(loss.detach().float(), "mean").item()
                 bar.update(step, total_loss)
@@ -345,6 +348,16 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
             "final_loss": rows[-1]["total"] if rows else _last_logged_loss(metrics_csv), "terms": last_terms, "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
             "model": unwrapped, "is_main": main, "num_processes": accelerator.num_processes,
             **({"seconds_per_step": seconds_per_step} if seconds_per_step else {})}
+
+
+def step_seed(seed: int, step: int, micro: int) -> int:
+    """The seed of one micro-batch's random draws (dropout, MLM masks), fixed by (seed, optimizer step, micro-batch).
+
+    Reseeding per micro-batch makes a resumed run draw what the uninterrupted run drew: continuing the global
+    generator from a checkpoint does not, since a data loader restarted mid-epoch draws its own base seed from
+    it (and accelerate's loader fetches one batch ahead).
+    """
+    return (seed * 1_000_003 + step) * 64 + micro % 64
 
 
 def steps_for_budget(seconds: float, seconds_per_step: float, cap: int | None = None, start: int = 0) -> int:

@@ -60,7 +60,9 @@ class PackedCollate:
 class MaskingCollate:
     """BERT masking for the optional MLM term: 15% of tokens, of which 80% [MASK], 10% random, 10% kept.
 
-    Both models see the same masked input, so the intermediate targets stay consistent.
+    Both models see the same masked input, so the intermediate targets stay consistent. Training masks in the
+    step (`mask`), not in the data loader, so the masks come from the step's seeded generator (a resumed run
+    masks as the uninterrupted one did); called as a collate it packs and masks in one go.
     """
 
     def __init__(self, tokenizer, probability: float = 0.15):
@@ -70,17 +72,25 @@ class MaskingCollate:
         self.probability = probability
 
     def __call__(self, rows: list[torch.Tensor]) -> dict:
-        batch = self.packed(rows)
-        ids = batch["input_ids"]
+        return self.mask(self.packed(rows))
+
+    def mask(self, batch: dict) -> dict:
+        """A copy of `batch` with masked input_ids and MLM labels (-100 where nothing is predicted)."""
+        ids = batch["input_ids"].clone()
         labels = ids.clone()
-        chosen = torch.bernoulli(torch.full(ids.shape, self.probability)).bool() & ~torch.isin(ids, self.special)
+        # drawn on the CPU's generator whatever the device, so a run draws the same masks on any machine
+        shape = ids.shape
+
+        def coin(p):
+            return torch.bernoulli(torch.full(shape, p)).bool().to(ids.device)
+
+        chosen = coin(self.probability) & ~torch.isin(ids, self.special.to(ids.device))
         labels[~chosen] = -100
-        replace = chosen & torch.bernoulli(torch.full(ids.shape, 0.8)).bool()
+        replace = chosen & coin(0.8)
         ids[replace] = self.mask_id
-        rand = chosen & ~replace & torch.bernoulli(torch.full(ids.shape, 0.5)).bool()
-        ids[rand] = torch.randint(self.vocab, ids.shape)[rand]
-        batch["labels"] = labels
-        return batch
+        rand = chosen & ~replace & coin(0.5)
+        ids[rand] = torch.randint(self.vocab, shape).to(ids.device)[rand]
+        return {**batch, "input_ids": ids, "labels": labels}
 
 
 def parse_layer_map(text: str | None) -> list[int] | None:
@@ -93,8 +103,8 @@ def parse_layer_map(text: str | None) -> list[int] | None:
         raise KronError(f"--layer-map {text!r} is not 'uniform' or a comma list of teacher layer indices") from None
 
 
-def make_step(teacher, weights: dict, attention: str, layer_map: str | None):
-    """A `step_fn` for the loop: one teacher forward under inference_mode, one student forward."""
+def make_step(teacher, weights: dict, attention: str, layer_map: str | None, masker: MaskingCollate | None = None):
+    """A `step_fn` for the loop: (MLM masking,) one teacher forward under inference_mode, one student forward."""
     t_capture = Capture(teacher, attention=attention)
     try:
         loss = DistillLoss(weights, layer_map=parse_layer_map(layer_map))
@@ -103,6 +113,8 @@ def make_step(teacher, weights: dict, attention: str, layer_map: str | None):
     s_captures = {}
 
     def step(student, batch):
+        if masker is not None:
+            batch = masker.mask(batch)
         key = id(student)
         if key not in s_captures:
             s_captures[key] = Capture(getattr(student, "module", student), attention=attention, runner=student)
@@ -150,12 +162,12 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's "
                         f"{student.config.max_position_embeddings} positions")
     log(f"corpus: {ids.shape[0]:,} sequences of {ids.shape[1]} tokens")
-    collate = MaskingCollate(tokenizer) if opts.weights.get("mlm") else PackedCollate(tokenizer.sep_token_id)
+    masker = MaskingCollate(tokenizer) if opts.weights.get("mlm") else None
     teacher.eval().requires_grad_(False)
-    step = make_step(teacher, opts.weights, opts.attention, layers)
+    step = make_step(teacher, opts.weights, opts.attention, layers, masker)
     round_no, earlier = next_round(ws, cfg, log)
     # the teacher follows the student onto accelerate's device inside the loop
-    summary = train(cfg, student, PackedCorpus(ids), collate, _on_device(step, teacher),
+    summary = train(cfg, student, PackedCorpus(ids), PackedCollate(tokenizer.sep_token_id), _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
                     {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs}},
                     progress=progress, log=log)
