@@ -186,7 +186,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     log = tolerant(log)
 
     # cpu=True is what makes accelerate treat torchrun's processes as one gloo job when there is no GPU
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                              gradient_accumulation_steps=cfg.grad_accum,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
                                                                         data_seed=cfg.seed),
                               # heads unused by a stage's losses (the pooler in stage 1) get no gradient
@@ -345,7 +346,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
     unwrapped = accelerator.unwrap_model(model)
     return {"stage": cfg.stage, "steps": step, "total_steps": total,
-            "final_loss": rows[-1]["total"] if rows else _last_logged_loss(metrics_csv), "terms": last_terms, "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
+            "final_loss": rows[-1]["total"] if rows else _last_logged_loss(metrics_csv), "terms": last_terms,
+            "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
             "model": unwrapped, "is_main": main, "num_processes": accelerator.num_processes,
             **({"seconds_per_step": seconds_per_step} if seconds_per_step else {})}
 
