@@ -80,6 +80,7 @@ class FinetuneSection:
     rehearse: int = 0  # student: stage-1 text blocks per task example (intermediate losses only)
     rehearse_weight: float = 1.0
     rehearse_corpus: Optional[list[str]] = None  # default: distill.corpus
+    init_from: dict[str, str] = field(default_factory=dict)  # e.g. {mrpc: stsb}: MRPC's student starts from STS-B's
     save_every: int = 500
     seed: int = 0
 

@@ -31,7 +31,7 @@ def stages(recipe: Recipe) -> list[Stage]:
         out.append(Stage("distill", "distill"))
     from .data.glue import normalize_task
 
-    for t in recipe.finetune.tasks:
+    for t in _sources_first(recipe.finetune.tasks, recipe.finetune.init_from):
         name = normalize_task(t).name.lower()
         out += [Stage(f"teacher-{name}", "teacher", t), Stage(f"finetune-{name}", "finetune", t)]
     if recipe.eval.glue:
@@ -39,6 +39,70 @@ def stages(recipe: Recipe) -> list[Stage]:
     if recipe.eval.speed:
         out.append(Stage("eval-speed", "eval-speed"))
     return out
+
+
+def _sources_first(tasks: list[str], init_from: dict[str, str]) -> list[str]:
+    """The recipe's task order, except that a task whose student starts from another task's (`init_from`) comes
+    after that task. Names that are no task, and cycles, are left for `validate` to name."""
+    from .data.glue import normalize_task
+
+    def name(t):
+        try:
+            return normalize_task(t).name
+        except KronError:
+            return t
+
+    source = {name(k): name(v) for k, v in init_from.items()}
+    ordered: list[str] = []
+    visiting: set[str] = set()
+    by_name = {name(t): t for t in tasks}
+
+    def place(t):
+        n = name(t)
+        if t in ordered or n in visiting:
+            return
+        visiting.add(n)
+        if source.get(n) in by_name:
+            place(by_name[source[n]])
+        visiting.discard(n)
+        ordered.append(t)
+
+    for t in tasks:
+        place(t)
+    return ordered
+
+
+def check_init_from(recipe: Recipe, ws: Workspace, planned: list[Stage]) -> None:
+    """Each `finetune.init_from` entry names two different tasks, without a cycle, and the source's student is
+    trained earlier in the run or is in the workspace already."""
+    from .data.glue import normalize_task
+    from .stages.finetune import task_dir
+
+    f = recipe.finetune
+    source = {}
+    for task, src in f.init_from.items():
+        key = f"finetune.init_from.{task}"
+        t, s = _recipe_key(key, normalize_task, task), _recipe_key(key, normalize_task, src)
+        if t.name == s.name:
+            raise KronError(f"recipe key {key}: a task cannot start from its own student; name another task")
+        source[t.name] = s
+    for t in source:  # a -> b -> a: neither could start
+        seen, n = {t}, source[t].name
+        while n in source:
+            if n in seen:
+                raise KronError(f"recipe key finetune.init_from: {' -> '.join([*seen, n])} is a cycle; each task "
+                                "starts from a task that does not start from it")
+            seen.add(n)
+            n = source[n].name
+    trained = {normalize_task(s.task).name for s in planned if s.kind == "finetune"}
+    for stage in planned:
+        if stage.kind != "finetune" or normalize_task(stage.task).name not in source:
+            continue
+        src = source[normalize_task(stage.task).name]
+        if src.name not in trained and not (task_dir(ws, src) / "student" / "config.json").is_file():
+            raise KronError(f"recipe key finetune.init_from.{stage.task}: {src.name} is not among the stages this run "
+                            f"trains ({', '.join(f.tasks) or 'none'}) and the workspace has no {src.name} student; "
+                            "add it to finetune.tasks or drop the key")
 
 
 def status(ws: Workspace, stage: Stage, recipe: Recipe | None = None) -> str:
@@ -99,6 +163,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     for key in ("lr_per_task", "augment_per_task", "weights_per_task"):
         for name in getattr(f, key):
             _recipe_key(f"finetune.{key}", normalize_task, name)
+    check_init_from(recipe, ws, planned)
     for t in dict.fromkeys(s.task for s in planned if s.kind == "finetune"):
         check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
         weights = task_weights(f, t)
@@ -134,7 +199,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
 
 # finetune-section keys that only the teacher stage reads, and the per-task ones (compared resolved, per task)
 TEACHER_KEYS = ("teacher_lr", "teacher_epochs")
-PER_TASK_KEYS = ("lr", "lr_per_task", "augment", "augment_per_task", "weights", "weights_per_task")
+PER_TASK_KEYS = ("lr", "lr_per_task", "augment", "augment_per_task", "weights", "weights_per_task", "init_from")
 # not compared: what a training stage learns does not depend on them (a time budget, the arithmetic's precision: a
 # GPU stage 1 is followed by CPU stages), and the corpus paths move with --data-dir
 UNCOMPARED = ("tasks", "save_every", "max_minutes", "mixed_precision", "corpus", "rehearse_corpus")
@@ -157,7 +222,8 @@ def stage_settings(recipe: Recipe, stage: Stage) -> dict:
         return {**{f"finetune.{k}": v for k, v in vars(f).items() if k not in skip},
                 f"finetune.lr ({stage.task})": per_task(f.lr_per_task, stage.task, f.lr),
                 f"finetune.augment ({stage.task})": per_task(f.augment_per_task, stage.task, f.augment),
-                f"finetune.weights ({stage.task})": task_weights(f, stage.task)}
+                f"finetune.weights ({stage.task})": task_weights(f, stage.task),
+                f"finetune.init_from ({stage.task})": init_source(f, stage.task)}
     if stage.kind == "eval-glue":
         return {"eval.glue": recipe.eval.glue}
     return {f"eval.{k}": v for k, v in vars(recipe.eval).items() if k.startswith("speed_")}
@@ -209,10 +275,10 @@ def check_done_stages(recipe: Recipe, ws: Workspace) -> None:
                             "--workspace, or the value it was made with")
 
 
-def _recipe_key(key: str, check: Callable, *args) -> None:
-    """Run a stage's own check on a recipe value; its error names the recipe key."""
+def _recipe_key(key: str, check: Callable, *args):
+    """Run a stage's own check on a recipe value (its result returned); its error names the recipe key."""
     try:
-        check(*args)
+        return check(*args)
     except KronError as e:
         raise KronError(f"recipe key {key}: {e}") from None
 
@@ -309,6 +375,14 @@ def per_task(mapping: dict, task: str, default):
     return next((v for k, v in mapping.items() if normalize_task(k).name == name), default)
 
 
+def init_source(f, task: str) -> str | None:
+    """The task whose student `task`'s student starts from (recipe `finetune.init_from`), by its GLUE name."""
+    from .data.glue import normalize_task
+
+    src = per_task(f.init_from, task, None)
+    return normalize_task(src).name if src else None
+
+
 def recipe_stage1_weights(recipe: Recipe) -> dict[str, float]:
     """A recipe's stage-1 weights adjust the defaults, like --weight does."""
     from .stages.distill import DEFAULT_WEIGHTS
@@ -353,7 +427,7 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
                            augment=augment, augment_p=f.augment_p, augment_k=f.augment_k,
                            augment_mask=f.augment_mask, augment_ngram=f.augment_ngram,
                            rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
-                           rehearse_corpus=f.rehearse_corpus)
+                           rehearse_corpus=f.rehearse_corpus, init_from=None if teacher else init_source(f, stage.task))
     opts.weights = task_weights(f, stage.task)
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}

@@ -167,3 +167,44 @@ def test_teacher_fine_tuning_is_repeatable_with_its_seed(ws):
         weights.append(load_file(ws / "tasks" / "mrpc" / "teacher" / "model.safetensors"))
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_init_from_starts_the_student_from_another_tasks_student(ws):
+    """Intermediate-task transfer: MRPC's student starts from WNLI's distilled student (embeddings and encoder), its
+    head from MRPC's teacher; without WNLI's student, or naming the task itself, it is a one-line error."""
+    from safetensors.torch import load_file
+
+    res = finetune(ws, "--max-steps", "1", "--init-from", "wnli")
+    assert res.exit_code == 2 and "no distilled WNLI student" in res.output and "--task wnli" in res.output
+    res = finetune(ws, "--max-steps", "1", "--init-from", "mrpc")
+    assert res.exit_code == 2 and "is the task being trained" in res.output
+    res = finetune(ws, "--max-steps", "1", "--init-from", "sst3")
+    assert res.exit_code == 2 and "sst3" in res.output and "Traceback" not in res.output
+    res = finetune(ws, "--teacher-only", "--max-steps", "1", "--init-from", "wnli")
+    assert res.exit_code == 2 and "--init-from" in res.output
+
+    wnli = ["finetune", "-w", str(ws), "--task", "wnli", "--data-dir", str(glue_dir()), "--limit", "32",
+            "--batch-size", "16", "--max-seq-len", "64", "--max-steps", "2", "--json"]
+    assert runner.invoke(app, wnli + ["--teacher-only"]).exit_code == 0
+    res = runner.invoke(app, wnli + ["--lr", "5e-3"])
+    assert res.exit_code == 0, res.output
+    if not (ws / "tasks" / "mrpc" / "teacher").is_dir():
+        assert finetune(ws, "--teacher-only", "--max-steps", "1").exit_code == 0
+    # one step at a negligible learning rate: the MRPC student is where it started
+    res = finetune(ws, "--max-steps", "1", "--lr", "1e-12", "--init-from", "wnli", "--restart")
+    assert res.exit_code == 0, res.output
+    mrpc = load_file(ws / "tasks" / "mrpc" / "student" / "model.safetensors")
+    source = load_file(ws / "tasks" / "wnli" / "student" / "model.safetensors")
+    general = load_file(ws / "student" / "model.safetensors")
+    encoder = [k for k in mrpc if k.startswith(("bert.embeddings.", "bert.encoder."))]
+    assert encoder and all(torch.allclose(mrpc[k], source[k], atol=1e-6) for k in encoder)
+    assert any(not torch.allclose(mrpc[k], general[k.removeprefix("bert.")], atol=1e-4) for k in encoder)
+    assert not torch.equal(mrpc["classifier.weight"], source["classifier.weight"])  # MRPC's head, not WNLI's
+    info = json.loads((ws / "manifest.json").read_text())["stages"]["finetune-mrpc"]
+    assert info["init_from"] == "WNLI"
+    # a checkpoint made from one start does not resume from another
+    res = finetune(ws, "--max-steps", "2", "--save-every", "1", "--init-from", "wnli", "--restart")
+    assert res.exit_code == 0, res.output
+    shutil.rmtree(ws / "checkpoints" / "finetune-mrpc" / "step_2")
+    res = finetune(ws, "--max-steps", "2", "--resume")
+    assert res.exit_code == 2 and "different student" in res.output

@@ -475,3 +475,34 @@ def test_report_gain_over_the_majority_floor_from_eval_rows(tmp_path):
                           {"model": "majority", "task": "CoLA", "split": "dev", "metric": "mcc", "value": 40.0,
                            "timestamp": "2026-11-27T00:00:01"}])
     assert pd.isna(build_table([str(ws.root)]).set_index("model").loc["student", "gain_retention"])
+
+
+@pytest.mark.parametrize("init_from, needle", [({"mrpc": "mrpc"}, "cannot start from its own student"),
+                                               ({"mrpc": "cola"}, "COLA is not among the stages this run trains"),
+                                               ({"mrpc": "wnli", "wnli": "mrpc"}, "is a cycle"),
+                                               ({"mrpc": "sst3"}, "recipe key finetune.init_from.mrpc")])
+def test_init_from_that_cannot_run_is_refused_before_any_stage(tmp_path, init_from, needle):
+    rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", finetune={"tasks": ["mrpc", "wnli"],
+                                                                          "init_from": init_from},
+                       eval={"speed": False})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "w"), "--dry-run"])
+    assert res.exit_code == 2 and needle.lower() in res.output.lower() and "Traceback" not in res.output, res.output
+
+
+def test_init_from_runs_the_source_task_first_and_is_a_recorded_setting(tmp_path, tiny_teacher):
+    rec = tiny_recipe(tmp_path, tiny_teacher, steps=3)
+    recipe = yaml.safe_load(rec.read_text())
+    recipe["finetune"].update(tasks=["mrpc", "wnli"], init_from={"MRPC": "wnli"})
+    recipe["eval"] = {"glue": [], "speed": False}
+    write_recipe(rec, **recipe)
+    ws = tmp_path / "ws"
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    order = [s["stage"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]]
+    assert order == ["factorize", "distill", "teacher-wnli", "finetune-wnli", "teacher-mrpc", "finetune-mrpc"]
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
+    assert res.exit_code == 0, res.output
+    stages = json.loads((ws / "manifest.json").read_text())["stages"]
+    assert stages["finetune-mrpc"]["init_from"] == "WNLI" and "init_from" not in stages["finetune-wnli"]
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "finetune.init_from={}", "--dry-run"])
+    assert res.exit_code == 2 and "finetune.init_from (mrpc): 'WNLI' -> None" in res.output, res.output

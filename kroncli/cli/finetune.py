@@ -67,11 +67,16 @@ def finetune_cmd(
     rehearse_corpus: Annotated[Optional[list[str]], typer.Option(help="Text for --rehearse (default: the "
                                                                       "stage-1 corpus in the manifest).")] = None,
     rehearse_weight: Annotated[float, typer.Option(help="Scales the rehearsal's intermediate losses.")] = 1.0,
+    init_from: Annotated[Optional[str], typer.Option(help="Student: start from this workspace's distilled student "
+                                                          "of another task (e.g. mrpc from stsb, rte from mnli) "
+                                                          "instead of the general one.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 2: fine-tune the teacher on a task (--teacher-only), then distil it into the student.
 
     Example: kron finetune --workspace runs/m19 --task mrpc --teacher-only && kron finetune --workspace runs/m19 --task mrpc
+
+    Intermediate-task transfer: kron finetune --workspace runs/m19 --task mrpc --init-from stsb (after STS-B's student)
 
     SQuAD: --task squad (v1.1) or squad_v2, windows of --max-seq-len 384 tokens overlapping by --doc-stride 128,
     data from --data-dir (official train/dev JSON files), --train-file/--dev-file, or the hub; 2 epochs by default.
@@ -99,11 +104,13 @@ def finetune_cmd(
                            temperature=temperature, layer_map=layer_map, limit=limit, augment=augment,
                            augment_p=augment_p, augment_k=augment_k, augment_mask=augment_mask,
                            augment_ngram=augment_ngram, rehearse=rehearse,
-                           rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight)
+                           rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight, init_from=init_from)
     check_training_values({**vars(cfg), **vars(opts)})
-    if teacher_only and (augment or rehearse):
-        raise KronError("--augment and --rehearse are for the student (the teacher labels the copies and the "
-                        "general text); drop them with --teacher-only")
+    if teacher_only and (augment or rehearse or init_from):
+        raise KronError("--augment, --rehearse and --init-from are for the student (the teacher labels the copies "
+                        "and the general text, and starts from the pre-trained model); drop them with --teacher-only")
+    if init_from:
+        normalize_task(init_from)  # an unknown task name is a one-line error before anything loads
     ws = Workspace(workspace)
     run = finetune_teacher if teacher_only else finetune_student
     with _maybe_lock(ws):
@@ -128,6 +135,8 @@ def _squad(version: int, **a) -> None:
         raise KronError("--augment is for GLUE tasks; SQuAD spans do not survive word swaps, drop --augment")
     if a["rehearse"]:
         raise KronError("--rehearse is for GLUE tasks so far; drop it for SQuAD")
+    if a["init_from"]:
+        raise KronError("--init-from is for GLUE tasks so far; drop it for SQuAD")
 
     name = task_name(version)
     teacher_only = a["teacher_only"]

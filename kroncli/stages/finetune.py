@@ -55,6 +55,7 @@ class FinetuneOptions:
     rehearse: int = 0  # student stage: blocks of stage-1 text per task example, intermediate losses only
     rehearse_corpus: list[str] | None = None  # default: the corpus stage 1 used (from the manifest)
     rehearse_weight: float = 1.0  # scales the rehearsal's intermediate losses
+    init_from: str | None = None  # student stage: start from this workspace's student for another task (STILTs)
     extra: dict = field(default_factory=dict)
 
 
@@ -157,11 +158,29 @@ def _factored(module) -> bool:
     return module is not None and any(isinstance(m, (KroneckerLinear, KroneckerEmbedding)) for m in module.modules())
 
 
-def build_task_student(ws: Workspace, task: Task, teacher) -> tuple[torch.nn.Module, list]:
-    """General student + a task head initialised from the fine-tuned teacher's (pooler and classifier)."""
+def init_student_dir(ws: Workspace, task: Task, init_from: str | None) -> Path:
+    """The student a task's stage 2 starts from: the general one, or (`init_from`) the workspace's distilled student
+    of another task, a related one whose training has already taught the encoder what the task needs
+    (intermediate-task transfer, Phang et al. 2018: MRPC from STS-B, RTE from MNLI)."""
+    if not init_from:
+        return ws.student_dir
+    source = normalize_task(init_from)
+    if source.name == task.name:
+        raise KronError(f"--init-from {init_from} is the task being trained; name another task whose student "
+                        "this one should start from, or leave it out")
+    folder = task_dir(ws, source) / "student"
+    if not (folder / "config.json").is_file():
+        raise KronError(f"--init-from {init_from}: {ws.root} has no distilled {source.name} student; run kron "
+                        f"finetune --workspace {ws.root} --task {source.name.lower()} first")
+    return folder
+
+
+def build_task_student(ws: Workspace, task: Task, teacher, folder: Path | None = None) -> tuple[torch.nn.Module, list]:
+    """The general student (or `folder`'s: another task's student) + a task head initialised from the fine-tuned
+    teacher's (pooler and classifier)."""
     from transformers import AutoModelForSequenceClassification
 
-    folder = ws.student_dir
+    folder = folder or ws.student_dir
     general = load_student(folder)
     base = general.base_model
     model = AutoModelForSequenceClassification.from_config(_task_config(general.config, task))
@@ -250,12 +269,15 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
 
     task = normalize_task(opts.task)
     require_student(ws)
+    start = init_student_dir(ws, task, opts.init_from)
     teacher_path = task_dir(ws, task) / "teacher"
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
                         f"--task {opts.task} --teacher-only first")
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
-    student, choices = build_task_student(ws, task, teacher)
+    student, choices = build_task_student(ws, task, teacher, start)
+    if opts.init_from:
+        log(f"{task.name}: starting from the {normalize_task(opts.init_from).name} student ({start})")
     layers = student_layer_map(ws.student_dir, opts.layer_map)
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
     tokenizer = _load_tokenizer(ws.student_dir)
@@ -311,6 +333,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     summary = train(cfg, student, train_set, collate, step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
                     {**shapes_fingerprint(ws.student_dir), "task": task.name,
+                     **({"init_from": normalize_task(opts.init_from).name} if opts.init_from else {}),
                      "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit},
                      **({"augment": _augment_fingerprint(opts)} if opts.augment else {}),
                      **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {})},
@@ -324,6 +347,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                                     "train_examples": len(train_set), "augment": opts.augment,
                                     **({"augment_rules": {"swap": opts.augment_p, "mask": opts.augment_mask,
                                                           "ngram": opts.augment_ngram}} if opts.augment else {}),
-                                    "rehearse": opts.rehearse, **budget_plan(summary)})
+                                    "rehearse": opts.rehearse, **budget_plan(summary),
+                                    **({"init_from": normalize_task(opts.init_from).name} if opts.init_from else {})})
     summary["eval_before"] = before
     return summary
