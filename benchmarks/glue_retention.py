@@ -62,11 +62,16 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="recipe override, repeatable")
     args = ap.parse_args()
 
-    from kroncli.data.glue import TASKS
+    from kroncli.data.glue import TASKS, normalize_task
+    from kroncli.recipes import load_recipe
+    from kroncli.run import _sources_first, init_source
 
     data = Path(args.data_dir)
     tasks = args.tasks.split(",") if args.tasks else [t.name for t in TASKS.values()
                                                        if (data / t.folder / "train.tsv").is_file()]
+    tasks = [normalize_task(t).name for t in tasks]
+    finetune = load_recipe(Path(args.recipe), args.set).finetune
+    tasks = _sources_first(tasks, finetune.init_from)  # a task whose student starts from another's comes after it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = ["--set", f"data_dir={data}", *[x for s in args.set for x in ("--set", s)]]
@@ -85,9 +90,19 @@ def main() -> None:
         ws = out / task.lower()
         if not ws.exists():  # the distilled general student, shared by every task
             shutil.copytree(general, ws, ignore=shutil.ignore_patterns("checkpoints", ".lock", "cache"))
+        source = init_source(finetune, task)  # finetune.init_from: the source task's student, from its workspace
+        own = []
+        if source and source in tasks:
+            src = out / source.lower() / "tasks" / source.lower() / "student"
+            if not (ws / "tasks" / source.lower() / "student").exists():
+                shutil.copytree(src, ws / "tasks" / source.lower() / "student")
+        elif source:
+            print(f"{task}: finetune.init_from names {source}, which this benchmark does not run; {task}'s student "
+                  "starts from the general one", flush=True)
+            own = ["--set", "finetune.init_from={}"]
         started = time.perf_counter()
         kron("run", args.recipe, "-w", str(ws), "--set", f"finetune.tasks=[{task}]", "--set",
-             f"eval.glue=[{task}]", "--set", "eval.speed=false", *common)
+             f"eval.glue=[{task}]", "--set", "eval.speed=false", *common, *own)
         m = json.loads((ws / "manifest.json").read_text())["stages"]
         for stage in (f"teacher-{task.lower()}", f"finetune-{task.lower()}"):
             timings.append({"task": task, "stage": stage, "seconds": m.get(stage, {}).get("seconds")})
