@@ -87,12 +87,12 @@ def check_init_from(recipe: Recipe, ws: Workspace, planned: list[Stage]) -> None
             raise KronError(f"recipe key {key}: a task cannot start from its own student; name another task")
         source[t.name] = s
     for t in source:  # a -> b -> a: neither could start
-        seen, n = {t}, source[t].name
+        path, n = [t], source[t].name
         while n in source:
-            if n in seen:
-                raise KronError(f"recipe key finetune.init_from: {' -> '.join([*seen, n])} is a cycle; each task "
+            if n in path:
+                raise KronError(f"recipe key finetune.init_from: {' -> '.join([*path, n])} is a cycle; each task "
                                 "starts from a task that does not start from it")
-            seen.add(n)
+            path.append(n)
             n = source[n].name
     trained = {normalize_task(s.task).name for s in planned if s.kind == "finetune"}
     for stage in planned:
@@ -142,6 +142,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
 
     planned = stages(recipe) if plan is None else plan
     kinds = {s.kind for s in planned}
+    check_init_from(recipe, ws, planned)  # first: the done stages' settings are compared through its task names
     check_done_stages(recipe, ws)
     factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
     if not factorized:  # every later stage starts from the factorized student
@@ -163,7 +164,6 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     for key in ("lr_per_task", "augment_per_task", "weights_per_task"):
         for name in getattr(f, key):
             _recipe_key(f"finetune.{key}", normalize_task, name)
-    check_init_from(recipe, ws, planned)
     for t in dict.fromkeys(s.task for s in planned if s.kind == "finetune"):
         check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
         weights = task_weights(f, t)
