@@ -359,7 +359,10 @@ def step_seed(seed: int, step: int, micro: int) -> int:
     generator from a checkpoint does not, since a data loader restarted mid-epoch draws its own base seed from
     it (and accelerate's loader fetches one batch ahead).
     """
-    return (seed * 1_000_003 + step) * 64 + micro % 64
+    base = seed * 1_000_003 + step
+    if micro < 64:
+        return base * 64 + micro
+    return (1 << 62) + ((base << 32) + micro) % (1 << 62)  # --grad-accum above 64: a range of their own
 
 
 def steps_for_budget(seconds: float, seconds_per_step: float, cap: int | None = None, start: int = 0) -> int:

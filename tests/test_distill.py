@@ -490,3 +490,11 @@ def test_training_log_survives_a_closed_stream():
     log("step 10")
     log("step 20")
     assert seen == ["step 10", "step 20"]
+
+
+def test_step_seeds_differ_for_every_micro_batch():
+    """Two micro-batches never share dropout masks: across steps, seeds, and --grad-accum beyond 64."""
+    from kroncli.train import step_seed
+
+    seeds = [step_seed(seed, step, micro) for seed in (0, 1) for step in range(40) for micro in range(130)]
+    assert len(set(seeds)) == len(seeds) and all(0 <= v < 2 ** 64 for v in seeds)
