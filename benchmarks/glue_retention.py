@@ -64,14 +64,14 @@ def main() -> None:
 
     from kroncli.data.glue import TASKS, normalize_task
     from kroncli.recipes import load_recipe
-    from kroncli.run import _sources_first, init_source
+    from kroncli.run import init_source, sources_first
 
     data = Path(args.data_dir)
     tasks = args.tasks.split(",") if args.tasks else [t.name for t in TASKS.values()
                                                        if (data / t.folder / "train.tsv").is_file()]
     tasks = [normalize_task(t).name for t in tasks]
     finetune = load_recipe(Path(args.recipe), args.set).finetune
-    tasks = _sources_first(tasks, finetune.init_from)  # a task whose student starts from another's comes after it
+    tasks = sources_first(tasks, finetune.init_from)  # a task whose student starts from another's comes after it
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     common = ["--set", f"data_dir={data}", *[x for s in args.set for x in ("--set", s)]]

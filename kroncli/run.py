@@ -31,7 +31,7 @@ def stages(recipe: Recipe) -> list[Stage]:
         out.append(Stage("distill", "distill"))
     from .data.glue import normalize_task
 
-    for t in _sources_first(recipe.finetune.tasks, recipe.finetune.init_from):
+    for t in sources_first(recipe.finetune.tasks, recipe.finetune.init_from):
         name = normalize_task(t).name.lower()
         out += [Stage(f"teacher-{name}", "teacher", t), Stage(f"finetune-{name}", "finetune", t)]
     if recipe.eval.glue:
@@ -41,16 +41,14 @@ def stages(recipe: Recipe) -> list[Stage]:
     return out
 
 
-def _sources_first(tasks: list[str], init_from: dict[str, str]) -> list[str]:
+def sources_first(tasks: list[str], init_from: dict[str, str]) -> list[str]:
     """The recipe's task order, except that a task whose student starts from another task's (`init_from`) comes
     after that task. Names that are no task, and cycles, are left for `validate` to name."""
-    from .data.glue import normalize_task
+    from .data.glue import find_task
 
     def name(t):
-        try:
-            return normalize_task(t).name
-        except KronError:
-            return t
+        task = find_task(t)
+        return task.name if task else t
 
     source = {name(k): name(v) for k, v in init_from.items()}
     ordered: list[str] = []

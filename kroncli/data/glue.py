@@ -150,11 +150,14 @@ _BY_KEY: dict[str, Task] = {_squash(key): t for t in TASKS.values() for key in (
 _BY_KEY.update({_squash(key): v for v in VARIANTS.values() for key in (v.name, *v.aliases)})
 
 
+def find_task(name: str | Task) -> Task | None:
+    """The Task for any usual spelling (case and `-`/`_` ignored), or None for a name that is no GLUE task."""
+    return name if isinstance(name, Task) else _BY_KEY.get(_squash(str(name)))
+
+
 def normalize_task(name: str | Task) -> Task:
     """The Task for any usual spelling (case and `-`/`_` ignored); KronError listing the valid names."""
-    if isinstance(name, Task):
-        return name
-    task = _BY_KEY.get(_squash(str(name)))
+    task = find_task(name)
     if task is None:
         raise KronError(f"unknown GLUE task {name!r}; choose one of {', '.join([*TASKS, *VARIANTS])}")
     return task

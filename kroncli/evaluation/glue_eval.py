@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.encode import EncodedSplit, encode
-from ..data.glue import TASKS, VARIANTS, Task, load_split, normalize_task
+from ..data.glue import TASKS, VARIANTS, Task, find_task, load_split, normalize_task
 from ..errors import KronError, first_line
 from ..metrics import compute_metrics, majority_baseline
 from ..workspace import Workspace, now
@@ -104,8 +104,8 @@ def check_labels(ws: Workspace, task: Task, which: str) -> None:
 
     if which == "student" and (path / KRON_CONFIG).is_file():  # same label count, other task (MRPC and CoLA: 2)
         made_for = json.loads((path / KRON_CONFIG).read_text()).get("task")
-        with suppress(KronError):  # any spelling (mrpc, MRPC); a name kron does not know is not checked
-            made_for = made_for and normalize_task(made_for).name
+        known = made_for and find_task(made_for)  # any spelling (mrpc, MRPC); a name kron does not know is refused
+        made_for = known.name if known else made_for
         if made_for and made_for != model_task(task).name:
             raise KronError(f"{path} was fine-tuned on {made_for}, not {model_task(task).name}; re-run "
                             f"{finetune_hint(ws, task, which)}")

@@ -133,27 +133,19 @@ def resolve_devices(device: str) -> list[str]:
 
 def _is_task(name: str) -> bool:
     """A GLUE or SQuAD task name that kron finetune takes."""
-    from ..data.glue import normalize_task
+    from ..data.glue import find_task
     from ..data.squad import squad_version
 
-    if squad_version(name) is not None:
-        return True
-    try:
-        normalize_task(name)
-    except KronError:
-        return False
-    return True
+    return squad_version(name) is not None or find_task(name) is not None
 
 
 def _task_folder(ws: Workspace, name: str) -> Path:
     """tasks/<task> as `kron finetune` names it; an unknown task name is taken as written."""
-    from ..data.glue import normalize_task
+    from ..data.glue import find_task
     from ..stages.finetune import task_dir
 
-    try:
-        return task_dir(ws, normalize_task(name))
-    except KronError:
-        return ws.root / "tasks" / name.lower()
+    task = find_task(name)
+    return task_dir(ws, task) if task else ws.root / "tasks" / name.lower()
 
 
 def resolve_models(ws: Workspace, model: str) -> tuple[ModelRef, ModelRef]:
