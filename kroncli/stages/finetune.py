@@ -270,14 +270,16 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     task = normalize_task(opts.task)
     require_student(ws)
     start = init_student_dir(ws, task, opts.init_from)
+    # the source task by its GLUE name, for the log, the checkpoint fingerprint and the manifest
+    init = {"init_from": normalize_task(opts.init_from).name} if opts.init_from else {}
     teacher_path = task_dir(ws, task) / "teacher"
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
                         f"--task {opts.task} --teacher-only first")
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
     student, choices = build_task_student(ws, task, teacher, start)
-    if opts.init_from:
-        log(f"{task.name}: starting from the {normalize_task(opts.init_from).name} student ({start})")
+    if init:
+        log(f"{task.name}: starting from the {init['init_from']} student ({start})")
     layers = student_layer_map(ws.student_dir, opts.layer_map)
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
     tokenizer = _load_tokenizer(ws.student_dir)
@@ -333,7 +335,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     summary = train(cfg, student, train_set, collate, step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
                     {**shapes_fingerprint(ws.student_dir), "task": task.name,
-                     **({"init_from": normalize_task(opts.init_from).name} if opts.init_from else {}),
+                     **init,
                      "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit},
                      **({"augment": _augment_fingerprint(opts)} if opts.augment else {}),
                      **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {})},
@@ -348,6 +350,6 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                                     **({"augment_rules": {"swap": opts.augment_p, "mask": opts.augment_mask,
                                                           "ngram": opts.augment_ngram}} if opts.augment else {}),
                                     "rehearse": opts.rehearse, **budget_plan(summary),
-                                    **({"init_from": normalize_task(opts.init_from).name} if opts.init_from else {})})
+                                    **init})
     summary["eval_before"] = before
     return summary
