@@ -214,8 +214,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     if cfg.max_minutes and meta and done < meta.get("total", 0):
         total = int(meta["total"])  # an interrupted timed run keeps the schedule it was planned with
     elif cfg.max_minutes:  # a fresh run, or a finished one continued for another budget
+        # its dropout draws do not reach training: the loop seeds every micro-batch itself (step_seed)
         seconds_per_step = time_steps(accelerator, model, optimizer, step_fn, dataset, collate, cfg)
-        set_seed(cfg.seed)  # the timing passes drew dropout masks; training starts from the same RNG state
         total = steps_for_budget(cfg.max_minutes * 60, seconds_per_step, cap, start=done)
         if main:
             log(f"{cfg.stage}: {seconds_per_step:.4f} s per step measured; {total - done} steps fill "

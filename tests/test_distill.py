@@ -183,12 +183,13 @@ def test_steps_for_budget():
     assert steps_for_budget(1, 30.0) == 1  # a budget shorter than one step still trains one
 
 
-def test_max_minutes_plans_the_steps_from_the_measured_speed(teacher_dir, corpus, tmp_path):
-    """The step count comes from the timed speed; the weights are those of a plain run of that many steps; an
+def test_max_minutes_plans_the_steps_from_the_measured_speed(dropout_teacher_dir, corpus, tmp_path):
+    """The step count comes from the timed speed; the weights are those of a plain run of that many steps (dropout
+    on: the timing passes' draws must not shift training's); an
     interrupted timed run resumes on its plan instead of timing again; a finished one continues for another budget."""
     from kroncli.train import steps_for_budget
 
-    timed = factorized(teacher_dir, tmp_path, "timed")
+    timed = factorized(dropout_teacher_dir, tmp_path, "timed")
     res = distill(timed, corpus, "--max-minutes", "0.01")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -198,13 +199,13 @@ def test_max_minutes_plans_the_steps_from_the_measured_speed(teacher_dir, corpus
     info = json.loads((timed / "manifest.json").read_text())["stages"]["distill"]
     assert info["seconds_per_step"] == out["seconds_per_step"] and info["config"]["max_minutes"] == 0.01
 
-    capped = factorized(teacher_dir, tmp_path, "capped")
+    capped = factorized(dropout_teacher_dir, tmp_path, "capped")
     res = distill(capped, corpus, "--max-minutes", "0.5", "--max-steps", "6", "--save-every", "3", "--keep", "5")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["total_steps"] == 6 < steps_for_budget(30, out["seconds_per_step"])  # the cap binds
     assert "(capped at 6)" in " ".join(res.stderr.split())  # rich wraps long lines
-    plain = factorized(teacher_dir, tmp_path, "plain")
+    plain = factorized(dropout_teacher_dir, tmp_path, "plain")
     assert distill(plain, corpus, "--max-steps", str(out["total_steps"])).exit_code == 0
     a, b = (load_file(w / "student" / "model.safetensors") for w in (capped, plain))
     for k in a:  # the timing steps ran at learning rate 0 and the optimizer's moments were reset: bit for bit
