@@ -51,6 +51,10 @@ def judge(df: pd.DataFrame) -> None:
             what = f"gap {r.gap:.2f} (goal <= {goal})" if kind == "gap" else \
                 f"keeps {100 * r.retention:.0f}% (goal >= {100 * goal:.0f}%)"
             print(f"target {task} {metric}: {what} -> {'met' if ok else 'MISSED'}")
+            if kind == "gap" and r.unseen_student == r.unseen_student:  # not NaN: the start saw some dev inputs
+                gap = r.unseen_teacher - r.unseen_student
+                print(f"target {task} {metric} on the {int(r.unseen_n)} dev examples no training saw: gap {gap:.2f} "
+                      f"(goal <= {goal}) -> {'met' if gap <= goal else 'MISSED'}")
 
 
 def main() -> None:
@@ -108,13 +112,18 @@ def main() -> None:
             timings.append({"task": task, "stage": stage, "seconds": m.get(stage, {}).get("seconds")})
         ev = pd.read_csv(ws / "metrics" / "eval.csv")
         ev = ev[ev.task == TASKS[task].name].sort_values("timestamp").groupby(["model", "metric"]).last()
+        # a start from another task whose training set held some dev inputs: both models without them as well
+        unseen = m.get(f"finetune-{task.lower()}", {}).get("eval_unseen") or {}
         scores = []
         for metric in TASKS[task].metrics:
             t, s = ev.loc[("teacher", metric), "value"], ev.loc[("student", metric), "value"]
             floor = ev["value"].get(("majority", metric), float("nan"))  # kron eval glue's majority-class row
             rows.append({"task": task, "metric": metric, "teacher": t, "student": s, "majority": floor,
                          "gap": t - s, "retention": s / t if t > 0 else float("nan"),  # as kron report
-                         "gain_retention": (s - floor) / (t - floor) if t > floor else float("nan")})
+                         "gain_retention": (s - floor) / (t - floor) if t > floor else float("nan"),
+                         "unseen_teacher": (unseen.get("teacher") or {}).get(metric, float("nan")),
+                         "unseen_student": (unseen.get("student") or {}).get(metric, float("nan")),
+                         "unseen_n": (unseen.get("student") or {}).get("n", float("nan"))})
             scores.append(f"{metric} teacher {t:.2f} student {s:.2f}")
         print(f"{task} done in {time.perf_counter() - started:.0f}s: {'; '.join(scores)}", flush=True)
     df = pd.DataFrame(rows)

@@ -95,6 +95,13 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
         floor = (info.get("majority") or {}).get(_primary(task))
         if floor is not None:
             glue_scores["majority"].setdefault(task, floor)
+        # a student started from another task's (--init-from) whose training set held some dev inputs: both
+        # models on the dev examples that training never saw (see data/overlap.py); beside, not in the averages
+        unseen = info.get("eval_unseen") or {}
+        for who, row in (("student", student), ("teacher", teacher)):
+            value = (unseen.get(who) or {}).get(_primary(task))
+            if value is not None:
+                row[f"{task} unseen"] = value
     for model, row in (("student", student), ("teacher", teacher)):
         if glue_scores[model]:
             row["glue_avg"] = sum(glue_scores[model].values()) / len(glue_scores[model])

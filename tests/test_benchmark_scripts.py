@@ -15,10 +15,31 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "machine.py")
 
 
 def _machine():
-    spec = importlib.util.spec_from_file_location("bench_machine", BENCH / "machine.py")
+    return _load("machine")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_glue_retention_judges_the_unseen_dev_examples_too(capsys):
+    """MRPC started from STS-B's student: the target is judged on all of dev and on the examples no training saw."""
+    import pandas as pd
+
+    nan = float("nan")
+    df = pd.DataFrame([
+        {"task": "MRPC", "metric": "accuracy", "teacher": 80.6, "student": 79.0, "majority": 68.4, "gap": 1.6,
+         "retention": 0.98, "unseen_teacher": 82.2, "unseen_student": 79.7, "unseen_n": 360},
+        {"task": "CoLA", "metric": "mcc", "teacher": 30.0, "student": 20.0, "majority": 0.0, "gap": 10.0,
+         "retention": 0.667, "unseen_teacher": nan, "unseen_student": nan, "unseen_n": nan}])
+    _load("glue_retention").judge(df)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "target MRPC accuracy: gap 1.60 (goal <= 2.0) -> met"
+    assert lines[1] == "target MRPC accuracy on the 360 dev examples no training saw: gap 2.50 (goal <= 2.0) -> MISSED"
+    assert lines[2].startswith("target CoLA mcc: keeps 67%") and len(lines) == 3
 
 
 def test_load_line_warns_above_threshold():

@@ -208,3 +208,104 @@ def test_init_from_starts_the_student_from_another_tasks_student(ws):
     shutil.rmtree(ws / "checkpoints" / "finetune-mrpc" / "step_2")
     res = finetune(ws, "--max-steps", "2", "--resume")
     assert res.exit_code == 2 and "different student" in res.output
+
+
+def test_init_from_scores_apart_the_dev_examples_the_source_task_trained_on(ws, tmp_path):
+    """A source task whose training set holds some of the target's dev inputs (as STS-B holds 48 of MRPC's): the
+    start has seen them, so the stage also scores student and teacher on the rest and records both."""
+    import csv
+
+    if not (ws / "tasks" / "wnli" / "student" / "config.json").is_file():
+        pytest.skip("needs the WNLI student of test_init_from_starts_the_student_from_another_tasks_student")
+    data = tmp_path / "glue"
+    (data / "WNLI").mkdir(parents=True)
+    shutil.copytree(glue_dir() / "MRPC", data / "MRPC")
+    with open(glue_dir() / "MRPC" / "dev.tsv", encoding="utf-8-sig", newline="") as f:
+        dev = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    wnli = (glue_dir() / "WNLI" / "train.tsv").read_text(encoding="utf-8")
+    planted = [(dev[i][3], dev[i][4]) for i in range(4)] + [(dev[4][4], dev[4][3])]  # the last pair swapped
+    extra = "".join(f"{9000 + i}\t{a}\t{b}\t0\n" for i, (a, b) in enumerate(planted))
+    (data / "WNLI" / "train.tsv").write_text(wnli.rstrip("\n") + "\n" + extra, encoding="utf-8")
+
+    args = ["finetune", "-w", str(ws), "--task", "mrpc", "--data-dir", str(data), "--limit", "32",
+            "--batch-size", "16", "--max-seq-len", "64", "--max-steps", "1", "--lr", "1e-12", "--init-from", "wnli",
+            "--restart"]
+    res = runner.invoke(app, args + ["--json"])
+    assert res.exit_code == 0, res.output
+    assert "5 of the 408 dev examples are in WNLI's training set" in res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    unseen = out["eval_unseen"]
+    assert unseen["excluded"] == {"dev": 5} and unseen["seen_in"] == "WNLI"
+    assert unseen["student"]["n"] == unseen["teacher"]["n"] == 403
+    assert 0 <= unseen["student"]["accuracy"] <= 100 and 0 <= unseen["teacher"]["accuracy"] <= 100
+    info = json.loads((ws / "manifest.json").read_text())["stages"]["finetune-mrpc"]
+    assert info["eval_unseen"] == unseen
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "without the 5 dev examples in WNLI's training set: student" in res.stderr
+
+    # the real files: WNLI's training set holds none of MRPC's dev pairs, so nothing is scored apart
+    res = runner.invoke(app, [*args, "--data-dir", str(glue_dir()), "--json"])  # the last --data-dir counts
+    assert res.exit_code == 0, res.output
+    assert "eval_unseen" not in json.loads(res.stdout.strip().splitlines()[-1])
+    assert "eval_unseen" not in json.loads((ws / "manifest.json").read_text())["stages"]["finetune-mrpc"]
+
+
+def planted_stsb(tmp_path) -> tuple:
+    """A GLUE folder: MRPC as it is, and an STS-B training set of 6 real rows plus 3 of MRPC's dev pairs and 1
+    of its training pairs (the last dev pair in swapped order)."""
+    import csv
+
+    data = tmp_path / "glue"
+    (data / "STS-B").mkdir(parents=True)
+    shutil.copytree(glue_dir() / "MRPC", data / "MRPC")
+
+    def rows(path):
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+    dev, train = rows(glue_dir() / "MRPC" / "dev.tsv")[1:], rows(glue_dir() / "MRPC" / "train.tsv")[1:]
+    stsb = rows(glue_dir() / "STS-B" / "train.tsv")
+    planted = [(dev[0][3], dev[0][4]), (dev[1][3], dev[1][4]), (dev[2][4], dev[2][3]), (train[0][3], train[0][4])]
+    lines = [stsb[0], *stsb[1:7]] + [stsb[1][:7] + [a, b, "2.5"] for a, b in planted]
+    (data / "STS-B" / "train.tsv").write_text("".join("\t".join(r) + "\n" for r in lines), encoding="utf-8")
+    return data, planted
+
+
+def test_unlabelled_rows_drop_the_tasks_own_inputs(tmp_path):
+    from kroncli.data.glue import load_split, normalize_task
+    from kroncli.data.overlap import seen_mask
+    from kroncli.stages.finetune import FinetuneOptions, unlabelled_rows
+
+    data, planted = planted_stsb(tmp_path)
+    rows, dropped = unlabelled_rows(normalize_task("mrpc"), FinetuneOptions(task="mrpc", data_dir=str(data),
+                                                                            unlabelled_from=["stsb"]))
+    assert dropped == {"STS-B": 4} and len(rows) == 6
+    assert (rows["label"] == -100).all() and rows["text_b"].notna().all()
+    assert rows["text_a"].tolist() == load_split("stsb", "train", data)["text_a"].iloc[:6].tolist()
+    for split in ("train", "dev"):
+        assert not seen_mask(rows, load_split("mrpc", split, data)).any()
+    rows, _ = unlabelled_rows(normalize_task("stsb"), FinetuneOptions(task="stsb", data_dir=str(glue_dir()),
+                                                                      unlabelled_from=["mrpc"], limit=10))
+    assert len(rows) <= 10 and rows["label"].isna().all()  # a regression task's missing target is NaN
+
+
+def test_unlabelled_from_trains_on_another_tasks_inputs(ws, tmp_path):
+    """MRPC's student with STS-B's inputs added: 6 unlabelled rows join the 32 labelled ones, the 4 already in MRPC
+    are dropped, the manifest records it; a source of another input form, the task itself, or the teacher stage is a
+    one-line error."""
+    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
+        assert finetune(ws, "--teacher-only", "--max-steps", "1").exit_code == 0
+    data, _ = planted_stsb(tmp_path)
+    args = ["finetune", "-w", str(ws), "--task", "mrpc", "--data-dir", str(data), "--limit", "32", "--batch-size",
+            "16", "--max-seq-len", "64", "--max-steps", "1", "--json"]
+    res = runner.invoke(app, args + ["--unlabelled-from", "stsb", "--restart"])
+    assert res.exit_code == 0, res.output
+    assert "6 unlabelled training inputs of STS-B added" in res.stderr and "4 of STS-B dropped" in res.stderr
+    info = json.loads((ws / "manifest.json").read_text())["stages"]["finetune-mrpc"]
+    assert info["unlabelled_from"] == ["STS-B"] and info["unlabelled_examples"] == 6
+    assert info["train_examples"] == 38
+    for bad, why in (("cola", "single sentences"), ("mrpc", "is the task being trained"), ("sst3", "sst3")):
+        res = runner.invoke(app, args + ["--unlabelled-from", bad])
+        assert res.exit_code == 2 and why in res.output and "Traceback" not in res.output, res.output
+    res = runner.invoke(app, args + ["--unlabelled-from", "stsb", "--teacher-only"])
+    assert res.exit_code == 2 and "--unlabelled-from" in res.output

@@ -449,6 +449,27 @@ def test_report_falls_back_to_the_scores_stage_2_logged(tmp_path):
     assert df.loc["student", "gain_retention"] == pytest.approx(4.0 / 13.0)
 
 
+def test_report_shows_the_scores_on_dev_examples_the_start_never_saw(tmp_path):
+    """MRPC's student started from STS-B's: the report adds both models' scores on the dev pairs outside STS-B's
+    training set (`eval_unseen`) as a column of their own, out of the averages."""
+    from kroncli.report import build_table, render
+    from kroncli.workspace import Workspace
+
+    ws = Workspace(tmp_path / "w")
+    ws.root.mkdir()
+    ws.record_stage("factorize", {"student_params": 1000, "compression": 20.0}, top={"teacher": {"params": 20000}})
+    ws.record_stage("teacher-mrpc", {"task": "MRPC", "eval": {"accuracy": 80.0, "f1": 86.0, "combined": 83.0}})
+    ws.record_stage("finetune-mrpc", {"task": "MRPC", "eval": {"accuracy": 76.0, "f1": 84.0, "combined": 80.0},
+                                      "init_from": "STS-B",
+                                      "eval_unseen": {"student": {"accuracy": 75.0, "combined": 79.0, "n": 360},
+                                                      "teacher": {"accuracy": 81.0, "combined": 84.5, "n": 360},
+                                                      "excluded": {"dev": 48}, "seen_in": "STS-B"}})
+    df = build_table([str(ws.root)]).set_index("model")
+    assert df.loc["student", "MRPC unseen"] == 79.0 and df.loc["teacher", "MRPC unseen"] == 84.5
+    assert df.loc["student", "glue_avg"] == 80.0 and df.loc["student", "retention"] == pytest.approx(80.0 / 83.0)
+    assert "MRPC unseen" in render(df.reset_index(), "markdown").splitlines()[0]
+
+
 def test_report_gain_over_the_majority_floor_from_eval_rows(tmp_path):
     """`kron eval glue`'s rows (model "majority" beside student and teacher): the share of the teacher's gain over
     the floor the student keeps, averaged over the tasks all three were scored on; a teacher at or below the floor

@@ -70,6 +70,11 @@ def finetune_cmd(
     init_from: Annotated[Optional[str], typer.Option(help="Student: start from this workspace's distilled student "
                                                           "of another task (e.g. mrpc from stsb, rte from mnli) "
                                                           "instead of the general one.")] = None,
+    unlabelled_from: Annotated[Optional[list[str]], typer.Option(help="Student: add this GLUE task's training "
+                                                                      "inputs without their labels, for the teacher "
+                                                                      "to label (e.g. mrpc with stsb); inputs in the "
+                                                                      "task's own splits are dropped. "
+                                                                      "Repeatable.")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Stage 2: fine-tune the teacher on a task (--teacher-only), then distil it into the student.
@@ -104,11 +109,13 @@ def finetune_cmd(
                            temperature=temperature, layer_map=layer_map, limit=limit, augment=augment,
                            augment_p=augment_p, augment_k=augment_k, augment_mask=augment_mask,
                            augment_ngram=augment_ngram, rehearse=rehearse,
-                           rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight, init_from=init_from)
+                           rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight, init_from=init_from,
+                           unlabelled_from=unlabelled_from)
     check_training_values({**vars(cfg), **vars(opts)})
-    if teacher_only and (augment or rehearse or init_from):
-        raise KronError("--augment, --rehearse and --init-from are for the student (the teacher labels the copies "
-                        "and the general text, and starts from the pre-trained model); drop them with --teacher-only")
+    if teacher_only and (augment or rehearse or init_from or unlabelled_from):
+        raise KronError("--augment, --rehearse, --init-from and --unlabelled-from are for the student (the teacher "
+                        "labels the copies, the general text and the other task's inputs, and starts from the "
+                        "pre-trained model); drop them with --teacher-only")
     if init_from:
         normalize_task(init_from)  # an unknown task name is a one-line error before anything loads
     ws = Workspace(workspace)
@@ -124,6 +131,19 @@ def finetune_cmd(
     else:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in summary["eval"].items() if k != "n" and isinstance(v, float))
         err_console.print(f"{out['model']} {spec.name}: {summary['steps']} steps; dev {shown}", highlight=False)
+        if "eval_unseen" in summary:
+            err_console.print(_unseen_line(summary["eval_unseen"]), highlight=False)
+
+
+def _unseen_line(record: dict) -> str:
+    """The student and teacher on the eval examples that the --init-from task's training set did not hold."""
+    lost = ", ".join(f"{n} {split}" for split, n in record["excluded"].items())
+
+    def shown(scores):
+        return ", ".join(f"{k} {v:.2f}" for k, v in scores.items() if isinstance(v, float)) or "nothing left"
+
+    return (f"without the {lost} examples in {record['seen_in']}'s training set: student {shown(record['student'])}; "
+            f"teacher {shown(record['teacher'])}")
 
 
 def _squad(version: int, **a) -> None:
@@ -137,6 +157,8 @@ def _squad(version: int, **a) -> None:
         raise KronError("--rehearse is for GLUE tasks so far; drop it for SQuAD")
     if a["init_from"]:
         raise KronError("--init-from is for GLUE tasks so far; drop it for SQuAD")
+    if a["unlabelled_from"]:
+        raise KronError("--unlabelled-from is for GLUE tasks; drop it for SQuAD")
 
     name = task_name(version)
     teacher_only = a["teacher_only"]

@@ -10,11 +10,13 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from .. import sources
 from ..data.encode import Collate, encode
 from ..data.glue import Task, load_split, normalize_task
+from ..data.overlap import seen_mask
 from ..data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights
@@ -56,6 +58,7 @@ class FinetuneOptions:
     rehearse_corpus: list[str] | None = None  # default: the corpus stage 1 used (from the manifest)
     rehearse_weight: float = 1.0  # scales the rehearsal's intermediate losses
     init_from: str | None = None  # student stage: start from this workspace's student for another task (STILTs)
+    unlabelled_from: list[str] | None = None  # student stage: other tasks' training inputs, labelled by the teacher
     extra: dict = field(default_factory=dict)
 
 
@@ -74,9 +77,10 @@ def _task_config(config, task: Task):
     return cfg
 
 
-def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None):
+def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None, unlabelled: pd.DataFrame | None = None):
     """(training set, encoded eval splits, their majority-class floor keyed as the stage's eval: the whole
-    training set's most common label, --limit or not, as `kron eval glue` scores it)."""
+    training set's most common label, --limit or not, as `kron eval glue` scores it). `unlabelled` rows (other
+    tasks' inputs) join the training set after augmentation, once each."""
     train_df = load_split(task, "train", opts.data_dir)
     frames = {s: load_split(task, s, opts.data_dir) for s in task.eval_splits}
     floor = _keyed(task, {s: majority_baseline(task, train_df["label"], f["label"]) for s, f in frames.items()})
@@ -84,9 +88,44 @@ def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None):
         train_df = train_df.iloc[: opts.limit]
     if augmenter is not None:
         train_df = augmenter.expand(train_df, task.is_regression, opts.augment)
+    if unlabelled is not None:
+        train_df = pd.concat([train_df, unlabelled], ignore_index=True)
     train_set = encode(task, train_df, tokenizer, opts.max_seq_len)
     evals = {s: encode(task, f, tokenizer, opts.max_seq_len) for s, f in frames.items()}
     return train_set, evals, floor
+
+
+def _own_inputs(task: Task, data_dir) -> pd.DataFrame:
+    """Every input of the task's own splits, test included where the data has it."""
+    frames = [load_split(task, split, data_dir) for split in ("train", *task.eval_splits)]
+    for split in task.test_splits:
+        try:
+            frames.append(load_split(task, split, data_dir))
+        except KronError:  # a folder without test files: nothing there to keep out
+            pass
+    return pd.concat(frames, ignore_index=True)
+
+
+def unlabelled_rows(task: Task, opts: FinetuneOptions) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Other tasks' training inputs without their labels (-100 / NaN): more inputs of the same form on which the
+    student learns the teacher's answers through the distillation losses (TinyBERT's point that a small task set
+    is too little to transfer through). Inputs found in any of the task's own splits are dropped, an eval or test
+    input so that it never reaches training, a training input because it is there already; `--limit` takes the
+    first N of each source. Returns the rows and how many each source lost to that filter."""
+    own = _own_inputs(task, opts.data_dir)
+    frames, dropped = [], {}
+    for name in opts.unlabelled_from or []:
+        source = normalize_task(name)
+        frame = load_split(source, "train", opts.data_dir)
+        if opts.limit:
+            frame = frame.iloc[: opts.limit]
+        seen = seen_mask(frame, own)
+        dropped[source.name] = int(seen.sum())
+        keep = frame[~seen]
+        frames.append(pd.DataFrame({"text_a": keep["text_a"].to_numpy(), "text_b": keep["text_b"].to_numpy(),
+                                    "label": float("nan") if task.is_regression else -100,
+                                    "idx": keep["idx"].to_numpy()}))
+    return pd.concat(frames, ignore_index=True), dropped
 
 
 def _keyed(task: Task, per_split: dict[str, dict]) -> dict:
@@ -233,6 +272,15 @@ def check_student_options(opts: FinetuneOptions) -> None:
                         names=("--augment-p", "--augment-mask", "--augment-ngram"))
         except ValueError as e:
             raise KronError(str(e)) from None
+    for name in opts.unlabelled_from or []:
+        task, source = normalize_task(opts.task), normalize_task(name)
+        if source.name == task.name:
+            raise KronError(f"--unlabelled-from {name} is the task being trained; its inputs are there already, "
+                            "name another task (e.g. --task mrpc --unlabelled-from stsb)")
+        if source.is_pair != task.is_pair:
+            form = lambda t: "sentence pairs" if t.is_pair else "single sentences"  # noqa: E731
+            raise KronError(f"--unlabelled-from {name}: {source.name} has {form(source)}, {task.name} "
+                            f"{form(task)}; name a task whose inputs have the same form")
     if opts.augment and opts.augment_k < 1:
         raise KronError(f"--augment-k {opts.augment_k} must be at least 1, e.g. --augment-k 15")
 
@@ -242,6 +290,21 @@ def _augment_fingerprint(opts: FinetuneOptions) -> list:
     checkpoints written before them still resume."""
     rules = [opts.augment_mask, opts.augment_ngram] if opts.augment_mask or opts.augment_ngram else []
     return [opts.augment, opts.augment_p, opts.augment_k, *rules]
+
+
+def _unseen_evals(task: Task, source: Task, opts: FinetuneOptions, tokenizer) -> tuple[dict, dict]:
+    """The eval splits without the inputs of `source`'s training set, which trained the student's start (see
+    data/overlap.py), encoded, and how many examples each split lost; ({}, {}) where nothing overlaps."""
+    seen = load_split(source, "train", opts.data_dir)
+    unseen, lost = {}, {}
+    for split in task.eval_splits:
+        frame = load_split(task, split, opts.data_dir)
+        mask = seen_mask(frame, seen)
+        if mask.any():
+            lost[split] = int(mask.sum())
+            if not mask.all():
+                unseen[split] = encode(task, frame[~mask], tokenizer, opts.max_seq_len)
+    return unseen, lost
 
 
 def _with_rehearsal(ws: Workspace, opts: FinetuneOptions, tokenizer, train_set, collate, seed: int, log):
@@ -289,7 +352,18 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
 
         augmenter = Augmenter.from_model(teacher, tokenizer, k=opts.augment_k, p=opts.augment_p, seed=cfg.seed,
                                          p_mask=opts.augment_mask, p_ngram=opts.augment_ngram)
-    train_set, evals, floor = _data(task, tokenizer, opts, augmenter)
+    rows, extra_inputs = None, {}
+    if opts.unlabelled_from:
+        rows, dropped = unlabelled_rows(task, opts)
+        extra_inputs = {"unlabelled_from": list(dropped), "unlabelled_examples": len(rows)}
+        log(f"{task.name}: {len(rows):,} unlabelled training inputs of {', '.join(dropped)} added, for the teacher to "
+            f"label ({', '.join(f'{n:,} of {k}' for k, n in dropped.items())} dropped: already in {task.name}'s "
+            "own splits)")
+    train_set, evals, floor = _data(task, tokenizer, opts, augmenter, rows)
+    unseen, lost = _unseen_evals(task, normalize_task(opts.init_from), opts, tokenizer) if init else ({}, {})
+    for split, n in lost.items():
+        log(f"{task.name}: {n:,} of the {len(evals[split]):,} {split} examples are in {init['init_from']}'s training "
+            "set, which trained the start: the score on the others is recorded too (eval_unseen)")
     weights = opts.weights or default_weights(task)
     rehearse_weights = {k: weights[k] for k in INTERMEDIATE_LOSSES if weights.get(k)}
     collate = Collate(tokenizer, task.is_regression)
@@ -328,7 +402,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         return total, terms
 
     log(f"{task.name}: {len(train_set):,} training examples"
-        + (f" ({opts.augment} augmented copies of each)" if opts.augment else "")
+        + (f" ({opts.augment} augmented copies of each task example)" if opts.augment else "")
+        + (f", {len(rows):,} of them {', '.join(extra_inputs['unlabelled_from'])}'s" if rows is not None else "")
         + (f", each with {opts.rehearse} block(s) of general text" if opts.rehearse else "")
         + "; distilling the student")
     before = _eval_fn(task, evals, tokenizer, opts.eval_batch_size)(student)
@@ -338,8 +413,14 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                      **init,
                      "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit},
                      **({"augment": _augment_fingerprint(opts)} if opts.augment else {}),
-                     **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {})},
+                     **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {}),
+                     **extra_inputs},
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size), progress=progress, log=log)
+    if summary["is_main"] and lost:
+        score_unseen = _eval_fn(task, unseen, tokenizer, opts.eval_batch_size)
+        summary["eval_unseen"] = {"student": score_unseen(summary["model"]) if unseen else {},
+                                  "teacher": score_unseen(teacher) if unseen else {},
+                                  "excluded": lost, "seen_in": init["init_from"]}
     if summary["is_main"]:
         save_student(summary["model"], choices, task_dir(ws, task) / "student", tokenizer,
                      extra={"task": task.name, "max_seq_len": opts.max_seq_len})  # eval and export default to it
@@ -350,6 +431,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                                     **({"augment_rules": {"swap": opts.augment_p, "mask": opts.augment_mask,
                                                           "ngram": opts.augment_ngram}} if opts.augment else {}),
                                     "rehearse": opts.rehearse, **budget_plan(summary),
-                                    **init})
+                                    **init, **({"eval_unseen": summary["eval_unseen"]} if lost else {}),
+                                    **extra_inputs})
     summary["eval_before"] = before
     return summary
