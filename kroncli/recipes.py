@@ -81,6 +81,7 @@ class FinetuneSection:
     rehearse_weight: float = 1.0
     rehearse_corpus: Optional[list[str]] = None  # default: distill.corpus
     init_from: dict[str, str] = field(default_factory=dict)  # e.g. {mrpc: stsb}: MRPC's student starts from STS-B's
+    unlabelled_from: dict[str, list[str]] = field(default_factory=dict)  # e.g. {mrpc: [stsb]}: STS-B's inputs added
     save_every: int = 500
     seed: int = 0
 

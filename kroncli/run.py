@@ -159,11 +159,17 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
         check_training_values(vars(f), lambda key: f"recipe key finetune.{key}")
         for task, lr in f.lr_per_task.items():
             check_training_values({"lr": lr}, lambda key: f"recipe key finetune.lr_per_task.{task}")
-    for key in ("lr_per_task", "augment_per_task", "weights_per_task"):
+    for key in ("lr_per_task", "augment_per_task", "weights_per_task", "unlabelled_from"):
         for name in getattr(f, key):
             _recipe_key(f"finetune.{key}", normalize_task, name)
     for t in dict.fromkeys(s.task for s in planned if s.kind == "finetune"):
         check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
+        extra = _recipe_key(f"finetune.unlabelled_from.{t}", unlabelled_sources, f, t)
+        if extra:
+            _recipe_key(f"finetune.unlabelled_from.{t}", check_student_options,
+                        FinetuneOptions(task=t, unlabelled_from=extra))
+            for src in extra:  # a source missing from the data folder fails now, not after the stages before it
+                _with_data_dir_hint(recipe, load_split, normalize_task(src), "train", recipe.data_dir)
         weights = task_weights(f, t)
         if weights is not None:
             keys = ["finetune.weights"] if f.weights else []
@@ -197,7 +203,8 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
 
 # finetune-section keys that only the teacher stage reads, and the per-task ones (compared resolved, per task)
 TEACHER_KEYS = ("teacher_lr", "teacher_epochs")
-PER_TASK_KEYS = ("lr", "lr_per_task", "augment", "augment_per_task", "weights", "weights_per_task", "init_from")
+PER_TASK_KEYS = ("lr", "lr_per_task", "augment", "augment_per_task", "weights", "weights_per_task", "init_from",
+                 "unlabelled_from")
 # not compared: what a training stage learns does not depend on them (a time budget, the arithmetic's precision: a
 # GPU stage 1 is followed by CPU stages), and the corpus paths move with --data-dir
 UNCOMPARED = ("tasks", "save_every", "max_minutes", "mixed_precision", "corpus", "rehearse_corpus")
@@ -221,7 +228,8 @@ def stage_settings(recipe: Recipe, stage: Stage) -> dict:
                 f"finetune.lr ({stage.task})": per_task(f.lr_per_task, stage.task, f.lr),
                 f"finetune.augment ({stage.task})": per_task(f.augment_per_task, stage.task, f.augment),
                 f"finetune.weights ({stage.task})": task_weights(f, stage.task),
-                f"finetune.init_from ({stage.task})": init_source(f, stage.task)}
+                f"finetune.init_from ({stage.task})": init_source(f, stage.task),
+                f"finetune.unlabelled_from ({stage.task})": unlabelled_sources(f, stage.task)}
     if stage.kind == "eval-glue":
         return {"eval.glue": recipe.eval.glue}
     return {f"eval.{k}": v for k, v in vars(recipe.eval).items() if k.startswith("speed_")}
@@ -381,6 +389,15 @@ def init_source(f, task: str) -> str | None:
     return normalize_task(src).name if src else None
 
 
+def unlabelled_sources(f, task: str) -> list[str] | None:
+    """The tasks whose training inputs `task`'s student also trains on (recipe `finetune.unlabelled_from`), by their
+    GLUE names; None where the recipe names none."""
+    from .data.glue import normalize_task
+
+    names = per_task(f.unlabelled_from, task, None)
+    return [normalize_task(n).name for n in names] if names else None
+
+
 def recipe_stage1_weights(recipe: Recipe) -> dict[str, float]:
     """A recipe's stage-1 weights adjust the defaults, like --weight does."""
     from .stages.distill import DEFAULT_WEIGHTS
@@ -425,7 +442,8 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
                            augment=augment, augment_p=f.augment_p, augment_k=f.augment_k,
                            augment_mask=f.augment_mask, augment_ngram=f.augment_ngram,
                            rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
-                           rehearse_corpus=f.rehearse_corpus, init_from=None if teacher else init_source(f, stage.task))
+                           rehearse_corpus=f.rehearse_corpus, init_from=None if teacher else init_source(f, stage.task),
+                           unlabelled_from=None if teacher else unlabelled_sources(f, stage.task))
     opts.weights = task_weights(f, stage.task)
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}

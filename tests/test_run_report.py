@@ -510,10 +510,25 @@ def test_init_from_that_cannot_run_is_refused_before_any_stage(tmp_path, init_fr
     assert res.exit_code == 2 and needle.lower() in res.output.lower() and "Traceback" not in res.output, res.output
 
 
+@pytest.mark.parametrize("extra, needle", [({"mrpc": ["cola"]}, "finetune.unlabelled_from.mrpc: --unlabelled-from "
+                                                              "cola: CoLA has single sentences"),
+                                           ({"mrpc": ["mrpc"]}, "is the task being trained"),
+                                           ({"mrpc": ["sst3"]}, "recipe key finetune.unlabelled_from"),
+                                           ({"sst3": ["mrpc"]}, "recipe key finetune.unlabelled_from"),
+                                           ({"mrpc": ["rte"]}, "no RTE train data")])
+def test_unlabelled_from_that_cannot_run_is_refused_before_any_stage(tmp_path, extra, needle):
+    rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(glue_dir()),
+                       finetune={"tasks": ["mrpc"], "unlabelled_from": extra}, eval={"speed": False})
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "w"), "--dry-run"])
+    assert res.exit_code == 2 and needle.lower() in res.output.lower() and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "w" / "manifest.json").exists()
+
+
 def test_init_from_runs_the_source_task_first_and_is_a_recorded_setting(tmp_path, tiny_teacher):
+    """Also `unlabelled_from`: MRPC's student trains on WNLI's inputs too, recorded and compared like the others."""
     rec = tiny_recipe(tmp_path, tiny_teacher, steps=3)
     recipe = yaml.safe_load(rec.read_text())
-    recipe["finetune"].update(tasks=["mrpc", "wnli"], init_from={"MRPC": "wnli"})
+    recipe["finetune"].update(tasks=["mrpc", "wnli"], init_from={"MRPC": "wnli"}, unlabelled_from={"mrpc": ["wnli"]})
     recipe["eval"] = {"glue": [], "speed": False}
     write_recipe(rec, **recipe)
     ws = tmp_path / "ws"
@@ -525,5 +540,9 @@ def test_init_from_runs_the_source_task_first_and_is_a_recorded_setting(tmp_path
     assert res.exit_code == 0, res.output
     stages = json.loads((ws / "manifest.json").read_text())["stages"]
     assert stages["finetune-mrpc"]["init_from"] == "WNLI" and "init_from" not in stages["finetune-wnli"]
+    assert stages["finetune-mrpc"]["unlabelled_from"] == ["WNLI"] and stages["finetune-mrpc"]["unlabelled_examples"] > 0
+    assert "unlabelled_from" not in stages["finetune-wnli"]
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "finetune.init_from={}", "--dry-run"])
     assert res.exit_code == 2 and "finetune.init_from (mrpc): 'WNLI' -> None" in res.output, res.output
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "finetune.unlabelled_from={}", "--dry-run"])
+    assert res.exit_code == 2 and "finetune.unlabelled_from (mrpc): ['WNLI'] -> None" in res.output, res.output
