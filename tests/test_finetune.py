@@ -280,6 +280,8 @@ def test_unlabelled_rows_drop_the_tasks_own_inputs(tmp_path):
     rows, dropped = unlabelled_rows(normalize_task("mrpc"), FinetuneOptions(task="mrpc", data_dir=str(data),
                                                                             unlabelled_from=["stsb"]))
     assert dropped == {"STS-B": 4} and len(rows) == 6
+    twice = FinetuneOptions(task="mrpc", data_dir=str(data), unlabelled_from=["stsb", "STS-B"])
+    assert len(unlabelled_rows(normalize_task("mrpc"), twice)[0]) == 6  # a source named twice counts once
     assert (rows["label"] == -100).all() and rows["text_b"].notna().all()
     assert rows["text_a"].tolist() == load_split("stsb", "train", data)["text_a"].iloc[:6].tolist()
     for split in ("train", "dev"):
@@ -304,7 +306,8 @@ def test_unlabelled_from_trains_on_another_tasks_inputs(ws, tmp_path):
     info = json.loads((ws / "manifest.json").read_text())["stages"]["finetune-mrpc"]
     assert info["unlabelled_from"] == ["STS-B"] and info["unlabelled_examples"] == 6
     assert info["train_examples"] == 38
-    for bad, why in (("cola", "single sentences"), ("mrpc", "is the task being trained"), ("sst3", "sst3")):
+    for bad, why in (("cola", "single sentences"), ("mrpc", "is the task being trained"), ("sst3", "sst3"),
+                     ("ax", "AX has no training set")):
         res = runner.invoke(app, args + ["--unlabelled-from", bad])
         assert res.exit_code == 2 and why in res.output and "Traceback" not in res.output, res.output
     res = runner.invoke(app, args + ["--unlabelled-from", "stsb", "--teacher-only"])

@@ -114,7 +114,7 @@ def unlabelled_rows(task: Task, opts: FinetuneOptions) -> tuple[pd.DataFrame, di
     first N of each source. Returns the rows and how many each source lost to that filter."""
     own = _own_inputs(task, opts.data_dir)
     frames, dropped = [], {}
-    for name in opts.unlabelled_from or []:
+    for name in dict.fromkeys(normalize_task(n).name for n in opts.unlabelled_from or []):  # each source once
         source = normalize_task(name)
         frame = load_split(source, "train", opts.data_dir)
         if opts.limit:
@@ -277,6 +277,9 @@ def check_student_options(opts: FinetuneOptions) -> None:
         if source.name == task.name:
             raise KronError(f"--unlabelled-from {name} is the task being trained; its inputs are there already, "
                             "name another task (e.g. --task mrpc --unlabelled-from stsb)")
+        if "train" not in source.splits:
+            raise KronError(f"--unlabelled-from {name}: {source.name} has no training set (only "
+                            f"{', '.join(source.splits)}); name a task that has one")
         if source.is_pair != task.is_pair:
             form = lambda t: "sentence pairs" if t.is_pair else "single sentences"  # noqa: E731
             raise KronError(f"--unlabelled-from {name}: {source.name} has {form(source)}, {task.name} "
