@@ -51,7 +51,7 @@ def judge(df: pd.DataFrame) -> None:
             what = f"gap {r.gap:.2f} (goal <= {goal})" if kind == "gap" else \
                 f"keeps {100 * r.retention:.0f}% (goal >= {100 * goal:.0f}%)"
             print(f"target {task} {metric}: {what} -> {'met' if ok else 'MISSED'}")
-            if kind == "gap" and r.unseen_student == r.unseen_student:  # not NaN: the start saw some dev inputs
+            if kind == "gap" and pd.notna(r.unseen_student):  # the start saw some dev inputs
                 gap = r.unseen_teacher - r.unseen_student
                 print(f"target {task} {metric} on the {int(r.unseen_n)} dev examples no training saw: gap {gap:.2f} "
                       f"(goal <= {goal}) -> {'met' if gap <= goal else 'MISSED'}")

@@ -336,8 +336,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     task = normalize_task(opts.task)
     require_student(ws)
     start = init_student_dir(ws, task, opts.init_from)
-    # the source task by its GLUE name, for the log, the checkpoint fingerprint and the manifest
-    init = {"init_from": normalize_task(opts.init_from).name} if opts.init_from else {}
+    source = normalize_task(opts.init_from) if opts.init_from else None
+    init = {"init_from": source.name} if source else {}  # for the log, the checkpoint fingerprint and the manifest
     teacher_path = task_dir(ws, task) / "teacher"
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
@@ -363,7 +363,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
             f"label ({', '.join(f'{n:,} of {k}' for k, n in dropped.items())} dropped: already in {task.name}'s "
             "own splits)")
     train_set, evals, floor = _data(task, tokenizer, opts, augmenter, rows)
-    unseen, lost = _unseen_evals(task, normalize_task(opts.init_from), opts, tokenizer) if init else ({}, {})
+    unseen, lost = _unseen_evals(task, source, opts, tokenizer) if source else ({}, {})
     for split, n in lost.items():
         log(f"{task.name}: {n:,} of the {len(evals[split]):,} {split} examples are in {init['init_from']}'s training "
             "set, which trained the start: the score on the others is recorded too (eval_unseen)")
