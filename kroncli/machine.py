@@ -14,17 +14,25 @@ import time
 THRESHOLD = 0.1  # above this share of the CPUs taken by other processes a timing is not a clean result
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) clock ticks of all CPUs together since boot, from /proc/stat's aggregate `cpu` line;
-    None where there is no /proc/stat (not Linux)."""
-    try:
-        with open("/proc/stat") as f:
-            vals = [int(v) for v in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    vals = (vals + [0] * 8)[:8]  # user nice system idle iowait irq softirq steal (guest is inside user)
+def cpu_ticks(stat: str) -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs together since boot, from the text of /proc/stat (its first,
+    aggregate `cpu` line); ValueError on anything else."""
+    head = stat.split("\n", 1)[0].split()
+    if not head or head[0] != "cpu":
+        raise ValueError("no aggregate cpu line")
+    # user nice system idle iowait irq softirq steal; guest time is counted inside user already
+    vals = ([int(v) for v in head[1:]] + [0] * 8)[:8]
     busy = vals[0] + vals[1] + vals[2] + vals[5] + vals[6] + vals[7]
     return busy, sum(vals)
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """cpu_ticks of /proc/stat now; None where there is none (not Linux) or it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            return cpu_ticks(f.readline())
+    except (OSError, ValueError):
+        return None
 
 
 def _own_ticks() -> int:

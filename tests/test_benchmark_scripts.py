@@ -50,11 +50,34 @@ def test_load_line_warns_above_threshold():
     assert "WARNING" not in m.load_line(0.36, threshold=0.5)
 
 
-def test_contention_share_is_a_fraction():
-    m = _machine()
+# /proc/stat's aggregate line (user nice system idle iowait irq softirq steal guest guest_nice) at two moments
+STAT_0 = "cpu  1000 20 300 8000 50 0 10 0 0 0\ncpu0 500 10 150 4000 25 0 5 0 0 0\nintr 1\n"
+STAT_1 = "cpu  1134 20 320 8000 50 0 12 0 0 0\ncpu0 567 10 160 4000 25 0 6 0 0 0\nintr 2\n"
+
+
+def test_cpu_ticks_read_the_aggregate_line():
+    from kroncli.machine import cpu_ticks
+
+    assert cpu_ticks(STAT_0) == (1330, 9380)  # busy = all but idle and iowait; total = every field but guest
+    assert cpu_ticks("cpu 1 2 3 4\n") == (6, 10)  # an old kernel's four fields
+    with pytest.raises(ValueError):
+        cpu_ticks("cpu0 1 2 3 4\n")
+
+
+def test_contention_share_is_other_ticks_over_all_cpus_ticks(monkeypatch):
+    """Two busy CPUs over a short block: 156 busy ticks of 156, 20 of them ours. The share is of all CPUs' ticks
+    in the interval, so it stays within [0, 1] however coarse the ticks (counting against wall time gave 1.35)."""
+    import kroncli.machine as m
+
+    readings, own = iter([STAT_0, STAT_1]), iter([400, 420])
+    monkeypatch.setattr(m, "_cpu_ticks", lambda: m.cpu_ticks(next(readings)))
+    monkeypatch.setattr(m, "_own_ticks", lambda: next(own))
     with m.Contention() as c:
-        sum(i * i for i in range(200_000))
-    assert 0.0 <= c.other <= 1.0
+        pass
+    assert c.measured and c.other == pytest.approx(136 / 156)
+    assert m.other_share(busy=150, own=160, total=156) == 0.0  # our ticks rounded up past the sampled busy ones
+    assert m.other_share(busy=170, own=0, total=156) == 1.0  # busy sampled a tick later than total
+    assert m.other_share(busy=0, own=0, total=0) == 0.0  # no tick passed
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
