@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -13,7 +14,9 @@ from .metrics import compute_metrics
 
 
 @torch.no_grad()
-def predict_logits(model, data: EncodedSplit, tokenizer, regression: bool, batch_size: int = 64) -> np.ndarray:
+def predict_logits(model, data: EncodedSplit, tokenizer, regression: bool, batch_size: int = 64,
+                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+    """Logits of every example, in order; `on_batch(n)` after each batch of n examples (a progress bar)."""
     model.eval()
     device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
@@ -22,6 +25,8 @@ def predict_logits(model, data: EncodedSplit, tokenizer, regression: bool, batch
     for batch in loader:
         batch.pop("labels", None)
         out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+        if on_batch is not None:
+            on_batch(out[-1].shape[0])
     return torch.cat(out).numpy()
 
 

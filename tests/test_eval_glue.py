@@ -205,6 +205,27 @@ def test_glue_all_table_and_skipped(ws, data):
                                                                          ("MNLI", "dev_mismatched", 5)]
 
 
+def test_progress_advances_once_per_batch(ws, data):
+    """The bar moves after every batch (7 examples in batches of 2: 2, 2, 2, 1), not once per 8 batches."""
+    import contextlib
+
+    from kroncli.data.glue import normalize_task
+    from kroncli.evaluation.glue_eval import load_task_model, predict
+    from kroncli.workspace import Workspace
+
+    task = normalize_task("mrpc")
+    calls, totals = [], []
+
+    @contextlib.contextmanager
+    def progress(description, total):
+        totals.append(total)
+        yield calls.append
+
+    logits, _ = predict(load_task_model(Workspace(ws), task, "student"), task, load_split(task, "dev", data), 2,
+                        progress)
+    assert totals == [7] and calls == [2, 2, 2, 1] and logits.shape == (7, 2)
+
+
 @pytest.mark.integration
 def test_glue_real_mrpc_dev_and_test(ws, tok):
     if not (glue_dir() / "MRPC" / "dev.tsv").is_file():

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..data.encode import EncodedSplit, encode
+from ..data.encode import encode
 from ..data.glue import TASKS, VARIANTS, Task, find_task, load_split, normalize_task
 from ..errors import KronError, first_line
 from ..metrics import compute_metrics, majority_baseline
@@ -31,7 +31,6 @@ MODELS = ("student", "teacher")
 EVAL_CSV = "eval.csv"
 EVAL_COLUMNS = ["workspace", "model", "task", "split", "metric", "value", "n", "seconds", "timestamp"]
 DEFAULT_MAX_SEQ_LEN = 128
-CHUNK_BATCHES = 8  # progress advances every CHUNK_BATCHES batches
 
 
 def model_task(task: Task) -> Task:
@@ -175,16 +174,10 @@ def predict(tm: TaskModel, task: Task, frame, batch_size: int, progress: Callabl
     if len(frame) == 0:
         raise KronError(f"{task.name} {label}: no examples to evaluate (empty split)")
     data = encode(task, frame, tm.tokenizer, tm.max_seq_len)
-    chunk = batch_size * CHUNK_BATCHES  # a multiple of the batch size: the same batches as one call
-    parts, seconds = [], 0.0
     with progress(label or task.name, len(data)) if progress else nullcontext(lambda n=1: None) as advance:
-        for start in range(0, len(data), chunk):
-            part = EncodedSplit(data.features[start:start + chunk], None)
-            t0 = time.perf_counter()
-            parts.append(predict_logits(tm.model, part, tm.tokenizer, task.is_regression, batch_size))
-            seconds += time.perf_counter() - t0
-            advance(len(part))
-    return np.concatenate(parts), seconds
+        t0 = time.perf_counter()  # the bar's advance is a counter update: its time is not worth taking out
+        logits = predict_logits(tm.model, data, tm.tokenizer, task.is_regression, batch_size, on_batch=advance)
+        return logits, time.perf_counter() - t0
 
 
 @dataclass
