@@ -1,6 +1,6 @@
-"""One directory per experiment: layout, manifest, atomic writes and a PID lock.
+"""One directory per experiment: layout, manifest, atomic writes and a lock.
 
-Layout:  manifest.json  student/  metrics/<stage>.csv  checkpoints/  .lock
+Layout:  manifest.json  student/  metrics/<stage>.csv  checkpoints/  .lock  .lock.flock
 Every file is written to a temporary name in the same folder and renamed, so a crash leaves either the
 old file or the new one, never half of one.
 """
@@ -21,7 +21,10 @@ from typing import Any, Iterator
 from .errors import KronError
 
 MANIFEST = "manifest.json"
-LOCK = ".lock"
+LOCK = ".lock"  # names the holder, for messages: JSON {pid, host, boot, started} ("PID HOST" before the kernel lock)
+KERNEL_LOCK = ".lock.flock"  # what the kernel locks (flock, through filelock): free the moment its holder dies
+LOCK_FILES = (LOCK, KERNEL_LOCK)
+FORCE_LOCK = "KRON_FORCE_LOCK"  # =1: take over a lock recorded on another machine (kron factorize: also --force)
 
 
 def now() -> str:
@@ -107,6 +110,82 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _boot_id() -> str | None:
+    """This kernel's boot id (Linux; containers on one machine share it): a lock recorded under the same one was
+    held through this kernel's flock, which has the last word on whether its holder is gone."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _runs_kron(pid: int) -> bool:
+    """Whether process `pid` lives and is a kron command (`kron ...`, `python -m kroncli ...`), by its /proc command
+    line: a reused PID is not taken for the holder. Without /proc any live process counts."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True
+    return b"kroncli" in argv[:4] or any(os.path.basename(a) == b"kron" for a in argv[:2])
+
+
+def _holder(path: Path) -> dict | None:
+    """Who a lock record names ({pid, host, ...}, also from the "PID HOST" text of earlier versions); {} when it
+    names nobody (damaged, empty); None when there is no record."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        record = json.loads(text)
+        record = {**record, "pid": int(record["pid"]), "host": str(record["host"])}
+    except (ValueError, TypeError, KeyError):
+        pid, _, host = text.strip().partition(" ")
+        try:
+            record = {"pid": int(pid), "host": host.strip()}
+        except ValueError:
+            return {}
+    return record if record["pid"] > 0 and record["host"] else {}
+
+
+def _who(holder: dict | None) -> str:
+    if not holder:
+        return "another process"
+    since = f" since {holder['started']}" if holder.get("started") else ""
+    return f"process {holder['pid']} on {holder['host']}{since}"
+
+
+def _say(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _take_over(root: Path, record: Path, force: bool) -> None:
+    """With the kernel lock held: refuse a record that may still name a running kron, say so when taking one over."""
+    holder = _holder(record)
+    if holder is None:
+        return
+    if not holder:
+        _say(f"{record} names no process (damaged); taking the lock over")
+        return
+    same_kernel = holder.get("boot") is not None and holder.get("boot") == _boot_id()
+    if not same_kernel and holder["host"] != socket.gethostname():
+        if not force:
+            raise KronError(f"workspace {root} is locked by {_who(holder)} ({record}), which this machine cannot "
+                            f"check; if no kron runs there any more, run again with {FORCE_LOCK}=1 (kron factorize: "
+                            "--force) to take the lock over")
+        _say(f"taking over the lock of {_who(holder)} (forced)")
+        return
+    if not same_kernel and holder["pid"] != os.getpid() and _runs_kron(holder["pid"]):  # a kron of before flock
+        raise KronError(f"workspace {root} is in use by {_who(holder)} ({record}); wait for it to finish or stop it")
+    _say(f"taking over the lock of {_who(holder)} ({record}): it ended without releasing it")
+
+
 class Workspace:
     """Paths and bookkeeping of one experiment directory."""
 
@@ -119,7 +198,14 @@ class Workspace:
     checkpoints_dir = property(lambda self: self.root / "checkpoints")
 
     def exists(self) -> bool:
-        return self.manifest_path.exists() or (self.root.exists() and any(self.root.iterdir()))
+        """Anything in the folder but a lock (a killed command may leave one alone: no workspace)."""
+        return self.manifest_path.exists() or (self.root.is_dir() and any(p.name not in LOCK_FILES
+                                                                          for p in self.root.iterdir()))
+
+    def _only_a_lock(self) -> bool:
+        """The folder holds a lock and nothing else: what a command killed before it wrote anything leaves."""
+        names = {p.name for p in self.root.iterdir()} if self.root.is_dir() else set()
+        return bool(names) and names <= set(LOCK_FILES)
 
     def is_workspace(self) -> bool:
         """What kron factorize / finetune write: a manifest, the student, or task models."""
@@ -163,38 +249,38 @@ class Workspace:
         return manifest
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive use of the workspace by this process; a lock left by a dead process is taken over. A folder
-        this made and nothing filled (the command failed first) is removed again."""
-        created = not self.root.exists()
+    def lock(self, force: bool = False) -> Iterator[None]:
+        """Exclusive use of the workspace by this process (kron factorize, distill, finetune, run).
+
+        The kernel holds the lock (flock on .lock.flock, through filelock), so it is free the moment its holder dies,
+        however it dies; .lock names the holder for the messages. A record its holder left is taken over with a line
+        on stderr; one written on another machine, which this one cannot check, is refused unless `force` (or
+        KRON_FORCE_LOCK=1). A folder this made, or one a killed command left holding only its lock, is removed
+        again when nothing filled it (the command failed first).
+        """
+        from filelock import FileLock, Timeout
+
+        fresh = not self.root.exists() or self._only_a_lock()
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / LOCK
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid_s, _, host = path.read_text().partition(" ")
-                    pid = int(pid_s)
-                except (OSError, ValueError):
-                    pid, host = -1, ""
-                if pid > 0 and host.strip() == socket.gethostname() and _pid_alive(pid):
-                    raise KronError(f"workspace {self.root} is in use by process {pid} ({path}); wait for it "
-                                    "to finish or stop it") from None
-                path.unlink(missing_ok=True)  # stale: its holder is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(me)
-            break
-        else:
-            raise KronError(f"could not take the lock {path}; remove it if no kron process uses the workspace")
+        record, kernel = self.root / LOCK, FileLock(self.root / KERNEL_LOCK, timeout=0)
         try:
-            yield
+            kernel.acquire()
+        except Timeout:
+            raise KronError(f"workspace {self.root} is in use by {_who(_holder(record))} ({record}); wait for it "
+                            "to finish or stop it") from None
+        try:
+            _take_over(self.root, record, force or os.environ.get(FORCE_LOCK, "") not in ("", "0"))
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "boot": _boot_id(), "started": now()}
+            atomic_write_json(record, me)
+            try:
+                yield
+            finally:
+                if _holder(record) == me:
+                    record.unlink(missing_ok=True)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                if path.read_text() == me:
-                    path.unlink()
-            if created:
+            with contextlib.suppress(OSError):  # unlinked while held: a waiter that opened it sees so and retries
+                (self.root / KERNEL_LOCK).unlink()
+            kernel.release()
+            if fresh:
                 with contextlib.suppress(OSError):  # not empty: the command wrote something, keep it
                     self.root.rmdir()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from . import distill as _distill
@@ -12,7 +14,7 @@ from . import factorize as _factorize
 from . import finetune as _finetune
 from . import report as _report
 from . import run as _run
-from .common import OneLineUsageErrors
+from .common import OneLineUsageErrors, err_console
 
 app = typer.Typer(
     name="kron",
@@ -35,5 +37,20 @@ app.command("predict")(_export.predict_cmd)
 app.command("env")(_env.env_cmd)
 
 
+class Terminated(BaseException):
+    """SIGTERM outside a training loop (inside one, train._StopFlag saves a checkpoint first): it unwinds the stack as
+    Ctrl-C does, so every `finally` runs (the workspace lock, temporary files), and the command exits 143. Not an
+    Exception, so that no `except Exception` on the way takes it for an error."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main() -> None:
-    app()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    except Terminated:
+        err_console.print("terminated", style="yellow", highlight=False)
+        raise SystemExit(128 + signal.SIGTERM) from None

@@ -77,7 +77,7 @@ def factorize_cmd(
     if plan:
         result, _, _ = factorize(opts, plan_only=True, progress_factory=progress)
     else:
-        with ws.lock():
+        with ws.lock(force=force):  # --force: also a lock recorded on another machine
             result, student, tokenizer = factorize(opts, progress_factory=progress)
             args = {k: v for k, v in vars(opts).items()}
             write_workspace(ws, result, student, tokenizer, args, ["kron", *sys.argv[1:]], force)
