@@ -29,6 +29,28 @@ def ws(tmp_path_factory):
     return path
 
 
+class FixedLoad:
+    """Contention's stand-in: other processes took `share` of the CPUs, whatever the machine is doing."""
+
+    def __init__(self, share: float):
+        self.share = share
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.other, self.measured = self.share, True
+        return False
+
+
+@pytest.fixture
+def cpus_at(monkeypatch):
+    """cpus_at(share): every timing of kron eval speed sees that share of the CPUs taken by other processes."""
+    from kroncli.evaluation import speed as speed_module
+
+    return lambda share: monkeypatch.setattr(speed_module, "Contention", lambda: FixedLoad(share))
+
+
 def speed(ws, *args):
     return run("eval", "speed", "-w", ws, *args)
 
@@ -53,8 +75,9 @@ def test_rows_for_both_models_and_batches_and_csv_appends(ws):
     for r in rows:
         assert r["latency_ms"] > 0 and r["throughput_seq_s"] > 0 and r["speedup"] > 0
         assert r["tokens_s"] == pytest.approx(r["throughput_seq_s"] * 16)
-        assert r["peak_mem_mb"] is not None and r["peak_mem_mb"] > 0
+        assert r["peak_mem_mib"] is not None and r["peak_mem_mib"] > 0
         assert r["threads"] >= 1
+        assert 0.0 <= r["other_load"] <= 1.0
     teacher_rows = [r for r in rows if r["model"] == "teacher"]
     assert all(r["speedup"] == pytest.approx(1.0) for r in teacher_rows)
     for b in (1, 2):
@@ -76,8 +99,8 @@ def test_rows_for_both_models_and_batches_and_csv_appends(ws):
     csv = ws / "metrics" / "speed.csv"
     df = pd.read_csv(csv)
     assert list(df.columns) == ["timestamp", "model", "device", "batch", "seq_len", "latency_ms",
-                                "throughput_seq_s", "tokens_s", "speedup", "params", "size_mb", "peak_mem_mb",
-                                "threads"]
+                                "throughput_seq_s", "tokens_s", "speedup", "params", "size_mib", "peak_mem_mib",
+                                "threads", "other_load"]
     assert len(df) == 4 and (df.latency_ms > 0).all()
 
     res = speed(ws, "--batch", "2", *FAST, "--device", "cpu", "--threads", "1")
@@ -87,6 +110,50 @@ def test_rows_for_both_models_and_batches_and_csv_appends(ws):
     assert len(df) == 6
     assert list(df.threads.iloc[-2:]) == [1, 1] and set(df.model.iloc[-2:]) == {"teacher", "student"}
     assert torch.get_num_threads() >= 1
+
+
+def test_timing_under_load_warns_in_table_and_json(ws, cpus_at):
+    """Other processes took 36% of the CPUs while batch 2 timed: every row records it, the table marks the
+    speed-ups and the JSON warns; at 4% nothing is said."""
+    cpus_at(0.36)
+    res = speed(ws, "--batch", "2", *FAST, "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    out = last_json(res)
+    assert [r["other_load"] for r in out["results"]] == [0.36, 0.36] and out["other_load"] == 0.36
+    assert len(out["warnings"]) == 1 and "cpu batch 2: other processes used 36% of the CPUs" in out["warnings"][0]
+    assert "*" in res.stderr and "more than 10% of the CPUs" in res.stderr
+    assert (pd.read_csv(ws / "metrics" / "speed.csv").other_load.iloc[-2:] == 0.36).all()
+    cpus_at(0.04)
+    out = last_json(speed(ws, "--batch", "2", *FAST, "--device", "cpu", "--json"))
+    assert out["warnings"] == [] and out["other_load"] == 0.04
+
+
+def test_contention_share_is_bounded_by_the_whole_machine():
+    """More busy ticks than the interval's ticks of all CPUs (sampling, rounding) is still at most the machine."""
+    from kroncli.machine import other_share
+
+    assert other_share(busy=300, own=0, total=200) == 1.0
+    assert other_share(busy=50, own=80, total=200) == 0.0
+    assert other_share(busy=150, own=50, total=400) == 0.25
+    assert other_share(busy=0, own=0, total=0) == 0.0
+
+
+def test_old_speed_csv_columns_are_renamed_on_append(ws, tmp_path):
+    """A speed.csv of an older version (size_mb / peak_mem_mb, MiB all along) keeps one column per figure."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(ws, old, ignore=shutil.ignore_patterns("metrics"))
+    (old / "metrics").mkdir()
+    (old / "metrics" / "speed.csv").write_text(
+        "timestamp,model,device,batch,seq_len,latency_ms,throughput_seq_s,tokens_s,speedup,params,size_mb,"
+        "peak_mem_mb,threads\n2024-01-01T00:00:00,student,cpu,1,16,1.0,1000.0,16000.0,2.0,100,0.5,12.5,2\n")
+    res = speed(old, "--batch", "1", *FAST, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(old / "metrics" / "speed.csv")
+    assert "size_mb" not in df and "peak_mem_mb" not in df and len(df) == 3
+    assert df.size_mib.iloc[0] == 0.5 and df.peak_mem_mib.iloc[0] == 12.5 and df.size_mib.notna().all()
+    assert "size MiB" in res.output and "peak MiB" in res.output and " MB" not in res.output
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -171,8 +238,9 @@ def exported(kron_task_ws, tmp_path_factory):
     return ws, outs
 
 
-def test_onnx_exports_timed_beside_teacher_and_student(exported):
+def test_onnx_exports_timed_beside_teacher_and_student(exported, cpus_at):
     ws, outs = exported
+    cpus_at(0.0)
     folders = [a for label in ONNX_LABELS for a in ("--onnx", outs[label])]
     res = speed(ws, "--model", "mrpc", "--batch", "1,2", *FAST, "--device", "cpu", "--threads", "1", *folders,
                 "--onnx", outs["kronecker-onnx-fp32"], "--json")  # a repeated folder is timed once
@@ -183,7 +251,7 @@ def test_onnx_exports_timed_beside_teacher_and_student(exported):
     assert [(r["model"], r["batch"]) for r in rows] == [(m, b) for b in (1, 2) for m in models]
     for r in rows:
         assert r["device"] == "cpu" and r["seq_len"] == 16 and r["threads"] == 1
-        assert r["latency_ms"] > 0 and r["throughput_seq_s"] > 0 and r["peak_mem_mb"] > 0
+        assert r["latency_ms"] > 0 and r["throughput_seq_s"] > 0 and r["peak_mem_mib"] > 0
         assert r["throughput_seq_s"] == pytest.approx(r["batch"] * 1e3 / r["latency_ms"])
         teacher = next(t for t in rows if t["model"] == "mrpc/teacher" and t["batch"] == r["batch"])
         assert r["speedup"] == pytest.approx(teacher["latency_ms"] / r["latency_ms"])
@@ -202,11 +270,11 @@ def test_onnx_exports_timed_beside_teacher_and_student(exported):
 
     df = pd.read_csv(ws / "metrics" / "speed.csv")
     assert list(df.columns)[:13] == ["timestamp", "model", "device", "batch", "seq_len", "latency_ms",
-                                     "throughput_seq_s", "tokens_s", "speedup", "params", "size_mb",
-                                     "peak_mem_mb", "threads"]
+                                     "throughput_seq_s", "tokens_s", "speedup", "params", "size_mib",
+                                     "peak_mem_mib", "threads"]
     assert len(df) == 10 and set(df.model) == set(models) and (df.latency_ms > 0).all()
     onnx_csv = df[df.model == "kronecker-onnx-int8"]
-    assert list(onnx_csv.size_mb) == pytest.approx([exports["kronecker-onnx-int8"]["size_mb"]] * 2)
+    assert list(onnx_csv.size_mib) == pytest.approx([exports["kronecker-onnx-int8"]["size_mib"]] * 2)
 
     # kron report reads the file with the ONNX rows in it (its speed-up columns are the general student's:
     # none here, the rows are mrpc/...)
@@ -217,9 +285,10 @@ def test_onnx_exports_timed_beside_teacher_and_student(exported):
     assert report[0]["model"] == "student" and not any(k.startswith("speedup") for k in report[0])
 
 
-def test_onnx_rows_beside_the_general_student_warn(exported, tmp_path):
+def test_onnx_rows_beside_the_general_student_warn(exported, tmp_path, cpus_at):
     """An export of a task student next to the general models: timed, with a warning naming --model."""
     ws, outs = exported
+    cpus_at(0.0)
     general = tmp_path / "general"
     res = run("factorize", "--random-init", "tiny", "--ratio", "4", "-w", general)
     assert res.exit_code == 0, res.output

@@ -62,24 +62,28 @@ def _num(x, fmt: str) -> str:
 
 def print_report(result: dict, console) -> None:
     models, comp = result["models"], result["compression"]
-    sizes = Table("model", "params", "size MB", "counted", title=f"kron eval speed: {result['workspace']}")
+    sizes = Table("model", "params", "size MiB", "counted", title=f"kron eval speed: {result['workspace']}")
     for role in ("teacher", "student"):
         m = models[role]
         counted = "fp32 tensors (random init)" if m["size_counted"].startswith("fp32") else "weights on disk"
-        sizes.add_row(m["label"], f"{m['params']:,}", f"{m['size_mb']:.1f}", counted)
+        sizes.add_row(m["label"], f"{m['params']:,}", f"{m['size_mib']:.1f}", counted)
     for e in result.get("exports", []):
-        sizes.add_row(e["label"], f"{e['params']:,}", f"{e['size_mb']:.1f}", f".onnx file ({e['folder']})")
+        sizes.add_row(e["label"], f"{e['params']:,}", f"{e['size_mib']:.1f}", f".onnx file ({e['folder']})")
     console.print(sizes)
     console.print(f"compression: [bold]{comp['params']:.2f}x[/] fewer parameters, [bold]{comp['disk']:.2f}x[/] "
                   "smaller on disk", highlight=False)
     gpu = f", GPU {result['gpu']}" if result.get("gpu") else ""
+    threshold = result["other_load_threshold"]
+    busy = any(r["other_load"] > threshold for r in result["results"])
     num = dict(justify="right", no_wrap=True)
     table = Table(Column("device", no_wrap=True), Column("batch", **num), Column("model", no_wrap=True),
                   Column("latency ms", **num), Column("seq/s", **num), Column("tokens/s", **num),
-                  Column("speed-up", **num), Column("peak MB", **num),
+                  Column("speed-up", **num), Column("peak MiB", **num),
                   box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,  # 80 columns
                   title=f"seq_len {result['seq_len']}, {result['threads']} CPU threads{gpu}, median of "
-                        f"{result['repeats']} after {result['warmup']} warm-up")
+                        f"{result['repeats']} after {result['warmup']} warm-up",
+                  caption=f"* timed while other processes used more than {100 * threshold:.0f}% of the CPUs: not a "
+                          "result" if busy else None, caption_style="yellow", caption_justify="left")
     last = None
     for r in result["results"]:
         key = (r["device"], r["batch"])
@@ -87,11 +91,15 @@ def print_report(result: dict, console) -> None:
             table.add_section()
         last = key
         teacher = r["role"] == "teacher"
+        speedup = f"{r['speedup']:.2f}x" if teacher else f"[bold]{r['speedup']:.2f}x[/]"
+        if r["other_load"] > threshold:
+            speedup = f"[yellow]{speedup}*[/]"
         table.add_row(r["device"], str(r["batch"]), r["model"], f"{r['latency_ms']:.2f}",
-                      f"{r['throughput_seq_s']:,.1f}", f"{r['tokens_s']:,.0f}",
-                      f"{r['speedup']:.2f}x" if teacher else f"[bold]{r['speedup']:.2f}x[/]",
-                      _num(r["peak_mem_mb"], ",.1f"))
+                      f"{r['throughput_seq_s']:,.1f}", f"{r['tokens_s']:,.0f}", speedup,
+                      _num(r["peak_mem_mib"], ",.1f"))
     console.print(table)
+    console.print(f"other processes used up to {100 * result['other_load']:.0f}% of the CPUs while this timed",
+                  style="dim", highlight=False)
     method = result["method"]
     console.print(f"latency: {method['latency']}", style="dim", highlight=False)
     if method.get("onnx"):

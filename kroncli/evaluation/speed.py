@@ -21,7 +21,9 @@ Method (also returned in the result, so every report carries it):
 - Peak memory on GPU: weight bytes of the model + (torch.cuda.max_memory_allocated() during one forward
   - torch.cuda.memory_allocated() before it), after a warm-up forward of both models.
 - Sizes: student = bytes of its model.safetensors; teacher = bytes of the weight files it was loaded
-  from, or the fp32 bytes of its tensors when it is a random init (nothing on disk). 1 MB = 2**20 bytes.
+  from, or the fp32 bytes of its tensors when it is a random init (nothing on disk). Sizes and memory are in MiB
+  (2**20 bytes; columns size_mib, peak_mem_mib); speed.csv files of older versions named them size_mb and
+  peak_mem_mb, in the same unit, and are renamed on the next append.
 - Exported ONNX folders (`--onnx DIR`, written by `kron export --format onnx [--quantize int8] [--dense]`):
   extra CPU rows, labelled from the folder's kron_export.json (kronecker|dense)-onnx-(fp32|int8). Each runs
   in an onnxruntime CPUExecutionProvider session with intra_op_num_threads = the torch thread count of the
@@ -30,6 +32,9 @@ Method (also returned in the result, so every report carries it):
   models default to), timed in the same interleaved loop as teacher and student; speed-up = teacher / row
   latency. Size = bytes of the .onnx file (+ external data files); params = elements of the graph's
   initializers. Peak memory: the same fresh-subprocess measurement, the session in place of the model.
+- Load: the share of all CPUs that other processes used while each batch size was timed (kroncli/machine.py,
+  as the benchmarks measure it) is recorded per row (other_load); above 10% the run warns (a 0.96x under load
+  was 3.10x on a quiet machine), in the table and in the JSON's warnings.
 """
 
 from __future__ import annotations
@@ -45,12 +50,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import KronError, first_line
+from ..machine import THRESHOLD, Contention, load_warning
 from ..workspace import Workspace, now
 
-MB = 2 ** 20
+MIB = 2 ** 20
 CSV_NAME = "speed.csv"
 CSV_COLUMNS = ("timestamp", "model", "device", "batch", "seq_len", "latency_ms", "throughput_seq_s", "tokens_s",
-               "speedup", "params", "size_mb", "peak_mem_mb", "threads")
+               "speedup", "params", "size_mib", "peak_mem_mib", "threads", "other_load")
+OLD_CSV_NAMES = {"size_mb": "size_mib", "peak_mem_mb": "peak_mem_mib"}  # older files: the same unit, misnamed
 INPUT_SEED = 0
 WORKER_TIMEOUT_S = 1800
 
@@ -428,7 +435,7 @@ def time_interleaved(models: dict, inputs: dict, repeats: int, warmup: int, sync
 
 
 def gpu_peak_memory(model, inputs: dict) -> float:
-    """MB: the model's weight bytes + the extra memory one forward allocates at its peak."""
+    """MiB: the model's weight bytes + the extra memory one forward allocates at its peak."""
     import torch
 
     weights = sum(p.numel() * p.element_size() for p in model.parameters()) + \
@@ -439,7 +446,7 @@ def gpu_peak_memory(model, inputs: dict) -> float:
     with torch.inference_mode():
         model(**inputs)
     torch.cuda.synchronize()
-    return (weights + torch.cuda.max_memory_allocated() - before) / MB
+    return (weights + torch.cuda.max_memory_allocated() - before) / MIB
 
 
 # ---------------------------------------------------------------------------------------- CPU memory worker
@@ -485,7 +492,7 @@ def _current_rss_kb() -> int:
 
 
 def measure_cpu_memory(spec: dict) -> dict:
-    """Runs inside the fresh subprocess: MB of weights and of the peak at each batch size."""
+    """Runs inside the fresh subprocess: MiB of weights and of the peak at each batch size."""
     import torch
     import transformers  # noqa: F401  (imported before the baseline, like everything the loaders need)
 
@@ -518,7 +525,7 @@ def measure_cpu_memory(spec: dict) -> dict:
             model(**inputs)
             high = _status_kb("VmHWM") if resettable else _ru_maxrss_kb()
             peaks[str(b)] = max(high - base, 0) / 1024
-    return {"weights_mb": max(loaded - base, 0) / 1024, "baseline_mb": base / 1024, "peak_mb": peaks,
+    return {"weights_mib": max(loaded - base, 0) / 1024, "baseline_mib": base / 1024, "peak_mib": peaks,
             "method": CPU_MEMORY_METHOD if resettable else CPU_MEMORY_METHOD_FALLBACK}
 
 
@@ -607,7 +614,7 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
         for role, ref in refs.items():
             size, counted = weights_on_disk(ref, models[role])
             info[role] = {"label": ref.label, "source": ref.requested, "params": count_params(models[role]),
-                          "size_bytes": size, "size_mb": size / MB, "size_counted": counted}
+                          "size_bytes": size, "size_mib": size / MIB, "size_counted": counted}
         compression = {"params": info["teacher"]["params"] / info["student"]["params"],
                        "disk": info["teacher"]["size_bytes"] / info["student"]["size_bytes"]}
         onnx_info: dict[str, dict] = {}
@@ -618,7 +625,7 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
             onnx_info[ref.label] = {"label": ref.label, "folder": ref.requested, "task": meta.get("task"),
                                     "kronecker": bool(meta.get("kronecker", True)),
                                     "quantize": meta.get("quantize"), "params": elements, "size_bytes": size,
-                                    "size_mb": size / MB, "size_counted": ", ".join(files),
+                                    "size_mib": size / MIB, "size_counted": ", ".join(files),
                                     "source": meta.get("source")}
 
         rows: list[dict] = []
@@ -640,7 +647,8 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                                 for m in models.values():
                                     m(**inputs)  # cuBLAS workspaces etc. are allocated once, before measuring
                             gpu_mem = {role: gpu_peak_memory(m, inputs) for role, m in models.items()}
-                        times = time_interleaved(timed, inputs, opts.repeats, opts.warmup, sync)
+                        with Contention() as load:  # other processes' share of the CPUs while this batch timed
+                            times = time_interleaved(timed, inputs, opts.repeats, opts.warmup, sync)
                     except torch.OutOfMemoryError:
                         raise KronError(f"out of {device} memory at --batch {b} --seq-len {opts.seq_len}; pass "
                                         "smaller batch sizes") from None
@@ -652,8 +660,8 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                             "timestamp": stamp, "model": about["label"], "device": device, "batch": b,
                             "seq_len": opts.seq_len, "latency_ms": lat * 1e3, "throughput_seq_s": b / lat,
                             "tokens_s": b * opts.seq_len / lat, "speedup": med["teacher"] / lat,
-                            "params": about["params"], "size_mb": about["size_mb"],
-                            "peak_mem_mb": gpu_mem.get(key), "threads": threads,
+                            "params": about["params"], "size_mib": about["size_mib"],
+                            "peak_mem_mib": gpu_mem.get(key), "threads": threads, "other_load": load.other,
                             "role": key if key in info else "onnx", "latency_ms_min": min(times[key]) * 1e3,
                             "latency_ms_max": max(times[key]) * 1e3,
                             **({"export": onnx_info[key]["folder"]} if key in onnx_info else {}),
@@ -680,17 +688,19 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
                                     f"({error})")
                     continue
                 memory_method["cpu"] = res["method"]
-                (info.get(key) or onnx_info[key])["cpu_weights_rss_mb"] = res["weights_mb"]
+                (info.get(key) or onnx_info[key])["cpu_weights_rss_mib"] = res["weights_mib"]
                 for row in rows:  # key: the role of teacher and student rows, the label of ONNX rows
                     if row["device"] == "cpu" and key in (row["role"], row["model"]):
-                        row["peak_mem_mb"] = res["peak_mb"][str(row["batch"])]
+                        row["peak_mem_mib"] = res["peak_mib"][str(row["batch"])]
         if "cuda" in devices:
             memory_method["cuda"] = GPU_MEMORY_METHOD
     finally:
         torch.set_num_threads(old_threads)
 
+    warnings += load_warnings(rows)
     ws.metrics_dir.mkdir(parents=True, exist_ok=True)
     csv_path = ws.metrics_dir / CSV_NAME
+    rename_old_columns(csv_path)
     append_rows(csv_path, [{k: r[k] for k in CSV_COLUMNS} for r in rows])
     method = {"latency": LATENCY_METHOD.format(repeats=opts.repeats, warmup=opts.warmup,
                                                who="teacher, student and exports" if exports else
@@ -708,8 +718,46 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
         "gpu": torch.cuda.get_device_name(0) if "cuda" in devices else None,
         "torch": torch.__version__, "models": info, "exports": list(onnx_info.values()),
         "compression": compression, "method": method,
+        "other_load": max(r["other_load"] for r in rows), "other_load_threshold": THRESHOLD,
         "warnings": warnings, "csv": str(csv_path), "results": rows,
     }
+
+
+def load_warnings(rows: list[dict]) -> list[str]:
+    """One warning per device and batch size timed while other processes took more than THRESHOLD of the CPUs."""
+    seen, out = set(), []
+    for r in rows:
+        key = (r["device"], r["batch"])
+        text = load_warning(r["other_load"])
+        if text and key not in seen:
+            seen.add(key)
+            out.append(f"{r['device']} batch {r['batch']}: {text}; its speed-ups are not a result")
+    return out
+
+
+def rename_old_columns(path: Path) -> None:
+    """An older speed.csv names its MiB columns size_mb / peak_mem_mb: renamed in place, so old and new rows share
+    one column. A file that cannot be parsed is left to the append, which reports it."""
+    import pandas as pd
+
+    from ..workspace import atomic_write_text
+
+    if not path.is_file() or not path.stat().st_size:
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        header = f.readline().rstrip("\r\n").split(",")
+    if not set(OLD_CSV_NAMES) & set(header):
+        return
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return
+    for old, new in OLD_CSV_NAMES.items():
+        if old in df and new in df:  # both (widened by a newer append): one column
+            df = df.assign(**{new: df[new].fillna(df[old])}).drop(columns=old)
+        elif old in df:
+            df = df.rename(columns={old: new})
+    atomic_write_text(path, df.to_csv(index=False))
 
 
 def _worker_main(argv: list[str]) -> int:
