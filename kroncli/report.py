@@ -15,7 +15,8 @@ import pandas as pd
 from .errors import KronError
 from .workspace import Workspace
 
-BASE_COLUMNS = ["workspace", "model", "params", "teacher_params", "compression", "size_mb"]
+BASE_COLUMNS = ["workspace", "model", "params", "teacher_params", "compression", "size_mib"]
+MIB = 2 ** 20  # sizes in MiB, as kron eval speed gives them
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
@@ -54,9 +55,9 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     weights = ws.student_dir / "model.safetensors"
     student = {"workspace": label, "model": "student", "params": fact.get("student_params"),
                "teacher_params": teacher_params, "compression": fact.get("compression"),
-               "size_mb": weights.stat().st_size / 1e6 if weights.is_file() else None}
+               "size_mib": weights.stat().st_size / MIB if weights.is_file() else None}
     teacher = {"workspace": label, "model": "teacher", "params": teacher_params,
-               "teacher_params": teacher_params, "compression": 1.0, "size_mb": None}
+               "teacher_params": teacher_params, "compression": 1.0, "size_mib": None}
     evals = _read_csv(ws.metrics_dir / "eval.csv")
     have_teacher = False
     # "majority": the majority-class floor that `kron eval glue` and stage 2 record; it gets no row of its own
@@ -165,6 +166,68 @@ def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], Non
     return df[lead + [c for c in df.columns if c not in lead]]
 
 
+def cell(value) -> str:
+    """A report value as text: empty for a missing one, floats with two decimals, whole numbers as they are."""
+    return "" if pd.isna(value) else (f"{value:,.2f}" if isinstance(value, float) else str(value))
+
+
+def _wide(df: pd.DataFrame, title: str):
+    """One row per model, one column per figure."""
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    table = Table(*[Column(str(c), overflow="fold") for c in df.columns], title=title)
+    for row in df.itertuples(index=False):
+        table.add_row(*[Text(cell(v)) for v in row])
+    return table
+
+
+def _tall(df: pd.DataFrame, title: str):
+    """The same figures turned on their side: one row per figure, one column per model (workspace over model);
+    figures none of these models has are left out."""
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    heads = [Column(Text(f"{r['workspace']}\n{r['model']}"), overflow="fold", justify="right")
+             for _, r in df.iterrows()]
+    table = Table(Column("", overflow="fold", style="bold"), *heads, title=title)
+    for name in df.columns:
+        values = [cell(v) for v in df[name]]
+        if name not in ("workspace", "model") and any(values):
+            table.add_row(Text(str(name)), *map(Text, values))
+    return table
+
+
+def _width(console, table) -> int:
+    """The width the table takes unconstrained: its longest cells, no folding."""
+    from rich.measure import Measurement
+
+    return Measurement.get(console, console.options.update_width(1_000_000), table).maximum
+
+
+def tables(df: pd.DataFrame, console, title: str = "kron report") -> list:
+    """The report as rich tables that fit the console and never cut a cell: one wide table (a row per model) when
+    it fits; else turned on its side (a row per figure), as many models side by side as fit, the rest in further
+    tables below. Cells fold (wrap) rather than end in "…", should even one model not fit."""
+    wide = _wide(df, title)
+    if _width(console, wide) <= console.width:
+        return [wide]
+    out, start = [], 0
+    while start < len(df):
+        end = start + 1
+        while end < len(df) and _width(console, _tall(df.iloc[start:end + 1], title)) <= console.width:
+            end += 1
+        out.append(_tall(df.iloc[start:end], title if not out else ""))
+        start = end
+    return out
+
+
+def print_table(df: pd.DataFrame, console, title: str = "kron report") -> None:
+    """`kron report`'s table (also printed at the end of `kron run`)."""
+    for table in tables(df, console, title):
+        console.print(table)
+
+
 def render(df: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return df.to_csv(index=False)
@@ -172,8 +235,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
         return df.to_json(orient="records")
     if fmt == "markdown":
         cols = list(df.columns)
-        fmtv = lambda v: "" if pd.isna(v) else (f"{v:,.2f}" if isinstance(v, float) else str(v))  # noqa: E731
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(fmtv(v) for v in row) + " |" for row in df.itertuples(index=False)]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
         return "\n".join(lines) + "\n"
     raise KronError(f"unknown --format {fmt!r}; choose table, markdown, csv or json")

@@ -427,6 +427,75 @@ def test_second_process_is_refused_by_the_lock(tmp_path):
         pass
 
 
+def test_report_in_100_columns_cuts_no_number(tmp_path):
+    """Two workspaces with a dozen figures each do not fit 100 columns: the table is turned on its side, no cell
+    ends in "…" and every number is there in full; a table that fits stays one row per model."""
+    import io
+
+    from rich.console import Console
+
+    from kroncli.evaluation.glue_eval import append_eval_rows
+    from kroncli.report import build_table, cell, print_table
+
+    paths = []
+    for name, params in (("minilm-19x-glue-tour", 1192417), ("minilm-8x-second-workspace", 2841003)):
+        ws = Workspace(tmp_path / name)
+        ws.root.mkdir()
+        ws.record_stage("factorize", {"student_params": params, "compression": 22713216 / params},
+                        top={"teacher": {"params": 22713216}})
+        append_eval_rows(ws, [{"model": model, "task": task, "split": "dev", "metric": metric, "value": value,
+                               "timestamp": "2026-11-27T00:00:00"}
+                              for task, metric, values in (("MRPC", "combined", (80.61, 83.17)),
+                                                           ("STS-B", "combined", (81.31, 85.12)),
+                                                           ("RTE", "accuracy", (55.23, 61.01)),
+                                                           ("CoLA", "mcc", (12.47, 30.93)))
+                              for model, value in zip(("student", "teacher"), values)])
+        pd.DataFrame([{"model": "student", "batch": b, "seq_len": 128, "speedup": sp}
+                      for b, sp in ((1, 3.1), (8, 3.35), (32, 2.87))]).to_csv(ws.metrics_dir / "speed.csv", index=False)
+        paths.append(str(ws.root))
+    df = build_table(paths)
+    numbers = {cell(v) for col in df.columns if col not in ("workspace", "model") for v in df[col]} - {""}
+    assert len(numbers) >= 20
+    for width in (100, 60):
+        console = Console(width=width, record=True, file=io.StringIO())
+        print_table(df, console)
+        text = console.export_text()
+        assert "…" not in text and max(map(len, text.splitlines())) <= width
+        assert all(n in text for n in numbers), sorted(n for n in numbers if n not in text)
+    console = Console(width=1000, record=True, file=io.StringIO())
+    print_table(df, console)
+    header = console.export_text().splitlines()[2]
+    assert "workspace" in header and "params" in header and "MRPC" in header  # wide enough: a row per model
+
+
+def test_run_ends_with_the_scores_table(tmp_path, tiny_teacher, monkeypatch):
+    """A plan with an evaluation ends with the workspace's report table (and its records in the JSON)."""
+    from kroncli import run as run_module
+    from kroncli.evaluation.glue_eval import append_eval_rows
+
+    def stage(recipe, ws, st, *args):
+        if st.kind == "factorize":
+            ws.record_stage("factorize", {"student_params": 1192417, "compression": 19.05},
+                            top={"teacher": {"params": 22713216}})
+        if st.kind == "eval-glue":
+            append_eval_rows(ws, [{"model": model, "task": "MRPC", "split": "dev", "metric": "combined",
+                                   "value": value, "timestamp": "2026-11-27T00:00:00"}
+                                  for model, value in (("student", 80.61), ("teacher", 83.17))])
+        return {}
+
+    for kind in list(run_module.RUNNERS):
+        monkeypatch.setitem(run_module.RUNNERS, kind, stage)
+    rec, ws = tiny_recipe(tmp_path, tiny_teacher), tmp_path / "ws"
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws)])
+    assert res.exit_code == 0, res.output
+    assert "kron report" in res.stdout and "80.61" in res.stdout and "83.17" in res.stdout and "1192417" in res.stdout
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--json"])
+    report = json.loads(res.stdout.strip().splitlines()[-1])["report"]
+    assert [(r["model"], r["MRPC"]) for r in report] == [("student", 80.61), ("teacher", 83.17)]
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--until", "distill", "--json"])  # no eval: no table
+    assert "report" not in json.loads(res.stdout.strip().splitlines()[-1]) and "kron report" not in res.output
+
+
 def test_report_falls_back_to_the_scores_stage_2_logged(tmp_path):
     """A task trained but never run through `kron eval glue` still shows its end-of-training dev score."""
     from kroncli.report import build_table

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from .common import err_console, handle_errors, out_console
 
@@ -17,18 +16,19 @@ from .common import err_console, handle_errors, out_console
 def report_cmd(
     workspaces: Annotated[Optional[list[str]], typer.Argument(help="Workspaces to compare.")] = None,
     format: Annotated[str, typer.Option("--format", help="table, markdown, csv or json.")] = "table",
-    plot: Annotated[Optional[str], typer.Option(help="Write PNG figures into this folder.")] = None,
+    plot: Annotated[Optional[str], typer.Option(help="Write PNG figures into this folder (e.g. "
+                                                     "runs/m19/plots).")] = None,
     paper: Annotated[bool, typer.Option("--paper", help="Add the paper's published rows.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
 ) -> None:
     """One comparison table: params, compression, size, GLUE scores, retention, SQuAD, OOD, speed-up.
 
     Example: kron report runs/kb8 runs/m19 --format markdown > results.md
-    """
-    import pandas as pd
 
+    A table wider than the terminal is turned on its side (a row per figure, a column per model); no cell is cut.
+    """
     from ..errors import KronError
-    from ..report import build_table, render
+    from ..report import build_table, print_table, render
     if json_out and format not in ("table", "json"):
         raise KronError(f"--json and --format {format} ask for two formats; pass one")
     format = "json" if json_out else format
@@ -36,11 +36,8 @@ def report_cmd(
         raise KronError(f"--plot {plot} is a file; pass a folder for the PNG figures")
     df = build_table(workspaces or [], paper, skip=lambda why: err_console.print(f"skipped: {why}", highlight=False))
     if format == "table":
-        table = Table(*[str(c) for c in df.columns], title="kron report")
-        for row in df.itertuples(index=False):
-            table.add_row(*["" if pd.isna(v) else (f"{v:,.2f}" if isinstance(v, float) else str(v)) for v in row])
-        # piped: the table's own width, however many columns (a terminal's width otherwise)
-        (out_console if out_console.is_terminal else Console(width=100_000)).print(table)
+        # piped: the table's own width, however many columns; a terminal's width otherwise (print_table fits it)
+        print_table(df, out_console if out_console.is_terminal else Console(width=100_000))
     else:
         sys.stdout.write(render(df, format))
     if plot:

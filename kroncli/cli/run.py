@@ -32,7 +32,9 @@ def run_cmd(
 ) -> None:
     """Run a recipe: factorize, distill, finetune, eval — skipping what is done, resuming what was cut.
 
-    Example: kron run recipes/minilm-19x-mrpc.yaml --workspace runs/m19 --data-dir ../shared/glue
+    Example: kron run recipes/minilm-19x-mrpc.yaml --workspace runs/m19-mrpc --data-dir ../shared/glue
+
+    With an evaluation in the plan, the run ends with the workspace's scores, as kron report prints them.
     """
     from ..run import execute, select, stages, status, validate
     overrides = [*(set_ or []), *([f"data_dir={json.dumps(data_dir)}"] if data_dir else [])]  # last wins
@@ -61,9 +63,22 @@ def run_cmd(
         results = execute(spec, ws, plan, show_progress(json_out), log, ["kron", *sys.argv[1:]], record_recipe)
         if ws.manifest_path.is_file():
             record_recipe()
+    scores = _scores(ws, plan, human_console(json_out))
     if json_out:
-        emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": results})
+        emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": results,
+                   **({"report": scores} if scores is not None else {})})
     else:
         ran = sum(r["status"] == "done" for r in results)
         err_console.print(f"ran {ran} stage(s), {len(results) - ran} done before, in {ws.root}; compare with: "
                           f"kron report {ws.root}", highlight=False, markup=False)
+
+
+def _scores(ws: Workspace, plan, console) -> list[dict] | None:
+    """After a plan with an evaluation: the workspace's `kron report` table (its records for the JSON)."""
+    if not any(s.kind.startswith("eval") for s in plan):
+        return None
+    from ..report import build_table, print_table
+
+    df = build_table([str(ws.root)])
+    print_table(df, console)
+    return json.loads(df.to_json(orient="records"))
