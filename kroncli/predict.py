@@ -6,7 +6,9 @@ import: a fast start); HF folders (Kronecker with remote code, or dense) run on 
 
 Inputs: the TEXT arguments are one input (one sentence, or two for a pair task); without arguments every
 non-empty stdin line is one input, the two sentences of a pair separated by a tab. Output: one JSON line per
-input, {"label": name, "score": probability} or, for regression, {"score": value}.
+input, {"label": name, "label_id": class id, "score": probability} or, for regression, {"score": value}. The
+names are the task model's id2label (`kron finetune` writes the names `datasets` gives GLUE's classes, e.g. MRPC's
+not_equivalent / equivalent); an export made before that carries the ids as names ("0", "1").
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ def _softmax(row: list[float]) -> list[float]:
     return [v / total for v in exp]
 
 
+def label_names(config) -> list[str]:
+    """The class names a model config gives (its id2label, in id order); [] for transformers' LABEL_0, LABEL_1, ...
+    placeholders. What `kron export` records as the export's label_names."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = [str(id2label[i]) for i in sorted(id2label, key=int)]
+    return [] if all(n == f"LABEL_{i}" for i, n in enumerate(names)) else names
+
+
 def format_row(logits, meta: dict) -> dict:
     row = [float(v) for v in logits]
     if meta.get("is_regression"):
@@ -61,7 +71,7 @@ def format_row(logits, meta: dict) -> dict:
     probs = _softmax(row)
     best = max(range(len(probs)), key=probs.__getitem__)
     names = meta.get("label_names") or []
-    return {"label": names[best] if best < len(names) else best, "score": probs[best]}
+    return {"label": names[best] if best < len(names) else str(best), "label_id": best, "score": probs[best]}
 
 
 class OnnxRunner:

@@ -83,11 +83,12 @@ def predict(*args, input=None) -> list[dict]:
 
 def expected_rows(logits: np.ndarray) -> list[dict]:
     p = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-    return [{"label": str(int(row.argmax())), "score": float(row.max())} for row in p]
+    return [{"label": str(int(row.argmax())), "label_id": int(row.argmax()), "score": float(row.max())} for row in p]
 
 
 def assert_rows(rows, want, tol=1e-4):
     assert [r["label"] for r in rows] == [w["label"] for w in want]
+    assert [r["label_id"] for r in rows] == [w["label_id"] for w in want]
     assert [r["score"] for r in rows] == pytest.approx([w["score"] for w in want], abs=tol)
 
 
@@ -133,7 +134,7 @@ def test_predict_arguments_and_stdin(onnx_dir, student, tok):
     want = expected_rows(torch_logits(student, tok, PAIRS))
     rows = predict(out, *PAIRS[0])
     assert_rows(rows, want[:1])
-    assert set(rows[0]) == {"label", "score"}
+    assert set(rows[0]) == {"label", "label_id", "score"}
     stdin = "\n".join("\t".join(p) for p in PAIRS) + "\n\n"  # a trailing blank line is ignored
     assert_rows(predict(out, "--batch-size", 2, input=stdin), want)
     # the fast entry point (no typer app) gives the same, without importing torch or transformers
@@ -146,12 +147,50 @@ def test_predict_arguments_and_stdin(onnx_dir, student, tok):
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == [False, False]
 
 
+def test_task_models_name_their_classes():
+    """kron finetune's config.json names each class id as `datasets` does (MRPC: not_equivalent / equivalent)."""
+    from transformers import BertConfig
+
+    from kroncli.data.glue import TASKS, normalize_task
+    from kroncli.stages.finetune import _task_config
+
+    cfg = _task_config(BertConfig(), normalize_task("mrpc"))
+    assert cfg.id2label == {0: "not_equivalent", 1: "equivalent"} and cfg.label2id["equivalent"] == 1
+    names = {t.name: t.names for t in TASKS.values()}
+    assert names["CoLA"] == ("unacceptable", "acceptable") and names["SST-2"] == ("negative", "positive")
+    assert names["QQP"] == ("not_duplicate", "duplicate") and names["WNLI"] == ("not_entailment", "entailment")
+    assert names["RTE"] == names["QNLI"] == ("entailment", "not_entailment") and names["STS-B"] == ()
+    assert TASKS["MRPC"].label_names == ("0", "1")  # the files and GLUE submissions keep their ids
+
+
+def test_predict_prints_the_label_name_and_its_id(ws, onnx_dir, student, tok, tmp_path):
+    """A task student whose config names its classes (as kron finetune writes them): kron export records the
+    names, kron predict prints the name and the id. An export whose config had only ids keeps printing the id."""
+    named = tmp_path / "ws"
+    shutil.copytree(ws, named)
+    config = named / "tasks" / "mrpc" / "student" / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg["id2label"] = {"0": "not_equivalent", "1": "equivalent"}
+    cfg["label2id"] = {"not_equivalent": 0, "equivalent": 1}
+    config.write_text(json.dumps(cfg))
+    out = tmp_path / "named-hf"
+    export(named, out, "--format", "hf")
+    assert json.loads((out / "kron_export.json").read_text())["label_names"] == ["not_equivalent", "equivalent"]
+    want = expected_rows(torch_logits(student, tok, PAIRS))
+    rows = predict(out, input="\n".join("\t".join(p) for p in PAIRS) + "\n")
+    assert [r["label_id"] for r in rows] == [w["label_id"] for w in want]
+    assert [r["label"] for r in rows] == [("not_equivalent", "equivalent")[w["label_id"]] for w in want]
+    old = predict(onnx_dir[0], input="\n".join("\t".join(p) for p in PAIRS) + "\n")  # its config: ids only
+    assert [r["label"] for r in old] == [str(r["label_id"]) for r in old] == [w["label"] for w in want]
+
+
 def test_predict_regression_row():
     from kroncli.predict import format_row
 
     assert format_row([2.5], {"is_regression": True}) == {"score": 2.5}
     row = format_row([0.0, 2.0, 0.0], {"label_names": ["entailment", "neutral", "contradiction"]})
-    assert row["label"] == "neutral" and row["score"] == pytest.approx(np.exp(2) / (np.exp(2) + 2))
+    assert row["label"] == "neutral" and row["label_id"] == 1
+    assert row["score"] == pytest.approx(np.exp(2) / (np.exp(2) + 2))
 
 
 # --------------------------------------------------------------------------------------------------- int8

@@ -75,7 +75,7 @@ def predict_cmd(
     batch_size: Annotated[int, typer.Option(help="Inputs per model call.")] = 32,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads (default: the runtime's).")] = None,
 ) -> None:
-    """Predict with an exported model: one JSON line per input, {"label", "score"} ({"score"} for regression).
+    """Predict with an exported model: one JSON line {"label", "label_id", "score"} per input ({"score"}: regression).
 
     Example: kron predict deploy/kb19-mrpc "The cat sat." "A cat was sitting."
     """

@@ -70,10 +70,18 @@ class Task:
     test_splits: tuple[str, ...]
     tsv: dict[str, TsvSpec]  # split -> layout
     aliases: tuple[str, ...] = ()
+    # what each class id means, as `datasets`' glue features name it, where the files write only "0"/"1";
+    # empty: label_names are the names already (MNLI, QNLI, RTE, AX) or there are none (STS-B)
+    class_names: tuple[str, ...] = ()
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names) or 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name of each class id: what a model's config.json (id2label) and `kron predict` show."""
+        return self.class_names or self.label_names
 
     @property
     def is_regression(self) -> bool:
@@ -106,14 +114,17 @@ DEV = dict(eval_splits=("dev",), test_splits=("test",))
 
 TASKS: dict[str, Task] = {t.name: t for t in [
     Task("CoLA", "CoLA", "cola", ("sentence",), BINARY, ("mcc",), "mcc", **DEV,
-         tsv=_tsv(("sentence",), "label", names=("source", "label", "orig_label", "sentence"))),
-    Task("SST-2", "SST-2", "sst2", ("sentence",), BINARY, **ACC, **DEV, tsv=_tsv(("sentence",), "label")),
+         tsv=_tsv(("sentence",), "label", names=("source", "label", "orig_label", "sentence")),
+         class_names=("unacceptable", "acceptable")),
+    Task("SST-2", "SST-2", "sst2", ("sentence",), BINARY, **ACC, **DEV, tsv=_tsv(("sentence",), "label"),
+         class_names=("negative", "positive")),
     Task("MRPC", "MRPC", "mrpc", ("sentence1", "sentence2"), BINARY, **F1_ACC, **DEV,
-         tsv=_tsv(("#1 String", "#2 String"), "Quality")),
+         tsv=_tsv(("#1 String", "#2 String"), "Quality"), class_names=("not_equivalent", "equivalent")),
     Task("STS-B", "STS-B", "stsb", ("sentence1", "sentence2"), (), ("pearson", "spearman", "combined"), "combined",
          **DEV, tsv=_tsv(("sentence1", "sentence2"), "score")),
     Task("QQP", "QQP", "qqp", ("question1", "question2"), BINARY, **F1_ACC, **DEV,
-         tsv=_tsv(("question1", "question2"), "is_duplicate", test_idx="id")),
+         tsv=_tsv(("question1", "question2"), "is_duplicate", test_idx="id"),
+         class_names=("not_duplicate", "duplicate")),
     Task("MNLI", "MNLI", "mnli", ("premise", "hypothesis"), NLI3, **ACC,
          eval_splits=("dev_matched", "dev_mismatched"), test_splits=("test_matched", "test_mismatched"),
          tsv=_tsv(("sentence1", "sentence2"), "gold_label", labelled=("train", "dev_matched", "dev_mismatched"),
@@ -123,7 +134,7 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("RTE", "RTE", "rte", ("sentence1", "sentence2"), NLI2, **ACC, **DEV,
          tsv=_tsv(("sentence1", "sentence2"), "label")),
     Task("WNLI", "WNLI", "wnli", ("sentence1", "sentence2"), BINARY, **ACC, **DEV,
-         tsv=_tsv(("sentence1", "sentence2"), "label")),
+         tsv=_tsv(("sentence1", "sentence2"), "label"), class_names=("not_entailment", "entailment")),
     # The diagnostic set: test only, MNLI's labels (predicted by an MNLI model), scored by the 3-class
     # Matthews corr. (R3). download_glue_data.py writes it to diagnostic/diagnostic.tsv.
     Task("AX", "diagnostic", "ax", ("premise", "hypothesis"), NLI3, ("mcc",), "mcc", eval_splits=(),

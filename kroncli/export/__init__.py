@@ -80,7 +80,7 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     from ..data.glue import default_data_dir, normalize_task
     from ..evaluation.glue_eval import (_max_seq_len, check_labels, finetune_hint, has_model, model_dir, model_task,
                                         require_workspace)
-    from ..predict import EXPORT_FORMAT_VERSION, EXPORT_JSON, ONNX_FILE
+    from ..predict import EXPORT_FORMAT_VERSION, EXPORT_JSON, ONNX_FILE, label_names
     from ..workspace import Workspace, atomic_dir, atomic_write_json, versions
 
     check_options(opts)
@@ -105,7 +105,8 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     seq_len = _max_seq_len(path, model.config, opts.max_seq_len)
     out = Path(opts.out)
     meta = {"export_format_version": EXPORT_FORMAT_VERSION, "format": opts.format, "task": mtask.name,
-            "label_names": list(mtask.label_names), "is_pair": mtask.is_pair, "is_regression": mtask.is_regression,
+            "label_names": label_names(model.config) or list(mtask.names), "is_pair": mtask.is_pair,
+            "is_regression": mtask.is_regression,
             "max_seq_len": seq_len, "kronecker": not opts.dense, "quantize": opts.quantize,
             "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token, "source": str(path),
             "kroncli_version": versions().get("kroncli", "unknown")}

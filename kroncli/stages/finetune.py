@@ -70,9 +70,9 @@ def _task_config(config, task: Task):
     cfg = copy.deepcopy(config)
     cfg.num_labels = task.num_labels
     cfg.problem_type = "regression" if task.is_regression else "single_label_classification"
-    if task.label_names:
-        cfg.id2label = {i: n for i, n in enumerate(task.label_names)}
-        cfg.label2id = {n: i for i, n in enumerate(task.label_names)}
+    if task.names:  # what each class id means, for kron predict and any transformers pipeline
+        cfg.id2label = {i: n for i, n in enumerate(task.names)}
+        cfg.label2id = {n: i for i, n in enumerate(task.names)}
     cfg.architectures = None
     return cfg
 
