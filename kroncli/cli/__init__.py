@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import signal
+from typing import Annotated
 
 import typer
+import typer.core
 
 from . import distill as _distill
 from . import env as _env
@@ -26,6 +28,36 @@ app = typer.Typer(
     rich_markup_mode="rich",
     cls=OneLineUsageErrors,
 )
+
+
+def _flags_take_no_value() -> None:
+    """typer's rich help prints each option's type, flags included: every --json, --force, --help showed a `<bool>`
+    it takes no value for (its plain help, like click's, leaves flags out). A flag shows no type, in every command."""
+    display = typer.core.TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if (self.is_flag or self.count) and self.metavar is None else display(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = display_type_rich
+
+
+_flags_take_no_value()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"kron {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _kron(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print kron's version and exit.")] = False) -> None:
+    """Compress pre-trained Transformers with Kronecker decomposition + knowledge distillation."""
+
+
 app.command("factorize", no_args_is_help=False)(_factorize.factorize_cmd)
 app.command("distill")(_distill.distill_cmd)
 app.command("finetune")(_finetune.finetune_cmd)

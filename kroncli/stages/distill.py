@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import sources
-from ..data.corpus import load_corpus, token_types
+from ..data.corpus import corpus_files, load_corpus, token_types
 from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights
 from ..errors import KronError
@@ -148,7 +148,9 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     if opts.weights.get("mlm") and student.get_output_embeddings() is None:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")
-    teacher, _ = sources.load_model(teacher_source(ws, opts.teacher))
+    source = teacher_source(ws, opts.teacher)
+    log(f"loading the teacher {source.requested}")
+    teacher, _ = sources.load_model(source)
     layers = student_layer_map(folder, opts.layer_map)
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
     from transformers import AutoTokenizer
@@ -157,6 +159,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError):
         tokenizer = None
+    log(corpus_line(opts.corpus, ws))
     ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs)
     if ids.shape[1] > student.config.max_position_embeddings:
         raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's "
@@ -166,6 +169,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     teacher.eval().requires_grad_(False)
     step = make_step(teacher, opts.weights, opts.attention, layers, masker)
     round_no, earlier = next_round(ws, cfg, log)
+    log(f"{cfg.stage}: training starts (a loss line every {cfg.log_every} steps)")
     # the teacher follows the student onto accelerate's device inside the loop
     summary = train(cfg, student, PackedCorpus(ids), PackedCollate(tokenizer.sep_token_id), _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
@@ -183,6 +187,15 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
                                     **budget_plan(summary), "round": round_no,
                                     **({"earlier_rounds": earlier} if earlier else {})})
     return summary
+
+
+def corpus_line(corpus: list[str], ws: Workspace) -> str:
+    """What stage 1 reads before its first step, said before it starts: tokenising a large corpus takes minutes
+    on a CPU, and without a terminal (no progress bar) nothing else would be printed meanwhile."""
+    files = corpus_files(corpus)
+    what = f"{len(files)} file(s) in {', '.join(corpus)}" if files is not None else f"the dataset {corpus[0]}"
+    return (f"corpus: reading and tokenising {what} (a copy cached in {ws.root / 'cache'} by an earlier run with the "
+            "same text and settings is read instead)")
 
 
 def next_round(ws: Workspace, cfg: TrainConfig, log) -> tuple[int, list[dict]]:

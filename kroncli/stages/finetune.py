@@ -158,6 +158,7 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     task = normalize_task(opts.task)
     require_student(ws)
     source = teacher_source(ws, opts.teacher)
+    log(f"{task.name}: loading the teacher {source.requested}")
     base, _ = sources.load_model(source)
     tokenizer = _load_tokenizer(ws.student_dir)
     config = _task_config(base.config, task)
@@ -169,6 +170,7 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         model.bert.load_state_dict(base.state_dict(), strict=False)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(source.path, config=config)
+    log(f"{task.name}: reading and tokenising the training and dev sets")
     train_set, evals, floor = _data(task, tokenizer, opts)
     log(f"{task.name}: {len(train_set):,} training examples; fine-tuning the teacher")
 
@@ -342,6 +344,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
                         f"--task {opts.task} --teacher-only first")
+    log(f"{task.name}: loading the fine-tuned teacher ({teacher_path}) and the student")
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
     student, choices = build_task_student(ws, task, teacher, start)
     if init:
@@ -362,6 +365,9 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         log(f"{task.name}: {len(rows):,} unlabelled training inputs of {', '.join(dropped)} added, for the teacher to "
             f"label ({', '.join(f'{n:,} of {k}' for k, n in dropped.items())} dropped: already in {task.name}'s "
             "own splits)")
+    log(f"{task.name}: reading and tokenising the training and dev sets"
+        + (f", with {opts.augment} augmented copies of each training example (the teacher's masked-LM writes them: "
+           "minutes on a CPU)" if opts.augment else ""))
     train_set, evals, floor = _data(task, tokenizer, opts, augmenter, rows)
     unseen, lost = _unseen_evals(task, source, opts, tokenizer) if source else ({}, {})
     for split, n in lost.items():
@@ -409,6 +415,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         + (f", {len(rows):,} of them {', '.join(extra_inputs['unlabelled_from'])}'s" if rows is not None else "")
         + (f", each with {opts.rehearse} block(s) of general text" if opts.rehearse else "")
         + "; distilling the student")
+    log(f"{task.name}: scoring the student on {', '.join(evals)} before training")
     before = _eval_fn(task, evals, tokenizer, opts.eval_batch_size)(student)
     summary = train(cfg, student, train_set, collate, step,
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
