@@ -19,6 +19,77 @@ def _plt():
     return plt
 
 
+# where a label may sit, in points from its marker: the four corners close by, then further out
+NEAR = [(6, 4), (6, -12), (-6, 4), (-6, -12), (6, 16), (-6, 16), (6, -24), (-6, -24)]
+PAD = 1.0  # pixels kept free around each label
+
+
+def _label_offsets():
+    yield from NEAR
+    for k in range(1, 400):  # then a column above and one below the marker, one label height per step
+        yield (10, 16 + 10 * k)
+        yield (10, -24 - 10 * k)
+
+
+def place_labels(ax, points: list[tuple]) -> list:
+    """Annotate each (x, y, text, colour), in the given order, at the first offset where its box meets no label placed
+    before it (measured by the renderer, so the same data always gives the same picture); a label moved away from
+    its marker gets a thin line to it. Labels are left out of tight_layout, so laying the figure out again does
+    not move them relative to each other. Returns the label annotations."""
+    fig = ax.get_figure()
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    placed, labels = [], []
+    for x, y, text, colour in points:
+        def make(dx, dy, text=text, x=x, y=y, colour=colour):
+            return ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7, color=colour,
+                               ha="left" if dx > 0 else "right", annotation_clip=False)
+
+        chosen = None  # the first free place inside the axes, else the first free place
+        for dx, dy in _label_offsets():
+            label = make(dx, dy)
+            box = label.get_window_extent(renderer).padded(PAD)
+            free = not any(box.overlaps(other) for other in placed)
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            if free and (fits or chosen is None):
+                if chosen is not None:
+                    chosen[0].remove()
+                chosen = (label, box, dx, dy)
+                if fits:
+                    break
+            else:
+                label.remove()
+        if chosen is None:  # no free place at all (hundreds of labels): the last one tried
+            chosen = (make(dx, dy), box, dx, dy)
+        label, box, dx, dy = chosen
+        label.set_in_layout(False)
+        if (dx, dy) not in NEAR[:4]:
+            line = ax.annotate("", (x, y), xytext=(dx, dy + 3), textcoords="offset points", annotation_clip=False,
+                               arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", shrinkA=0, shrinkB=3))
+            line.set_in_layout(False)
+        placed.append(box)
+        labels.append(label)
+    return labels
+
+
+def score_vs_compression(table: pd.DataFrame, plt):
+    """GLUE average against compression, a marker and a label in its colour per model (teachers as stars)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rows = table[table["glue_avg"].notna() & table["compression"].notna()]
+    points = []
+    for _, r in rows.iterrows():
+        teacher = r["model"] == "teacher" or r.get("compression") == 1.0
+        dots = ax.scatter(r["compression"], r["glue_avg"], marker="*" if teacher else "o", s=120 if teacher else 50)
+        points.append((r["compression"], r["glue_avg"], f"{r['workspace']} {r['model']}", dots.get_facecolor()[0]))
+    ax.margins(0.25)  # room for the labels
+    ax.set_xlabel("compression (x)")
+    ax.set_ylabel("GLUE dev average")
+    ax.set_title("score vs compression (* = teacher)")
+    fig.tight_layout()  # the final layout first: labels are placed in its coordinates
+    place_labels(ax, points)
+    return fig
+
+
 def write_plots(table: pd.DataFrame, paths: list[str], out: Path) -> list[Path]:
     """score vs compression, training curves, per-layer error, latency vs batch; only those with data."""
     plt = _plt()
@@ -26,15 +97,7 @@ def write_plots(table: pd.DataFrame, paths: list[str], out: Path) -> list[Path]:
     written = []
 
     if "glue_avg" in table and table["glue_avg"].notna().any():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for _, r in table[table["glue_avg"].notna()].iterrows():
-            teacher = r["model"] == "teacher" or r.get("compression") == 1.0
-            ax.scatter(r["compression"], r["glue_avg"], marker="*" if teacher else "o", s=120 if teacher else 50)
-            ax.annotate(f"{r['workspace']} {r['model']}", (r["compression"], r["glue_avg"]), fontsize=7)
-        ax.set_xlabel("compression (x)")
-        ax.set_ylabel("GLUE dev average")
-        ax.set_title("score vs compression (* = teacher)")
-        written.append(_save(fig, out / "score_vs_compression.png", plt))
+        written.append(_save(score_vs_compression(table, plt), out / "score_vs_compression.png", plt))
 
     curves = [(Path(p), f) for p in paths for f in sorted((Path(p) / "metrics").glob("*.csv"))
               if f.stem.startswith(("distill", "finetune"))]

@@ -7,13 +7,17 @@ architecture cannot drift between save and load.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 from pathlib import Path
+from typing import Iterator
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from .errors import KronError
+from .errors import KronError, first_line
 from .kron.search import Choice
 from .surgery import apply_choices
 from .workspace import atomic_dir, atomic_write_json, versions
@@ -23,10 +27,37 @@ WEIGHTS = "model.safetensors"
 FORMAT_VERSION = 1
 
 
+def _failed_write(error: BaseException) -> bool:
+    """A write that ran out of room (a full disk, a quota, a file-size limit), as safetensors, the OS and torch's zip
+    writer ("unexpected pos", "file write failed") report it."""
+    if isinstance(error, SafetensorError):
+        return True
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(k in text for k in ("unexpected pos", "file write failed",
+                                                                        "PytorchStreamWriter"))
+
+
+@contextlib.contextmanager
+def model_dir_write(out_dir: Path) -> Iterator[Path]:
+    """`atomic_dir` for a model folder (student, task teacher or student): a write that fails is one line naming the
+    folder, and the folder as it was is kept."""
+    out_dir = Path(out_dir)
+    try:
+        with atomic_dir(out_dir) as tmp:
+            yield tmp
+    except Exception as e:
+        if not _failed_write(e):
+            raise
+        raise KronError(f"could not write {out_dir} ({first_line(e)}); free disk space (or raise the quota) and "
+                        f"run the command again: {out_dir.name} was not replaced") from None
+
+
 def save_student(model: torch.nn.Module, choices: list[Choice], out_dir: Path, tokenizer=None,
                  extra: dict | None = None) -> None:
     """Write the student folder atomically (a crash leaves the previous student intact)."""
-    with atomic_dir(Path(out_dir)) as tmp:
+    with model_dir_write(Path(out_dir)) as tmp:
         model.config.save_pretrained(tmp)
         save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
         if tokenizer is not None:
