@@ -84,9 +84,15 @@ def _validate(opts: FactorizeOptions) -> None:
     given = [k for k in ("ratio", "max_params", "preset") if getattr(opts, k) is not None]
     if len(given) > 1:
         raise KronError("choose one of --ratio, --max-params and --preset")
+    if opts.ratio is not None and not math.isfinite(opts.ratio):
+        raise KronError(f"--ratio {opts.ratio:g} is not a finite number; pass a ratio >= 1, e.g. --ratio 19")
     if opts.ratio is not None and opts.ratio < 1:
         raise KronError(f"--ratio {opts.ratio:g} is below 1: a student cannot be larger than its teacher; "
                         "pass a ratio >= 1, e.g. --ratio 19")
+    if opts.max_layer_ratio is not None and not opts.max_layer_ratio > 1:  # NaN too
+        raise KronError(f"--max-layer-ratio {opts.max_layer_ratio:g} leaves no shape to choose: a Kronecker factor "
+                        "pair compresses its matrix more than 1x; pass a cap above 1, e.g. --max-layer-ratio 64, "
+                        "or leave it out (default max(64, 4 x ratio))")
     if opts.max_params is not None and opts.max_params <= 0:
         raise KronError("--max-params must be a positive number of parameters")
     if opts.preset is not None and opts.preset not in search.PRESETS:
@@ -157,8 +163,13 @@ def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_p
         raise KronError(f"{asked} cannot be met: the largest ratio possible for this model and these targets "
                         f"is {teacher_params / smallest:.1f}x ({smallest:,} parameters; {keep:,} of them are not "
                         "factored)")
-    if total < smallest_student(targets, model_params, opts, cap):
-        cap = math.inf  # the budget needs shapes beyond the per-matrix cap: open them all
+    capped = smallest_student(targets, model_params, opts, cap)
+    if total < capped and opts.max_layer_ratio is not None:  # a cap the user set is kept, or the run refused
+        raise KronError(f"{asked} cannot be met with --max-layer-ratio {opts.max_layer_ratio:g}: under that cap the "
+                        f"largest ratio is {teacher_params / capped:.1f}x; raise the cap, lower the ratio, or leave "
+                        "--max-layer-ratio out")
+    if total < capped:
+        cap = math.inf  # the default cap: the budget needs shapes beyond it, open them all
     cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress, min_side=opts.min_side,
                                     min_embedding_dim=opts.min_embedding_dim,
                                     embedding_rank=opts.embedding_rank)

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import KronError, first_line
+from .errors import KronError, first_line, silence_stdout, stdout_reader_gone
 
 EXPORT_JSON = "kron_export.json"
 ONNX_FILE = "model.onnx"
@@ -260,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     except KronError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
+    except BrokenPipeError:  # `... | head -1`: quietly, as kron predict does
+        if not stdout_reader_gone():
+            raise
+        return silence_stdout()
     return 0
 
 

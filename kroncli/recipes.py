@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
-from .errors import KronError
+from .errors import KronError, first_line
 
 
 @dataclass
@@ -144,7 +144,8 @@ def _check(value: Any, tp: Any, key: str) -> Any:
 
 def _build(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
-        raise KronError(f"recipe key {prefix or 'top level'}: expected a mapping")
+        raise KronError(f"recipe key {prefix or 'top level'}: expected a mapping of keys, got "
+                        f"{type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -156,8 +157,8 @@ def _build(cls, data: dict, prefix: str):
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value or {}, key)
+        if dataclasses.is_dataclass(tp):  # `distill:` with nothing under it is an empty section; `distill: []` is not
+            kwargs[name] = _build(tp, {} if value is None else value, key)
         else:
             kwargs[name] = _check(value, tp, key)
     return cls(**kwargs)
@@ -175,8 +176,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise KronError(f"--set {item!r}: {p} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = _set_value(item, raw)
     return data
+
+
+def _set_value(item: str, raw: str):
+    """The value of a `--set KEY=VALUE`, read as YAML (`[a, b]`, `1e-4`, `true`); a value YAML cannot read is a
+    one-line error naming the --set."""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise KronError(f"--set {item!r}: the value is not YAML ({getattr(e, 'problem', None) or first_line(e)}); "
+                        "quote a string, write a list as [a, b]") from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
@@ -184,11 +195,16 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise KronError(f"recipe {path} does not exist; see recipes/ for examples")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise KronError(f"recipe {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                        "save it as UTF-8") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise KronError(f"recipe {path} does not parse{where}: {getattr(e, 'problem', e)}") from None
+    if data is None or data == {}:  # an empty file would plan a whole run of defaults
+        raise KronError(f"recipe {path} is empty; a recipe names at least its stages (see recipes/ for examples)")
     if isinstance(data, dict):  # anything else fails in _build, naming the key
         _follow_data_dir(data, overrides or [])
     return _build(Recipe, apply_overrides(data, overrides or []), "")
@@ -201,7 +217,7 @@ def _follow_data_dir(data: dict, overrides: list[str]) -> None:
     passed (`kron run --data-dir`), not from the one the recipe was written for. Corpus lists given on the
     command line are left as they are: they are applied after this.
     """
-    given = [yaml.safe_load(o.partition("=")[2]) for o in overrides if o.partition("=")[0].strip() == "data_dir"]
+    given = [_set_value(o, o.partition("=")[2]) for o in overrides if o.partition("=")[0].strip() == "data_dir"]
     old, new = data.get("data_dir"), given[-1] if given else None
     if not isinstance(old, str) or not isinstance(new, str) or os.path.normpath(old) == os.path.normpath(new):
         return

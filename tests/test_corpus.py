@@ -110,3 +110,27 @@ def test_compressed_text_reads_like_plain_text_and_a_cut_archive_is_named(tmp_pa
     broken.write_bytes(b"not xz at all")
     with pytest.raises(KronError, match="cannot be decompressed"):
         corpus_files([str(broken)])
+
+
+def test_a_corpus_that_is_not_utf8_is_named_in_a_warning(tmp_path):
+    import gzip
+
+    from kroncli.data.corpus import _read_lines
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Le café crème à la façade, naïve et brûlée.\n".encode("latin-1") * 30)
+    said = []
+    lines = _read_lines([latin1], said.append)
+    assert lines[0] == "Le caf\ufffd cr\ufffdme \ufffd la fa\ufffdade, na\ufffdve et br\ufffdl\ufffde."
+    assert len(said) == 1 and str(latin1) in said[0] and "210 of 1,320 bytes" in said[0] and "iconv" in said[0]
+    packed = tmp_path / "latin1.txt.gz"  # counted on the decompressed bytes
+    packed.write_bytes(gzip.compress(latin1.read_bytes()))
+    _read_lines([packed], said.append)
+    assert len(said) == 2 and str(packed) in said[1] and "210 of 1,320 bytes" in said[1]
+    with pytest.warns(UserWarning, match="not UTF-8"):  # no log: Python's warnings
+        _read_lines([latin1])
+
+    mostly = tmp_path / "utf8.txt"  # one stray byte in 24,000: below the 0.1% share, read without a word
+    mostly.write_bytes("déjà vu, naïve café\n".encode() * 1000 + b"\xff\n")
+    said.clear()
+    assert _read_lines([mostly], said.append)[-1] == "\ufffd" and said == []

@@ -7,24 +7,39 @@ import functools
 import json
 import os
 import sys
-from typing import Annotated, Callable, Iterator
+from typing import Annotated, Callable, Iterator, NoReturn
 
 import typer
 import typer.core
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
     TimeRemainingColumn
+from rich.text import Text
 
-from ..errors import KronError
+from ..errors import KronError, silence_stdout, stdout_reader_gone
+
+
+class KronConsole(Console):
+    """Rich's console with markup off: messages, paths, regexes and table cells print as they are (`--targets
+    'x[a-z]y'` stays `x[a-z]y`, a `[/x]` cannot crash a print); styling is asked for explicitly (`style=`, rich
+    `Text`, `markup=True` on a print of our own text). A closed stdout (`kron report | head -1`) ends the command
+    quietly with the status of every other broken pipe (kroncli/errors.py) instead of rich's exit 1."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("markup", False)
+        super().__init__(*args, **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise SystemExit(silence_stdout())
 
 
 def _console(stderr: bool = False, piped_width: int = 200) -> Console:
     """A terminal's own width; piped output (CI logs, `| tee`, `> file`) is not cut or wrapped at rich's 80 columns."""
-    console = Console(stderr=stderr)
+    console = KronConsole(stderr=stderr)
     if console.is_terminal or os.environ.get("COLUMNS"):
         return console
-    return Console(stderr=stderr, width=piped_width)
+    return KronConsole(stderr=stderr, width=piped_width)
 
 
 err_console = _console(stderr=True)
@@ -33,8 +48,17 @@ out_console = _console()
 # Option aliases defined once and shared by every subcommand.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout; human output goes "
                                                       "to stderr and progress bars are off.")]
-WorkspaceOpt = Annotated[str, typer.Option("--workspace", "-w", help="Experiment folder (created by "
-                                                                     "`kron factorize`).")]
+
+
+def not_a_file(path: str | None) -> str | None:
+    """A --workspace that names a regular file is refused before any command reads or plans anything."""
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        raise typer.BadParameter(f"{path} is a file, not a folder; pass a folder (new, or made by kron factorize)")
+    return path
+
+
+WorkspaceOpt = Annotated[str, typer.Option("--workspace", "-w", callback=not_a_file,
+                                           help="Experiment folder (created by `kron factorize`).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing workspace.")]
 
 
@@ -51,7 +75,7 @@ def progress_factory(enabled: bool) -> Callable[[str, int], contextlib.AbstractC
         if not enabled:
             yield lambda n=1: None
             return
-        cols = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        cols = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*cols, console=err_console, transient=True) as bar:
             task = bar.add_task(description, total=total)
@@ -69,8 +93,13 @@ def emit_json(obj) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+def error_line(message: str) -> None:
+    """`error: MESSAGE` on stderr, the message verbatim (no markup: brackets in paths and regexes survive)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    error_line(message)
     raise typer.Exit(code)
 
 
@@ -84,7 +113,9 @@ def handle_errors(fn):
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+            return result
         except KronError as e:
             if os.environ.get("KRON_DEBUG"):
                 raise
@@ -93,6 +124,8 @@ def handle_errors(fn):
             err_console.print("interrupted", style="yellow")
             raise typer.Exit(130)
         except (OSError, MemoryError) as e:  # disk full, permissions: still one actionable line
+            if isinstance(e, BrokenPipeError) and stdout_reader_gone():  # `kron predict ... | head -1`
+                raise typer.Exit(silence_stdout())  # quietly, as Unix tools do (kroncli/errors.py)
             if os.environ.get("KRON_DEBUG"):
                 raise
             fail(f"{type(e).__name__}: {e}")
@@ -114,8 +147,7 @@ class OneLineUsageErrors(typer.core.TyperGroup):
                 raise SystemExit(e.exit_code) from None
             ctx = getattr(e, "ctx", None)
             hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            err_console.print(f"[bold red]error:[/] {escape(e.format_message())}{escape(hint)}", highlight=False,
-                              soft_wrap=True)
+            error_line(f"{e.format_message()}{hint}")
             raise SystemExit(e.exit_code) from None
         except typer.Abort:
             err_console.print("aborted", style="yellow")

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..workspace import Workspace
 from .common import JsonOpt, WorkspaceOpt, emit_json, handle_errors, human_console, progress_factory, show_progress
@@ -26,8 +27,8 @@ def _scores_table(title: str, results: list[dict]) -> Table:
     for r in results:
         for i, (metric, value) in enumerate(r["metrics"].items()):
             bold = "bold" if metric == r["primary"] else None
-            table.add_row(r["task"], r["model"], r["split"], metric, f"[{bold}]{value:.2f}[/]" if bold else
-                          f"{value:.2f}", f"{r['n']:,}" if i == 0 else "",
+            table.add_row(r["task"], r["model"], r["split"], metric, Text(f"{value:.2f}", style=bold or ""),
+                          f"{r['n']:,}" if i == 0 else "",
                           f"{r['examples_per_s']:.1f}" if i == 0 and r["examples_per_s"] else "")
     return table
 
@@ -116,7 +117,7 @@ def ood_cmd(
     console.print(_scores_table(f"{out['task']} out of distribution: {out['data']}", out["results"]))
     for g in out["gaps"]:
         console.print(f"{g['model']}: {g['metric']} {g['ood']:.2f} on {out['split']} vs {g['dev']:.2f} on "
-                      f"{g['dev_split']}: gap [bold]{g['gap']:+.2f}[/]", highlight=False)
+                      f"{g['dev_split']}: gap [bold]{g['gap']:+.2f}[/]", highlight=False, markup=True)
     console.print(f"rows appended to {out['eval_csv']}", highlight=False)
     if json_out:
         emit_json(out)

@@ -7,6 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 from rich import box
 from rich.table import Column, Table
+from rich.text import Text
 
 from ..workspace import Workspace
 from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors, human_console, \
@@ -71,7 +72,7 @@ def print_report(result: dict, console) -> None:
         sizes.add_row(e["label"], f"{e['params']:,}", f"{e['size_mib']:.1f}", f".onnx file ({e['folder']})")
     console.print(sizes)
     console.print(f"compression: [bold]{comp['params']:.2f}x[/] fewer parameters, [bold]{comp['disk']:.2f}x[/] "
-                  "smaller on disk", highlight=False)
+                  "smaller on disk", highlight=False, markup=True)
     gpu = f", GPU {result['gpu']}" if result.get("gpu") else ""
     threshold = result["other_load_threshold"]
     busy = any(r["other_load"] > threshold for r in result["results"])
@@ -94,6 +95,7 @@ def print_report(result: dict, console) -> None:
         speedup = f"{r['speedup']:.2f}x" if teacher else f"[bold]{r['speedup']:.2f}x[/]"
         if r["other_load"] > threshold:
             speedup = f"[yellow]{speedup}*[/]"
+        speedup = Text.from_markup(speedup)  # the consoles print plain text unless asked (cli/common.py)
         table.add_row(r["device"], str(r["batch"]), r["model"], f"{r['latency_ms']:.2f}",
                       f"{r['throughput_seq_s']:,.1f}", f"{r['tokens_s']:,.0f}", speedup,
                       _num(r["peak_mem_mib"], ",.1f"))

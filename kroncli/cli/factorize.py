@@ -7,11 +7,12 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..kron.presets import PRESETS
 from ..sources import DEFAULT_MODEL, RANDOM_CONFIGS
 from ..workspace import Workspace
-from .common import ForceOpt, JsonOpt, emit_json, handle_errors, human_console, progress_factory, \
+from .common import ForceOpt, JsonOpt, emit_json, handle_errors, human_console, not_a_file, progress_factory, \
     show_progress
 
 
@@ -19,7 +20,7 @@ from .common import ForceOpt, JsonOpt, emit_json, handle_errors, human_console, 
 def factorize_cmd(
     model: Annotated[Optional[str], typer.Argument(
         help=f"Teacher: hub name, local folder, or the offline default {DEFAULT_MODEL}.")] = None,
-    workspace: Annotated[Optional[str], typer.Option("--workspace", "-w",
+    workspace: Annotated[Optional[str], typer.Option("--workspace", "-w", callback=not_a_file,
                                                      help="Experiment folder to create.")] = None,
     ratio: Annotated[Optional[float], typer.Option(help="Teacher params / student params "
                                                         "(default 19).")] = None,
@@ -36,7 +37,8 @@ def factorize_cmd(
     random_init: Annotated[Optional[str], typer.Option(
         help=f"Random-weight teacher for speed work: {', '.join(RANDOM_CONFIGS)}.")] = None,
     max_layer_ratio: Annotated[Optional[float], typer.Option(
-        help="Skip candidate shapes compressing one matrix more than this (default max(64, 4*ratio)).")]
+        help="Skip candidate shapes compressing one matrix more than this (above 1). Default max(64, 4*ratio), "
+             "lifted when the ratio needs more; a cap given here is kept, and a ratio it cannot reach refused.")]
     = None,
     min_side: Annotated[int, typer.Option(
         help="Shortest side a Linear factor may have; 2+ rules out one-column/one-row factors, which win on "
@@ -109,5 +111,6 @@ def _print_table(result, summary: dict, json_out: bool) -> None:
                       "n/a" if row["rel_error_mean"] != row["rel_error_mean"] else f"{row['rel_error_mean']:.3f}")
     console.print(table)
     where = f" -> {summary['workspace']}" if summary["workspace"] else " (plan only, nothing written)"
-    console.print(f"teacher {summary['teacher_params']:,} params -> student {summary['student_params']:,} "
-                  f"params: [bold]{summary['compression']:.2f}x[/] smaller{where}", highlight=False)
+    console.print(Text.assemble(f"teacher {summary['teacher_params']:,} params -> student "
+                                f"{summary['student_params']:,} params: ", (f"{summary['compression']:.2f}x", "bold"),
+                                f" smaller{where}"), highlight=False)

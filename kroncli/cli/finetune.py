@@ -90,6 +90,9 @@ def finetune_cmd(
     from ..data.squad import squad_version
     from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
     from ..train import TrainConfig, check_training_values
+    if teacher_only and weight:
+        raise KronError(f"--weight {weight[0]} weighs a loss of the student's distillation; the teacher trains on the "
+                        "labels alone: drop --weight with --teacher-only")
     version = squad_version(task)
     if version is not None:
         return _squad(**locals())
@@ -149,6 +152,7 @@ def _unseen_line(record: dict) -> str:
 def _squad(version: int, **a) -> None:
     """`kron finetune --task squad|squad_v2`: the same loop and outputs, on the SQuAD stage functions."""
     from ..data.squad import task_name
+    from ..distill.losses import check_temperature
     from ..train import TrainConfig, check_training_values
     from ..stages.squad import SquadOptions, default_weights, finetune_squad_student, finetune_squad_teacher
     if a["augment"]:
@@ -159,6 +163,11 @@ def _squad(version: int, **a) -> None:
         raise KronError("--init-from is for GLUE tasks so far; drop it for SQuAD")
     if a["unlabelled_from"]:
         raise KronError("--unlabelled-from is for GLUE tasks; drop it for SQuAD")
+    if not a["teacher_only"]:
+        try:
+            check_temperature(a["temperature"])
+        except ValueError as e:
+            raise KronError(f"{e} (--temperature), e.g. 1") from None
 
     name = task_name(version)
     teacher_only = a["teacher_only"]

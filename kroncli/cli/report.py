@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from .common import err_console, handle_errors, out_console
+from .common import KronConsole, err_console, handle_errors, out_console
 
 
 @handle_errors
@@ -37,7 +36,7 @@ def report_cmd(
     df = build_table(workspaces or [], paper, skip=lambda why: err_console.print(f"skipped: {why}", highlight=False))
     if format == "table":
         # piped: the table's own width, however many columns; a terminal's width otherwise (print_table fits it)
-        print_table(df, out_console if out_console.is_terminal else Console(width=100_000))
+        print_table(df, out_console if out_console.is_terminal else KronConsole(width=100_000))
     else:
         sys.stdout.write(render(df, format))
     if plot:

@@ -13,12 +13,15 @@ sources' names, sizes and modification times, the tokenizer and the length.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import hashlib
 import io
 import json
 import lzma
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -27,6 +30,24 @@ from ..workspace import atomic_write_bytes
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".rst", ".tsv"}
 COMPRESSED = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
+NOT_UTF8_WARN = 0.001  # share of a file's bytes read as U+FFFD above which the file is named in a warning
+
+
+class _CountReplaced:
+    """errors="replace" that counts the bytes it replaces (codec error handlers are registered by name)."""
+
+    NAME = "kroncli-count-replace"
+
+    def __init__(self):
+        self.bytes = 0
+
+    def __call__(self, error: UnicodeDecodeError):
+        self.bytes += error.end - error.start
+        return "\ufffd", error.end
+
+
+_replaced = _CountReplaced()
+codecs.register_error(_CountReplaced.NAME, _replaced)
 
 
 def _inner_suffix(path: Path) -> str:
@@ -85,19 +106,35 @@ def _check_text(path: Path) -> None:
                         "or document per line, or GLUE .tsv files")
 
 
-def _read_lines(files: list[Path]) -> list[str]:
-    """Non-empty lines; from .tsv files (e.g. GLUE) only the text fields: those containing a space."""
+def _read_lines(files: list[Path], log: Callable[[str], None] | None = None) -> list[str]:
+    """Non-empty lines; from .tsv files (e.g. GLUE) only the text fields: those containing a space. Bytes that are not
+    UTF-8 become U+FFFD; a file with more than NOT_UTF8_WARN of them is named in a warning (`log`, else `warnings`)."""
     lines = []
     for f in files:
+        _replaced.bytes = 0
         try:
-            with io.TextIOWrapper(_open_binary(f), encoding="utf-8-sig", errors="replace") as fh:
+            with io.TextIOWrapper(_open_binary(f), encoding="utf-8-sig", errors=_CountReplaced.NAME) as fh:
                 if _inner_suffix(f) == ".tsv":
                     lines += [field.strip() for ln in fh for field in ln.split("\t") if " " in field.strip()]
                 else:
                     lines += [ln.strip() for ln in fh if ln.strip()]
+                size = fh.buffer.tell()  # uncompressed bytes read
         except (OSError, EOFError, lzma.LZMAError) as e:  # a compressed file cut short
             raise KronError(f"corpus file {f} cannot be read to its end ({e}); pass a complete copy") from e
+        if _replaced.bytes > NOT_UTF8_WARN * max(size, 1):
+            _warn_not_utf8(f, _replaced.bytes, size, log)
     return lines
+
+
+def _warn_not_utf8(path: Path, bad: int, size: int, log: Callable[[str], None] | None) -> None:
+    how = ("decompressed, e.g. with iconv -f latin1 -t utf-8" if path.suffix.lower() in COMPRESSED else
+           f"e.g. iconv -f latin1 -t utf-8 {path} > {path.with_name(f'{path.stem}.utf8{path.suffix}')}")
+    message = (f"warning: corpus file {path}: {bad:,} of {size:,} bytes ({bad / max(size, 1):.1%}) are not UTF-8 and "
+               f"were read as U+FFFD; if it is Latin-1 or cp1252, convert it to UTF-8 first ({how})")
+    if log is None:
+        warnings.warn(message, stacklevel=3)
+    else:
+        log(message)
 
 
 def _dataset_lines(name: str) -> list[str]:
@@ -171,8 +208,9 @@ def token_types(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
 
 
 def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path | None,
-                pairs: bool = True) -> torch.Tensor:
-    """(N, max_seq_len) int32 token ids, from the cache when the sources have not changed."""
+                pairs: bool = True, log: Callable[[str], None] | None = None) -> torch.Tensor:
+    """(N, max_seq_len) int32 token ids, from the cache when the sources have not changed. `log` gets the warnings
+    about the text (files that are not UTF-8)."""
     if not sources:
         raise KronError("no corpus given; pass --corpus FILE_OR_FOLDER (one sentence or document per line)")
     if tokenizer is None:
@@ -182,7 +220,7 @@ def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path
     cache = cache_dir / f"corpus-{key}.pt" if cache_dir else None
     if cache and cache.exists():
         return torch.load(cache)
-    lines = _read_lines(files) if files is not None else _dataset_lines(sources[0])
+    lines = _read_lines(files, log) if files is not None else _dataset_lines(sources[0])
     if not lines:
         raise KronError(f"the corpus ({', '.join(sources)}) is empty; give files with text in them")
     ids = tokenizer(lines, add_special_tokens=False, truncation=False)["input_ids"]

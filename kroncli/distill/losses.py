@@ -246,6 +246,16 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [(i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)]
 
 
+def fit_layer_map(given: Sequence[int] | None, student_layers: int, teacher_layers: int) -> list[int]:
+    """The teacher layer of each student layer: `given`, or the default `layer_map`; a ValueError when the map does
+    not name one teacher layer per student layer."""
+    idx = list(given) if given is not None else layer_map(student_layers, teacher_layers)
+    if len(idx) != student_layers or any(not 0 <= j < teacher_layers for j in idx):
+        raise ValueError(f"layer map {idx} does not fit {student_layers} student / {teacher_layers} teacher "
+                         "layers")
+    return idx
+
+
 # ------------------------------------------------------------------------------------------------ registry
 
 @dataclass(frozen=True)
@@ -373,8 +383,16 @@ def check_weights(weights: Mapping[str, float]) -> None:
     for name, w in weights.items():
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
             raise ValueError(f"weight of {name!r} must be a finite number, got {w!r}")
+        if w < 0:  # a negative weight maximises its term: the student learns away from the teacher
+            raise ValueError(f"weight of {name!r} is negative ({w:g}); weights are >= 0, and 0 drops the term")
     if not any(weights.values()):
         raise ValueError(f"all loss weights are zero; give at least one of {sorted(LOSSES)} a weight")
+
+
+def check_temperature(temperature: float) -> None:
+    """A positive, finite logit temperature (NaN would train until the loss is NaN; inf flattens every target)."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature {temperature} must be > 0 and finite")
 
 
 class DistillLoss:
@@ -392,8 +410,7 @@ class DistillLoss:
                  layer_map: Sequence[int] | None = None, mask_padding: bool = True):
         check_weights(weights)
         self.weights = {k: float(v) for k, v in weights.items() if v != 0}
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         self.temperature = float(temperature)
         self.layer_map = list(layer_map) if layer_map is not None else None
         self.mask_padding = mask_padding
@@ -409,11 +426,7 @@ class DistillLoss:
         return "scores" if any(LOSSES[n].uses_attention for n in self.weights) else None
 
     def teacher_layers(self, student_layers: int, teacher_layers: int) -> list[int]:
-        idx = self.layer_map if self.layer_map is not None else layer_map(student_layers, teacher_layers)
-        if len(idx) != student_layers or any(not 0 <= j < teacher_layers for j in idx):
-            raise ValueError(f"layer map {idx} does not fit {student_layers} student / {teacher_layers} teacher "
-                             "layers")
-        return idx
+        return fit_layer_map(self.layer_map, student_layers, teacher_layers)
 
     def __call__(self, s: Captured, t: Captured | None, batch: Mapping[str, Any] | None = None
                  ) -> tuple[Tensor, dict[str, float]]:

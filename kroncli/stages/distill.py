@@ -10,7 +10,7 @@ import torch
 from .. import sources
 from ..data.corpus import corpus_files, load_corpus, token_types
 from ..distill.capture import Capture
-from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights
+from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights, fit_layer_map, layer_map
 from ..errors import KronError
 from ..student import choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, budget_plan, checkpoints, train
@@ -103,6 +103,22 @@ def parse_layer_map(text: str | None) -> list[int] | None:
         raise KronError(f"--layer-map {text!r} is not 'uniform' or a comma list of teacher layer indices") from None
 
 
+def check_layer_map(text: str | None, teacher_config, student_config) -> None:
+    """--layer-map (or the layers the student was cut from) against both models' depths, before anything trains:
+    the loss would otherwise fail at its first step."""
+    depth = lambda c: getattr(c, "num_hidden_layers", None) or getattr(c, "n_layers", None)  # noqa: E731
+    s, t = depth(student_config), depth(teacher_config)
+    if s is None or t is None:
+        return
+    try:
+        fit_layer_map(parse_layer_map(text), s, t)
+    except ValueError:
+        given = f"--layer-map {text}" if text else "the default layer map"
+        example = f"--layer-map {','.join(map(str, layer_map(s, t)))} or " if s <= t else ""
+        raise KronError(f"{given} does not fit a {s}-layer student and a {t}-layer teacher: give one teacher layer "
+                        f"(0..{t - 1}) per student layer, e.g. {example}--layer-map uniform") from None
+
+
 def make_step(teacher, weights: dict, attention: str, layer_map: str | None, masker: MaskingCollate | None = None):
     """A `step_fn` for the loop: (MLM masking,) one teacher forward under inference_mode, one student forward."""
     t_capture = Capture(teacher, attention=attention)
@@ -153,6 +169,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     teacher, _ = sources.load_model(source)
     layers = student_layer_map(folder, opts.layer_map)
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
+    check_layer_map(layers, teacher.config, student.config)
     from transformers import AutoTokenizer
 
     try:
@@ -160,7 +177,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     except (OSError, ValueError):
         tokenizer = None
     log(corpus_line(opts.corpus, ws))
-    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs)
+    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs, log=log)
     if ids.shape[1] > student.config.max_position_embeddings:
         raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's "
                         f"{student.config.max_position_embeddings} positions")

@@ -19,16 +19,16 @@ from ..data.glue import Task, load_split, normalize_task
 from ..data.overlap import seen_mask
 from ..data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from ..distill.capture import Capture
-from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights
+from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_temperature, check_weights
 from ..errors import KronError
 from ..evaluate import score
 from ..metrics import majority_baseline
-from ..student import choices_from_config, load_student, read_kron_config, save_student
+from ..student import choices_from_config, load_student, model_dir_write, read_kron_config, save_student
 from ..train import TrainConfig, budget_plan, train
-from ..workspace import Workspace, atomic_dir
+from ..workspace import Workspace
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
                      teacher_source)
-from .distill import parse_layer_map
+from .distill import check_layer_map, parse_layer_map
 
 
 def default_weights(task: Task) -> dict[str, float]:
@@ -151,6 +151,14 @@ def _load_tokenizer(path):
         raise KronError(f"no tokenizer in {path}; factorize a model folder that has one") from None
 
 
+def _fits_positions(config, opts: FinetuneOptions) -> None:
+    """--max-seq-len within the model's positions, checked as `kron eval glue` and `kron export` check it (the value
+    is recorded with the model and read back by both)."""
+    from ..evaluation.glue_eval import _max_seq_len
+
+    _max_seq_len(Path(), config, opts.max_seq_len)
+
+
 def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     """Fine-tune the dense teacher on the task; saved as tasks/<task>/teacher."""
     from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
@@ -162,6 +170,7 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     base, _ = sources.load_model(source)
     tokenizer = _load_tokenizer(ws.student_dir)
     config = _task_config(base.config, task)
+    _fits_positions(config, opts)
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)  # the new classifier head is drawn here, before the training loop seeds its own RNG
@@ -185,7 +194,7 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size),
                     progress=progress, log=log)
     if summary["is_main"]:
-        with atomic_dir(task_dir(ws, task) / "teacher") as tmp:
+        with model_dir_write(task_dir(ws, task) / "teacher") as tmp:
             summary["model"].save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
@@ -248,8 +257,10 @@ def build_task_student(ws: Workspace, task: Task, teacher, folder: Path | None =
 def check_student_options(opts: FinetuneOptions) -> None:
     """Loss weights, augmentation and rehearsal settings, checked before anything loads (`kron finetune`,
     `kron run`)."""
-    if opts.temperature <= 0:
-        raise KronError(f"temperature {opts.temperature} must be > 0 (--temperature, finetune.temperature), e.g. 1")
+    try:
+        check_temperature(opts.temperature)
+    except ValueError as e:
+        raise KronError(f"{e} (--temperature, finetune.temperature), e.g. 1") from None
     if opts.weights is not None:
         try:
             check_weights(opts.weights)
@@ -323,7 +334,7 @@ def _with_rehearsal(ws: Workspace, opts: FinetuneOptions, tokenizer, train_set, 
         raise KronError(f"--rehearse needs general text and {ws.root} records no stage-1 corpus; pass "
                         "--rehearse-corpus FILE (one sentence per line)")
     seq_len = record.get("max_seq_len") or opts.max_seq_len  # stage 1's block length where it is recorded
-    ids = load_corpus(sources, tokenizer, seq_len, ws.root / "cache", record.get("pairs", True))
+    ids = load_corpus(sources, tokenizer, seq_len, ws.root / "cache", record.get("pairs", True), log=log)
     log(f"rehearsal: {ids.shape[0]:,} blocks of {ids.shape[1]} tokens from {', '.join(map(str, sources))}")
     return (Rehearsal(train_set, ids, opts.rehearse, seed),
             RehearsalCollate(collate, PackedCollate(tokenizer.sep_token_id)))
@@ -346,11 +357,13 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                         f"--task {opts.task} --teacher-only first")
     log(f"{task.name}: loading the fine-tuned teacher ({teacher_path}) and the student")
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
+    _fits_positions(teacher.config, opts)
     student, choices = build_task_student(ws, task, teacher, start)
     if init:
         log(f"{task.name}: starting from the {init['init_from']} student ({start})")
     layers = student_layer_map(ws.student_dir, opts.layer_map)
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
+    check_layer_map(layers, teacher.config, student.config)
     tokenizer = _load_tokenizer(ws.student_dir)
     augmenter = None
     if opts.augment:

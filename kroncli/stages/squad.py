@@ -29,12 +29,13 @@ from ..distill.capture import Capture, Captured
 from ..distill.losses import DistillLoss, logit_kd, register_loss
 from ..errors import KronError
 from ..squad_metrics import postprocess, squad_evaluate
-from ..student import KRON_CONFIG, choices_from_config, load_student, read_kron_config, save_student
+from ..student import (KRON_CONFIG, choices_from_config, load_student, model_dir_write, read_kron_config,
+                       save_student)
 from ..train import TrainConfig, append_rows, check_training_values, train
-from ..workspace import Workspace, atomic_dir, atomic_write_json, now
+from ..workspace import Workspace, atomic_write_json, now
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
                      teacher_source)
-from .distill import parse_layer_map
+from .distill import check_layer_map, parse_layer_map
 from .finetune import FinetuneOptions, _load_tokenizer
 
 MASKED = -1e4  # logit given to padded positions before a softmax over positions
@@ -258,7 +259,7 @@ def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
                     ws.metrics_dir / f"finetune-{name}-teacher.csv", {"teacher": source.requested, "task": name},
                     _eval_fn(opts, dev_ex, dev_set, tokenizer), progress=progress, log=log)
     if summary["is_main"]:
-        with atomic_dir(squad_task_dir(ws, opts.version) / "teacher") as tmp:
+        with model_dir_write(squad_task_dir(ws, opts.version) / "teacher") as tmp:
             summary["model"].save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         ws.record_stage(cfg.stage, {"task": name, "steps": summary["steps"], "eval": summary["eval"],
@@ -310,6 +311,7 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     student, choices = build_squad_student(ws, teacher)
     layers = student_layer_map(ws.student_dir, opts.layer_map)
     check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
+    check_layer_map(layers, teacher.config, student.config)
     _check_positions(student.config, opts.max_seq_len)
     tokenizer = _load_tokenizer(ws.student_dir)
     train_ex, train_set, dev_ex, dev_set = _data(opts, tokenizer)
