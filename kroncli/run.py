@@ -14,7 +14,7 @@ from typing import Callable
 from . import sources
 from .errors import KronError
 from .recipes import Recipe
-from .train import TrainConfig, check_training_values, checkpoints
+from .train import TrainConfig, check_training_values, checkpoints, first_change
 from .workspace import Workspace
 
 
@@ -259,8 +259,8 @@ def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage, ignore: tuple[s
         now = {f"factorize.{k}": v for k, v in now.items()}
     else:
         return None
-    return next((f"{k}: {old[k]!r} -> {v!r}" for k, v in now.items()
-                 if k in old and old[k] != v and k.split(" ")[0].split(".")[-1] not in ignore), None)
+    change = first_change(old, now, lambda k: k.split(" ")[0].split(".")[-1] in ignore)
+    return f"{change[0]}: {change[1]!r} -> {change[2]!r}" if change else None
 
 
 # a stage resumed under a longer budget is a supported way to extend it; anything else it learns from is not

@@ -52,6 +52,11 @@ class TrainConfig:
     resume: bool = False
     restart: bool = False  # drop this stage's checkpoints (and its metrics rows) and start again
 
+    def __post_init__(self):
+        if self.resume and self.restart:
+            raise KronError("--resume continues from the newest checkpoint and --restart deletes the checkpoints; "
+                            "pass one of them")
+
 
 # Numbers a training stage cannot run with below these bounds (augmentation and rehearsal: check_student_options);
 # other keys in the dict given to check_training_values are ignored.
@@ -76,6 +81,43 @@ def check_training_values(values: dict, spell: Callable[[str], str] = cli_flag) 
             raise KronError(f"{spell(key)} {value} must be at least 1")
         if key in ABOVE_ZERO and not (math.isfinite(value) and value > 0):
             raise KronError(f"{spell(key)} {value:g} must be above 0")
+
+
+# TrainConfig fields a resumed stage may change: its budget (a longer run is how a stage is extended; kron run allows
+# it too) and its bookkeeping. Every other field, and the stage's own settings, shape what it learns.
+RESUMABLE = ("stage", "max_steps", "epochs", "max_minutes", "save_every", "keep", "log_every", "eval_every",
+             "resume", "restart")
+
+
+def first_change(old: dict, now: dict, skip: Callable[[str], bool] = lambda key: False) -> tuple | None:
+    """(key, old value, new value) of the first setting in `now` that `old` also holds with another value; a dict of
+    settings (loss weights) entry by entry, keyed `key entry`. A key `old` lacks was not recorded then: not compared."""
+    for key, value in now.items():
+        if key not in old or skip(key) or old[key] == value:
+            continue
+        if isinstance(value, dict) and isinstance(old[key], dict):
+            entry = next(e for e in {**old[key], **value} if old[key].get(e) != value.get(e))
+            return f"{key} {entry}", old[key].get(entry), value.get(entry)
+        return key, old[key], value
+    return None
+
+
+def changed_on_resume(meta: dict, cfg: TrainConfig, made: dict | None, now: dict | None) -> str | None:
+    """`--lr was 0.0003, now 0.001`: what this run would change in the stage a checkpoint belongs to (the TrainConfig
+    fields but RESUMABLE, and `made`/`now`: the settings the stage passes in its fingerprint, such as loss weights and
+    temperature); None when nothing does."""
+    old = {**{k: meta[k] for k in ("batch_size", "grad_accum") if k in meta}, **(meta.get("config") or {}),
+           **(made or {})}
+    change = first_change(old, {**json.loads(json.dumps(asdict(cfg))), **(now or {})}, lambda k: k in RESUMABLE)
+    if change is None:
+        return None
+    key, was, new = change
+    name, _, entry = key.partition(" ")
+
+    def shown(v):
+        return "unset" if v is None else repr(v)
+
+    return f"{cli_flag(name)}{' ' + entry if entry else ''} was {shown(was)}, now {shown(new)}"
 
 
 def budget_plan(summary: dict) -> dict:
@@ -177,7 +219,9 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     """Train `model` with `step_fn(model, batch) -> (loss, {term: float})`; returns a summary dict.
 
     `fingerprint` (e.g. the student's factor shapes) is stored in each checkpoint; resuming with a
-    different one is refused. `eval_fn(model) -> {metric: value}` runs at `eval_every` and at the end.
+    different one is refused, naming what changed in its `data` (what the dataset was built with) and `settings`
+    (loss weights, temperature, ... by option name) entries and in `cfg`, whose budget alone may grow (RESUMABLE).
+    `eval_fn(model) -> {metric: value}` runs at `eval_every` and at the end.
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
@@ -232,6 +276,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         step, ckpt = existing[-1]
         made, now_ = meta.get("fingerprint") or {}, json.loads(json.dumps(fingerprint))
         made_data, now_data = made.pop("data", None), now_.pop("data", None)  # absent from older checkpoints
+        made_settings, now_settings = made.pop("settings", None), now_.pop("settings", None)  # likewise
         if made != now_:
             raise KronError(f"cannot resume from {ckpt}: it was trained with a different student (factor shapes "
                             "or architecture changed); start again without --resume or restore the old student")
@@ -240,9 +285,10 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                                 if made_data.get(k) != (now_data or {}).get(k))
             raise KronError(f"cannot resume from {ckpt}: it was trained on other data ({changed}); pass the values it "
                             "was made with, or start again with --restart")
-        if meta.get("batch_size") != cfg.batch_size or meta.get("grad_accum") != cfg.grad_accum:
-            raise KronError(f"cannot resume from {ckpt}: it used --batch-size {meta.get('batch_size')}; pass the "
-                            "same batch size to continue the same data order")
+        change = changed_on_resume(meta, cfg, made_settings, now_settings)
+        if change:
+            raise KronError(f"cannot resume {cfg.stage} from {ckpt}: {change}; pass the value it started with, or "
+                            "start the stage again with --restart")
         accelerator.load_state(str(ckpt))
         elapsed_before = meta.get("elapsed", 0.0)
         if main:
@@ -250,6 +296,8 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
             log(f"resumed {cfg.stage} from {ckpt} (step {step}/{total})")
     else:  # a fresh start: rows from an earlier start of this stage go, also when its checkpoints are gone already
         if main:
+            if cfg.resume:
+                log(f"--resume: {cfg.stage} has no checkpoint in {stage_dir}; starting from step 0")
             for _, ckpt in existing:
                 shutil.rmtree(ckpt, ignore_errors=True)
             truncate_rows(metrics_csv, 0)
