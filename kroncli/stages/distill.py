@@ -190,7 +190,10 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     # the teacher follows the student onto accelerate's device inside the loop
     summary = train(cfg, student, PackedCorpus(ids), PackedCollate(tokenizer.sep_token_id), _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
-                    {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs}},
+                    {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs},
+                     "settings": {"weight": opts.weights, "attention": opts.attention,  # a resumed run keeps them
+                                  "layer_map": parse_layer_map(layers),
+                                  "teacher": source.requested}},
                     progress=progress, log=log)
     if summary["is_main"]:
         save_student(summary["model"], choices_from_config(kron_cfg), folder, tokenizer,

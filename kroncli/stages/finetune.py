@@ -437,7 +437,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                      "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit},
                      **({"augment": _augment_fingerprint(opts)} if opts.augment else {}),
                      **({"rehearse": [opts.rehearse, opts.rehearse_weight]} if opts.rehearse else {}),
-                     **extra_inputs},
+                     **extra_inputs, "settings": {"weight": weights, "temperature": opts.temperature,  # kept on resume
+                                                  "layer_map": parse_layer_map(layers)}},
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size), progress=progress, log=log)
     if summary["is_main"] and lost:
         score_unseen = _eval_fn(task, unseen, tokenizer, opts.eval_batch_size)

@@ -163,6 +163,11 @@ def _data(opts: SquadOptions, tokenizer):
     return train_ex, train_set, dev_ex, dev_set
 
 
+def _data_fingerprint(opts: SquadOptions) -> dict:
+    """What the training windows are cut with: a checkpoint resumes only on the same ones (train)."""
+    return {"max_seq_len": opts.max_seq_len, "doc_stride": opts.doc_stride, "limit": opts.limit}
+
+
 def _check_positions(config, max_seq_len: int) -> None:
     limit = getattr(config, "max_position_embeddings", None)
     if limit and max_seq_len > limit:
@@ -256,7 +261,8 @@ def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
         return out.loss, {"supervised": float(out.loss.detach())}
 
     summary = train(cfg, model, train_set, SquadCollate(tokenizer), step, ws.checkpoints_dir / cfg.stage,
-                    ws.metrics_dir / f"finetune-{name}-teacher.csv", {"teacher": source.requested, "task": name},
+                    ws.metrics_dir / f"finetune-{name}-teacher.csv",
+                    {"teacher": source.requested, "task": name, "data": _data_fingerprint(opts)},
                     _eval_fn(opts, dev_ex, dev_set, tokenizer), progress=progress, log=log)
     if summary["is_main"]:
         with model_dir_write(squad_task_dir(ws, opts.version) / "teacher") as tmp:
@@ -342,7 +348,10 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     eval_fn = _eval_fn(opts, dev_ex, dev_set, tokenizer)
     before = eval_fn(student)
     summary = train(cfg, student, train_set, SquadCollate(tokenizer), step, ws.checkpoints_dir / cfg.stage,
-                    ws.metrics_dir / f"finetune-{name}.csv", {**shapes_fingerprint(ws.student_dir), "task": name},
+                    ws.metrics_dir / f"finetune-{name}.csv",
+                    {**shapes_fingerprint(ws.student_dir), "task": name, "data": _data_fingerprint(opts),
+                     "settings": {"weight": weights, "temperature": opts.temperature,  # a resumed run keeps them
+                                  "layer_map": parse_layer_map(layers)}},
                     eval_fn, progress=progress, log=log)
     if summary["is_main"]:
         save_student(summary["model"], choices, squad_task_dir(ws, opts.version) / "student", tokenizer,
