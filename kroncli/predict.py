@@ -143,6 +143,9 @@ class HfRunner:
         if threads:
             torch.set_num_threads(threads)
         self.meta, self.torch = meta, torch
+        from .integrity import check_folder
+
+        check_folder(folder, hint="re-run kron export")
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
             self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)

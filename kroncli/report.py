@@ -20,12 +20,10 @@ MIB = 2 ** 20  # sizes in MiB, as kron eval speed gives them
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file() or not path.stat().st_size:
-        return None
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):  # damaged: an empty cell
-        return None
+    """A metrics CSV's whole rows; damaged rows are left out with a warning (metrics_csv.read)."""
+    from .metrics_csv import read
+
+    return read(path, tolerant=True)
 
 
 def _primary(task: str) -> str:

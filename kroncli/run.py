@@ -450,21 +450,33 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
 
 
 def _eval_glue(recipe, ws, stage, resume, progress, log, command):
-    from .evaluation.glue_eval import GlueOptions, evaluate_glue
+    from .evaluation.glue_eval import EVAL_CSV, GlueOptions, evaluate_glue
 
+    _replace_rows(ws, stage, EVAL_CSV, log)
     out = evaluate_glue(ws, GlueOptions(task=",".join(recipe.eval.glue), data_dir=recipe.data_dir))
     ws.record_stage(stage.name, {"results": len(out.get("results", []))})
     return {"results": out.get("results", [])}
 
 
 def _eval_speed(recipe, ws, stage, resume, progress, log, command):
-    from .evaluation.speed import SpeedOptions, run_speed
+    from .evaluation.speed import CSV_NAME, SpeedOptions, run_speed
 
+    _replace_rows(ws, stage, CSV_NAME, log)
     batches = ",".join(str(b) for b in recipe.eval.speed_batch)
     out = run_speed(ws, SpeedOptions(batches=batches, seq_len=recipe.eval.speed_seq_len,
                                      repeats=recipe.eval.speed_repeats, warmup=1))
     ws.record_stage(stage.name, {"rows": len(out.get("results", []))})
     return {"results": out.get("results", [])}
+
+
+def _replace_rows(ws: Workspace, stage: Stage, csv_name: str, log: Callable[[str], None]) -> None:
+    """An evaluation stage run again after it was stopped part-way replaces the rows that run wrote (training stages
+    do the same through their checkpoints' steps)."""
+    from .metrics_csv import drop_since
+
+    earlier = ws.start_stage(stage.name)
+    if earlier and (dropped := drop_since(ws.metrics_dir / csv_name, earlier)):
+        log(f"[{stage.name}] {dropped} row(s) of its interrupted run (from {earlier}) removed from {csv_name}")
 
 
 RUNNERS = {"factorize": _factorize, "distill": _distill, "teacher": _finetune, "finetune": _finetune,

@@ -141,6 +141,10 @@ def load_model(source: ModelSource, seed: int = 0):
         model = transformers.BertModel(config)
         tok_path = _minilm_path() if config.vocab_size == 30522 else None
     else:
+        from .integrity import check_folder
+
+        if Path(source.path).is_dir():
+            check_folder(source.path)  # a damaged config or weights file: one line naming it
         try:
             config = transformers.AutoConfig.from_pretrained(source.path)
             model = model_class(config).from_pretrained(source.path)

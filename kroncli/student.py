@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -18,9 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from .errors import KronError, first_line
+from .integrity import check_folder, damaged, guard, read_json_object
 from .kron.search import Choice
 from .surgery import apply_choices
-from .workspace import atomic_dir, atomic_write_json, versions
+from .workspace import atomic_dir, atomic_write_json, recover, versions
 
 KRON_CONFIG = "kron.json"
 WEIGHTS = "model.safetensors"
@@ -72,8 +72,10 @@ def save_student(model: torch.nn.Module, choices: list[Choice], out_dir: Path, t
 
 
 def student_dir(path: str | Path) -> Path:
-    """Accept a workspace or a student folder."""
+    """Accept a workspace or a student folder (a folder swap a killed save left half done is finished first)."""
     path = Path(path)
+    for folder in (path.parent, path):
+        recover(folder)
     for cand in (path, path / "student"):
         if (cand / KRON_CONFIG).is_file():
             return cand
@@ -84,7 +86,10 @@ def student_dir(path: str | Path) -> Path:
 
 
 def read_kron_config(folder: Path) -> dict:
-    cfg = json.loads((folder / KRON_CONFIG).read_text())
+    path = Path(folder) / KRON_CONFIG
+    cfg = read_json_object(path)
+    if not isinstance(cfg.get("layers"), dict) or "architecture" not in cfg:
+        raise damaged(path, "no architecture or layers")
     if cfg.get("format_version") != FORMAT_VERSION:
         raise KronError(f"{folder / KRON_CONFIG} has format {cfg.get('format_version')}, this kron reads "
                         f"{FORMAT_VERSION}; re-run kron factorize with this version")
@@ -104,7 +109,9 @@ def build_student(folder: Path) -> torch.nn.Module:
 
     _quiet_transformers()
     cfg = read_kron_config(folder)
-    config = transformers.AutoConfig.from_pretrained(folder)
+    check_folder(folder)  # config, tokenizer files and weights: each readable, before anything is built
+    with guard(folder):
+        config = transformers.AutoConfig.from_pretrained(folder)
     cls = getattr(transformers, cfg["architecture"], None)
     if cls is None:
         raise KronError(f"transformers has no class {cfg['architecture']}; install the transformers version "
@@ -117,7 +124,10 @@ def load_student(path: str | Path) -> torch.nn.Module:
     """Reload a saved student (workspace or student folder) in eval mode with bit-identical weights."""
     folder = student_dir(path)
     model = build_student(folder)
-    missing, unexpected = load_model(model, str(folder / WEIGHTS), strict=False)
+    if not (folder / WEIGHTS).is_file():
+        raise damaged(folder / WEIGHTS, "missing")
+    with guard(folder):
+        missing, unexpected = load_model(model, str(folder / WEIGHTS), strict=False)
     if missing or unexpected:
         raise KronError(f"{folder / WEIGHTS} does not match {KRON_CONFIG}: missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]}")

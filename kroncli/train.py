@@ -18,10 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
 import torch
+from safetensors import SafetensorError
 
-from .errors import KronError
+from . import metrics_csv as csvlog
+from .errors import KronError, first_line
+from .integrity import folder_problem, guard, json_problem, read_json_object, warn
 
 STEP_PREFIX = "step_"
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -152,29 +154,69 @@ def checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Append rows to a CSV (header on creation; new columns widen the file)."""
-    if not rows:
-        return
-    new = pd.DataFrame(rows)
-    if path.exists() and path.stat().st_size:
-        old = pd.read_csv(path)
-        if set(new.columns) <= set(old.columns):
-            new.reindex(columns=old.columns).to_csv(path, mode="a", header=False, index=False)
-            return
-        new = pd.concat([old, new], ignore_index=True)
-    from .workspace import atomic_write_text
-
-    atomic_write_text(path, new.to_csv(index=False))
+# what load_state cannot do without (the scheduler is a custom checkpoint); checked where a checkpoint lists no files
+ACCELERATE_FILES = ("model", "optimizer", "custom_checkpoint")
 
 
-def truncate_rows(path: Path, after_step: int) -> None:
-    """Drop rows logged after the checkpoint a resumed run restarts from."""
-    if path.exists() and path.stat().st_size:
-        from .workspace import atomic_write_text
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None when it is intact.
 
-        df = pd.read_csv(path)
-        atomic_write_text(path, df[df["step"] <= after_step].to_csv(index=False))
+    Intact, checked cheaply (no tensor is read): meta.json parses; every file it lists is there with the size it was
+    saved with (checkpoints older than that list: accelerate's model and optimizer files are there); each
+    safetensors header parses and covers its file; each torch file (.bin, .pkl) has its zip directory.
+    """
+    problem = json_problem(ckpt / "meta.json")
+    if problem:
+        return f"meta.json: {problem}"
+    try:
+        problem = _files_problem(ckpt, json.loads((ckpt / "meta.json").read_text()).get("files"))
+    except (OSError, AttributeError) as e:  # removed meanwhile; a meta.json that is no object
+        problem = first_line(e)
+    if problem:
+        return problem
+    found = folder_problem(ckpt, torch_files=True)
+    return f"{found[0].name}: {found[1]}" if found else None
+
+
+def _files_problem(ckpt: Path, files: dict | None) -> str | None:
+    if files is None:
+        names = [p.name for p in ckpt.iterdir()]
+        missing = [n for n in ACCELERATE_FILES if not any(m.startswith(n) for m in names)]
+        return f"no {missing[0]} file" if missing else None
+    for name, size in files.items():
+        if not (ckpt / name).is_file():
+            return f"{name} is missing"
+        if (ckpt / name).stat().st_size != size:
+            return f"{name} has {(ckpt / name).stat().st_size:,} bytes, {size:,} were saved"
+    return None
+
+
+def resume_point(stage_dir: Path, main: bool) -> tuple[int, Path, dict] | None:
+    """(step, folder, meta) of the newest intact checkpoint (see checkpoint_problem), None when there is none. A
+    damaged newer one is named and (by the main process) removed: the resumed run trains its steps again and saves
+    them anew."""
+    found = checkpoints(stage_dir)
+    damaged = []
+    for step, ckpt in reversed(found):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            if damaged and main:
+                warn(f"checkpoint {'; '.join(damaged)}: resuming from {ckpt} instead (the damaged one is removed, its "
+                     "steps are trained again)")
+                for _, bad in found[found.index((step, ckpt)) + 1:]:
+                    shutil.rmtree(bad, ignore_errors=True)
+            return step, ckpt, read_json_object(ckpt / "meta.json")
+        damaged.append(f"{ckpt} is damaged ({problem})")
+    if damaged:
+        raise KronError(f"checkpoint {'; '.join(damaged)}; no checkpoint of {stage_dir.name} is intact: start the "
+                        "stage again with --restart")
+    return None
+
+
+def _remove_partial_saves(stage_dir: Path) -> None:
+    """Checkpoint folders a killed save left half written (.step_N.tmp): only the workspace's lock holder trains."""
+    for tmp in stage_dir.glob(f".{STEP_PREFIX}*.tmp") if stage_dir.is_dir() else ():
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _StopFlag:
@@ -252,9 +294,12 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     if existing and not cfg.resume and not cfg.restart:
         raise KronError(f"{stage_dir} already has checkpoints; pass --resume to continue or --restart to start "
                         "this stage again")
-    meta = json.loads((existing[-1][1] / "meta.json").read_text()) if cfg.resume and existing else None
+    if main:
+        _remove_partial_saves(stage_dir)
+    point = resume_point(stage_dir, main) if cfg.resume and existing else None
+    meta = point[2] if point else None
     seconds_per_step = None
-    done = existing[-1][0] if meta else 0
+    done = point[0] if point else 0
     if cfg.max_minutes and meta and done < meta.get("total", 0):
         total = int(meta["total"])  # an interrupted timed run keeps the schedule it was planned with
     elif cfg.max_minutes:  # a fresh run, or a finished one continued for another budget
@@ -273,7 +318,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
 
     step, elapsed_before = 0, 0.0
     if meta is not None:
-        step, ckpt = existing[-1]
+        step, ckpt = point[0], point[1]
         made, now_ = meta.get("fingerprint") or {}, json.loads(json.dumps(fingerprint))
         made_data, now_data = made.pop("data", None), now_.pop("data", None)  # absent from older checkpoints
         made_settings, now_settings = made.pop("settings", None), now_.pop("settings", None)  # likewise
@@ -289,10 +334,11 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
         if change:
             raise KronError(f"cannot resume {cfg.stage} from {ckpt}: {change}; pass the value it started with, or "
                             "start the stage again with --restart")
-        accelerator.load_state(str(ckpt))
+        with guard(ckpt, torch_files=True):  # damage the cheap check cannot see: one line naming the file
+            accelerator.load_state(str(ckpt))
         elapsed_before = meta.get("elapsed", 0.0)
         if main:
-            truncate_rows(metrics_csv, step)
+            csvlog.truncate_after(metrics_csv, step)
             log(f"resumed {cfg.stage} from {ckpt} (step {step}/{total})")
     else:  # a fresh start: rows from an earlier start of this stage go, also when its checkpoints are gone already
         if main:
@@ -300,7 +346,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                 log(f"--resume: {cfg.stage} has no checkpoint in {stage_dir}; starting from step 0")
             for _, ckpt in existing:
                 shutil.rmtree(ckpt, ignore_errors=True)
-            truncate_rows(metrics_csv, 0)
+            csvlog.truncate_after(metrics_csv, 0)
             if existing:
                 log(f"--restart: removed {len(existing)} checkpoint(s) of {cfg.stage}")
         accelerator.wait_for_everyone()
@@ -318,19 +364,25 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
             if main:
                 meta = {"step": at, "total": total, "fingerprint": fingerprint, "config": asdict(cfg),
                         "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                        "elapsed": elapsed_before + time.perf_counter() - t_start}
+                        "elapsed": elapsed_before + time.perf_counter() - t_start,
+                        "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}}
                 (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
                 if final.exists():
                     shutil.rmtree(final)
                 os.replace(tmp, final)
                 for _, old in checkpoints(stage_dir)[:-cfg.keep]:
                     shutil.rmtree(old, ignore_errors=True)
-        except OSError as e:
-            if main:
+        except BaseException as e:
+            if main:  # a partial save must not keep the disk full
                 shutil.rmtree(tmp, ignore_errors=True)
+            # a full disk reaches here as OSError, as torch's zip writer's RuntimeError ("unexpected pos", "file write
+            # failed") or as safetensors' SafetensorError: all of them a checkpoint that could not be written
+            if not isinstance(e, (OSError, RuntimeError, SafetensorError)):
+                raise
             last = checkpoints(stage_dir)
             kept = f"; the previous checkpoint {last[-1][1]} is intact" if last else ""
-            raise KronError(f"could not write checkpoint at step {at} ({e.strerror or e}){kept}") from None
+            reason = (e.strerror if isinstance(e, OSError) else None) or first_line(e)
+            raise KronError(f"could not write checkpoint at step {at} ({reason}){kept}") from None
         accelerator.wait_for_everyone()
         return final
 
@@ -374,7 +426,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                     window_t, window_n = now, 0
                     rows.append(row)
                     if main:
-                        append_rows(metrics_csv, [row])
+                        csvlog.append(metrics_csv, [row])
                         if not bar.enabled:
                             log(f"{cfg.stage} step {step}/{total} loss {total_loss:.4f} "
                                 f"({row['examples_per_s']:.1f} ex/s)")
@@ -491,9 +543,10 @@ def _synchronize(device) -> None:
 
 def _last_logged_loss(metrics_csv: Path) -> float | None:
     """The loss of the newest training row already in the CSV: what a resumed run that had no step left reports."""
-    if not metrics_csv.is_file():
+    rows = csvlog.read(metrics_csv)
+    if rows is None or "total" not in rows:
         return None
-    losses = pd.read_csv(metrics_csv).get("total", pd.Series(dtype=float)).dropna()
+    losses = rows["total"].dropna()
     return float(losses.iloc[-1]) if len(losses) else None
 
 
@@ -502,8 +555,8 @@ def _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, m
     with torch.no_grad():
         result = eval_fn(accelerator.unwrap_model(model))
     if main:
-        append_rows(metrics_csv, [{"step": step, "epoch": round(step / steps_per_epoch, 4),
-                                   **{f"eval_{k}": v for k, v in result.items()}}])
+        csvlog.append(metrics_csv, [{"step": step, "epoch": round(step / steps_per_epoch, 4),
+                                     **{f"eval_{k}": v for k, v in result.items()}}])
     return result
 
 

@@ -2,7 +2,10 @@
 
 Layout:  manifest.json  student/  metrics/<stage>.csv  checkpoints/  .lock  .lock.flock
 Every file is written to a temporary name in the same folder and renamed, so a crash leaves either the
-old file or the new one, never half of one.
+old file or the new one, never half of one. Temporary names carry the writer's PID (`.NAME.PID.XXXXXXXX.tmp`, a
+folder replaced in two renames also `.NAME.old-PID`), so that opening a workspace can tell what a killed process
+left behind from what a running one is writing: `recover` finishes or undoes the former and removes its
+temporaries.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -37,12 +41,16 @@ def _umask() -> int:
     return mask
 
 
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}."
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write through a temporary sibling and one rename. The file gets the permissions a plain open() would
     give it (mkstemp's are owner-only, which would hide manifests and corpora from the rest of a team)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
@@ -70,7 +78,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     permissions a plain mkdir would give it (mkdtemp's are owner-only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         os.chmod(tmp, 0o777 & ~_umask())
         yield tmp
@@ -84,6 +92,57 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[^.]+\.tmp$")  # _tmp_prefix + tempfile's 8 characters
+_OLD = re.compile(r"^\.(?P<name>.+)\.old-(?P<pid>\d+)$")  # atomic_dir's target, moved aside
+
+
+def recover(folder: Path) -> None:
+    """Finish or undo what killed processes left in `folder`, and say so.
+
+    A folder swap stopped between atomic_dir's two renames (the old NAME moved aside to .NAME.old-PID, the new one
+    still .NAME.PID.*.tmp) is finished: the new folder was complete before the first rename. Where its new folder
+    cannot be told apart (none, or several of that process), the old one is put back. Temporaries and set-aside
+    folders of processes that no longer run are removed; a running process's are left alone.
+    """
+    try:
+        entries = {e.name: e for e in os.scandir(folder)}
+    except OSError:
+        return
+    dead = {}  # name -> (kind, target name, pid) of the entries whose writer is gone
+    for name in entries:
+        m = _OLD.match(name) or _TMP.match(name)
+        if m and not _pid_alive(int(m["pid"])):
+            dead[name] = ("old" if name.endswith(f"old-{m['pid']}") else "tmp", m["name"], int(m["pid"]))
+    for name, (kind, target, pid) in sorted(dead.items()):
+        if kind != "old" or target in entries:
+            continue
+        new = [n for n, (k, t, p) in dead.items() if k == "tmp" and t == target and p == pid and entries[n].is_dir()]
+        with contextlib.suppress(OSError):  # another process may be recovering the same folder
+            if len(new) == 1:
+                os.replace(Path(folder) / new[0], Path(folder) / target)
+                _warn(f"{Path(folder) / target}: finished replacing it (process {pid} was killed between the two "
+                      "renames of the save; the new one is in place)")
+            else:
+                os.replace(Path(folder) / name, Path(folder) / target)
+                _warn(f"{Path(folder) / target}: put the previous one back (process {pid} was killed while replacing "
+                      "it)")
+    for name, (kind, target, pid) in dead.items():
+        path, placed = Path(folder) / name, (Path(folder) / target).exists()
+        if not placed and (kind == "old" or f".{target}.old-{pid}" in dead):
+            continue  # the swap could not be completed: keep both halves for the user
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def _warn(message: str) -> None:
+    from .integrity import warn
+
+    warn(message)
 
 
 def versions() -> dict[str, str]:
@@ -191,6 +250,15 @@ class Workspace:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        if self.root.is_dir() and self.is_workspace():
+            self.recover()
+
+    def recover(self) -> None:
+        """Opening a workspace finishes or undoes the writes a killed process left (see `recover`), in the folders
+        kron writes into: the workspace itself, its metrics, cache and predictions, and each task's folder."""
+        for folder in (self.root, self.root / "metrics", self.root / "cache", self.root / "predictions",
+                       *sorted((self.root / "tasks").glob("*/"))):
+            recover(folder)
 
     manifest_path = property(lambda self: self.root / MANIFEST)
     student_dir = property(lambda self: self.root / "student")
@@ -221,13 +289,13 @@ class Workspace:
                             "another --workspace")
 
     def read_manifest(self) -> dict:
+        """The manifest ({} when there is none yet); a damaged one is a KronError naming it. Commands that write
+        the manifest at their end read it before they write anything (stages.common.require_student)."""
+        from .integrity import read_json_object
+
         if not self.manifest_path.exists():
             return {}
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise KronError(f"{self.manifest_path} is not valid JSON ({e}); restore it or start a new "
-                            "workspace") from None
+        return read_json_object(self.manifest_path)
 
     def write_manifest(self, manifest: dict) -> None:
         manifest.setdefault("created", now())
@@ -240,13 +308,28 @@ class Workspace:
 
         `top` sets workspace-wide keys (e.g. the teacher) beside the per-stage records.
         """
-        old = self.read_manifest()
+        try:
+            old = self.read_manifest()
+        except KronError:
+            if not reset:
+                raise
+            old = {}  # --force writes a new manifest: a damaged old one is replaced, not read
         manifest = {"created": old["created"]} if reset and "created" in old else ({} if reset else old)
         manifest.update(top or {})
         manifest.setdefault("stages", {})[stage] = {"done": True, "finished": now(), **info}
         manifest.setdefault("versions", versions())
         self.write_manifest(manifest)
         return manifest
+
+    def start_stage(self, stage: str) -> str | None:
+        """Mark `stage` as running since now (kron run's evaluation stages) and return when an earlier run of it
+        started that never finished, or None: the rows that run wrote are replaced by this one's."""
+        manifest = self.read_manifest()
+        record = manifest.setdefault("stages", {}).get(stage) or {}
+        earlier = None if record.get("done") else record.get("started")
+        manifest["stages"][stage] = {"done": False, "started": now()}
+        self.write_manifest(manifest)
+        return earlier
 
     @contextlib.contextmanager
     def lock(self, force: bool = False) -> Iterator[None]:

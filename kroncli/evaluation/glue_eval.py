@@ -11,7 +11,6 @@ metric rows, and one KronError for a folder that cannot be written.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,9 @@ import numpy as np
 
 from ..data.encode import encode
 from ..data.glue import TASKS, VARIANTS, Task, find_task, load_split, normalize_task
+from .. import metrics_csv
 from ..errors import KronError, first_line
+from ..integrity import check_folder, read_json_object
 from ..metrics import compute_metrics, majority_baseline
 from ..workspace import Workspace, now
 from .predictions import unwritable, write_submission
@@ -93,8 +94,8 @@ def check_labels(ws: Workspace, task: Task, which: str) -> None:
     """The model's output count must be the task's (cheap: config.json only)."""
     path = model_dir(ws, task, which)
     try:
-        cfg = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        cfg = read_json_object(path / "config.json")
+    except OSError as e:
         raise KronError(f"cannot read {path / 'config.json'} ({e}); re-run {finetune_hint(ws, task, which)}") from None
     n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2  # transformers' default is 2
     if n != model_task(task).num_labels:
@@ -102,7 +103,7 @@ def check_labels(ws: Workspace, task: Task, which: str) -> None:
     from ..student import KRON_CONFIG
 
     if which == "student" and (path / KRON_CONFIG).is_file():  # same label count, other task (MRPC and CoLA: 2)
-        made_for = json.loads((path / KRON_CONFIG).read_text()).get("task")
+        made_for = read_json_object(path / KRON_CONFIG).get("task")
         known = made_for and find_task(made_for)  # any spelling (mrpc, MRPC); a name kron does not know is refused
         made_for = known.name if known else made_for
         if made_for and made_for != model_task(task).name:
@@ -137,7 +138,7 @@ def _max_seq_len(student: Path, config, requested: int | None) -> int:
 
     recorded = None
     if (student / KRON_CONFIG).is_file():
-        recorded = json.loads((student / KRON_CONFIG).read_text()).get("max_seq_len")
+        recorded = read_json_object(student / KRON_CONFIG).get("max_seq_len")
     return min(int(recorded or DEFAULT_MAX_SEQ_LEN), limit)
 
 
@@ -147,6 +148,7 @@ def load_task_model(ws: Workspace, task: Task, which: str, max_seq_len: int | No
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = model_dir(ws, task, which)
+    check_folder(path)  # a damaged file: one line naming it, before anything loads
     try:
         if which == "student":
             from ..student import load_student
@@ -209,12 +211,10 @@ class Evaluation:
 
 def append_eval_rows(ws: Workspace, rows: list[dict]) -> Path:
     """Append rows to WS/metrics/eval.csv (EVAL_COLUMNS)."""
-    from ..train import append_rows
-
     path = ws.metrics_dir / EVAL_CSV
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        append_rows(path, [{c: r.get(c) for c in EVAL_COLUMNS} for r in rows])
+        metrics_csv.append(path, [{c: r.get(c) for c in EVAL_COLUMNS} for r in rows])
     except OSError as e:
         raise unwritable(path, e) from None
     return path

@@ -49,7 +49,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from .. import metrics_csv
 from ..errors import KronError, first_line
+from ..integrity import check_folder
 from ..machine import THRESHOLD, Contention, load_warning
 from ..workspace import Workspace, now
 
@@ -197,6 +199,8 @@ def model_config(ref: ModelRef):
     _quiet_transformers()
     if ref.kind == "random":
         return transformers.BertConfig(**RANDOM_CONFIGS[ref.requested.split(":", 1)[1]])
+    if Path(ref.path).is_dir():
+        check_folder(ref.path)  # config, kron.json and weights readable: one line naming a damaged file
     try:
         return transformers.AutoConfig.from_pretrained(ref.path)
     except (OSError, ValueError) as e:
@@ -568,7 +572,6 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
     import torch
 
     from ..surgery import count_params
-    from ..train import append_rows
 
     batches = parse_batches(opts.batches)
     for flag, value, low in (("--repeats", opts.repeats, 1), ("--warmup", opts.warmup, 0)):
@@ -701,7 +704,7 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
     ws.metrics_dir.mkdir(parents=True, exist_ok=True)
     csv_path = ws.metrics_dir / CSV_NAME
     rename_old_columns(csv_path)
-    append_rows(csv_path, [{k: r[k] for k in CSV_COLUMNS} for r in rows])
+    metrics_csv.append(csv_path, [{k: r[k] for k in CSV_COLUMNS} for r in rows])
     method = {"latency": LATENCY_METHOD.format(repeats=opts.repeats, warmup=opts.warmup,
                                                who="teacher, student and exports" if exports else
                                                "teacher and student"),

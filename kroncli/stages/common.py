@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import sources
 from ..errors import KronError
-from ..student import KRON_CONFIG, read_kron_config, student_dir
+from ..student import read_kron_config, student_dir
 from ..workspace import Workspace
 
 ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
@@ -49,14 +49,18 @@ def student_layer_map(folder: Path, given: str | None) -> str | None:
 
 def shapes_fingerprint(folder: Path) -> dict:
     """What a checkpoint must match to be resumed: the factor shapes and the architecture."""
-    cfg = json.loads((folder / KRON_CONFIG).read_text())
+    cfg = read_kron_config(Path(folder))
     layers = {k: [v["m1"], v["n1"], v["m2"], v["n2"], v["rank"]] for k, v in cfg["layers"].items()}
     digest = hashlib.sha256(json.dumps(layers, sort_keys=True).encode()).hexdigest()[:16]
     return {"architecture": cfg["architecture"], "shapes": digest}
 
 
 def require_student(ws: Workspace) -> Path:
+    """The workspace's student folder, at the start of every command that trains or measures it; the manifest,
+    which such a command records its stage in when it ends, is read now, so that a damaged one stops it before it
+    writes anything."""
     if not ws.root.exists():
         raise KronError(f"workspace {ws.root} does not exist; create it with kron factorize MODEL --workspace "
                         f"{ws.root}")
+    ws.read_manifest()
     return student_dir(ws.root)

@@ -21,6 +21,7 @@ from ..data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_temperature, check_weights
 from ..errors import KronError
+from ..integrity import check_folder
 from ..evaluate import score
 from ..metrics import majority_baseline
 from ..student import choices_from_config, load_student, model_dir_write, read_kron_config, save_student
@@ -355,6 +356,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
                         f"--task {opts.task} --teacher-only first")
+    check_folder(teacher_path)
     log(f"{task.name}: loading the fine-tuned teacher ({teacher_path}) and the student")
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
     _fits_positions(teacher.config, opts)

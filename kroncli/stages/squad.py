@@ -23,15 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import sources
+from .. import metrics_csv, sources
 from ..data.squad import SquadCollate, SquadExample, SquadFeatures, load_squad, prepare_features, task_name
 from ..distill.capture import Capture, Captured
 from ..distill.losses import DistillLoss, logit_kd, register_loss
 from ..errors import KronError
+from ..integrity import check_folder
 from ..squad_metrics import postprocess, squad_evaluate
 from ..student import (KRON_CONFIG, choices_from_config, load_student, model_dir_write, read_kron_config,
                        save_student)
-from ..train import TrainConfig, append_rows, check_training_values, train
+from ..train import TrainConfig, check_training_values, train
 from ..workspace import Workspace, atomic_write_json, now
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
                      teacher_source)
@@ -313,6 +314,7 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     teacher_path = squad_task_dir(ws, opts.version) / "teacher"
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {name} teacher in {ws.root}; run {_teacher_hint(ws, opts.version)} first")
+    check_folder(teacher_path)
     teacher = AutoModelForQuestionAnswering.from_pretrained(teacher_path).eval().requires_grad_(False)
     student, choices = build_squad_student(ws, teacher)
     layers = student_layer_map(ws.student_dir, opts.layer_map)
@@ -416,6 +418,7 @@ def _load_model(ws: Workspace, version: int, which: str):
     from transformers import AutoModelForQuestionAnswering
 
     folder = squad_task_dir(ws, version) / which
+    check_folder(folder)
     try:
         model = load_student(folder) if which == "student" else AutoModelForQuestionAnswering.from_pretrained(folder)
     except (OSError, ValueError) as e:
@@ -484,7 +487,7 @@ def evaluate_squad(ws: Workspace, opts: SquadEvalOptions, progress=None, log=pri
                          "value": value, "n": n, "seconds": round(res["seconds"], 4), "timestamp": stamp})
         log(f"{name} {which}: exact {res['exact']:.2f}, f1 {res['f1']:.2f} ({res['n']} questions)")
     csv = ws.metrics_dir / "eval.csv"
-    append_rows(csv, [{c: r.get(c) for c in EVAL_COLUMNS} for r in rows])
+    metrics_csv.append(csv, [{c: r.get(c) for c in EVAL_COLUMNS} for r in rows])
     return {"workspace": str(ws.root), "task": name, "version": opts.version, "split": "dev", "n": len(examples),
             "max_seq_len": max_seq_len, "doc_stride": doc_stride, "null_threshold": opts.null_threshold,
             "results": results, "predictions": files, "eval_csv": str(csv)}
