@@ -187,7 +187,7 @@ def main() -> None:
         print(f"  {name:24s} {ms:8.2f} ms   {base / ms:5.2f}x vs dense PyTorch   "
               f"{rows['dense onnxruntime'] / ms:5.2f}x vs dense onnxruntime")
     for name, n in sizes.items():
-        print(f"  size {name:19s} {n / 1e6:8.1f} MB")
+        print(f"  size {name:19s} {n / 2**20:8.1f} MiB")
     for name, s in startup.items():
         print(f"  start-up {name:38s} {s:6.2f} s")
     ok = out["speedup_vs_dense_pytorch"] >= 4 and out["speedup_vs_dense_onnxruntime"] >= 2

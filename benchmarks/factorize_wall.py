@@ -84,7 +84,7 @@ def main(argv=None) -> int:
               f"  wall {wall:.2f} s | compression {summary['compression']:.2f}x "
               f"({summary['teacher_params']:,} -> {summary['student_params']:,} params), rel_error_mean "
               f"{summary['rel_error_mean']:.4f} | seconds " + ", ".join(f"{k} {v:.2f}" for k, v in secs.items())
-              + f" (sum {staged:.2f}) | rest (interpreter, imports, workspace write {size / 2**20:.1f} MB) "
+              + f" (sum {staged:.2f}) | rest (interpreter, imports, workspace write {size / 2**20:.1f} MiB) "
               f"{wall - staged:.2f} s | other processes used {100 * other:.0f}% of the CPUs", flush=True)
 
     med = statistics.median(walls)

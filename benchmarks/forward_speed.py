@@ -273,8 +273,8 @@ def main(argv=None) -> int:
     teacher = results["teacher"]
     print(f"\n== forward latency, {args.seq_len} tokens per sequence, median of {args.repeats} after "
           f"{args.warmup} warm-up (torch.inference_mode, fp32, {teacher['threads']} threads) ==")
-    head = (f"{'model':16} {'ratio':>6} {'params':>11} {'param MB':>8} {'RSS MB':>7}  "
-            + "  ".join(f"{f'{b}x{args.seq_len} ms':>10} {'speed-up':>8} {'peak MB':>7} {'fwd MB':>6}"
+    head = (f"{'model':16} {'ratio':>6} {'params':>11} {'param MiB':>9} {'RSS MiB':>7}  "
+            + "  ".join(f"{f'{b}x{args.seq_len} ms':>10} {'speed-up':>8} {'peak MiB':>8} {'fwd MiB':>7}"
                         for b in args.batches) + "  other-load")
     print(head)
     misses = []
@@ -290,9 +290,9 @@ def main(argv=None) -> int:
                 misses.append(f"{m} at {b}x{args.seq_len}: {sp:.2f}x vs goal {g:g}x (short by {g - sp:.2f}x, "
                               f"{100 * (1 - sp / g):.0f}%)")
             fwd = "n/a" if v["fwd_peak_mb"] is None else f"{v['fwd_peak_mb']:.0f}"
-            cells.append(f"{v['median_ms']:10.1f} {sp:7.2f}x{mark[-1:] or ' '}{v['peak_mb']:7.0f} {fwd:>6}")
+            cells.append(f"{v['median_ms']:10.1f} {sp:7.2f}x{mark[-1:] or ' '}{v['peak_mb']:8.0f} {fwd:>7}")
         load = max(v["other_load"] for v in r["batches"].values())
-        print(f"{m:16} {r['compression']:5.2f}x {r['params']:11,d} {r['param_mb']:8.1f} {r['rss_model_mb']:7.0f}  "
+        print(f"{m:16} {r['compression']:5.2f}x {r['params']:11,d} {r['param_mb']:9.1f} {r['rss_model_mb']:7.0f}  "
               + "  ".join(cells) + f"  {100 * load:5.0f}%")
     print("(speed-up = teacher median / model median, both measured in this run; '!' = below its goal; "
           "other-load = CPU share used by other processes during the timed forwards)")
