@@ -465,6 +465,8 @@ def _eval_speed(recipe, ws, stage, resume, progress, log, command):
     batches = ",".join(str(b) for b in recipe.eval.speed_batch)
     out = run_speed(ws, SpeedOptions(batches=batches, seq_len=recipe.eval.speed_seq_len,
                                      repeats=recipe.eval.speed_repeats, warmup=1))
+    for warning in out["warnings"]:  # other processes took the CPUs while it timed, ...: as kron eval speed says
+        log(f"warning: {warning}")
     ws.record_stage(stage.name, {"rows": len(out.get("results", []))})
     return {"results": out.get("results", [])}
 
