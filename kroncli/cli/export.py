@@ -21,7 +21,8 @@ def export_cmd(
     quantize: Annotated[Optional[str], typer.Option(help="int8: dynamic int8 quantisation of the ONNX graph, "
                                                          "with the dev-set accuracy change.")] = None,
     dense: Annotated[bool, typer.Option("--dense", help="Materialise A(x)B: an ordinary dense model (hf: a plain "
-                                                        "BertForSequenceClassification checkpoint).")] = False,
+                                                        "checkpoint of the family's task class, e.g. "
+                                                        "BertForSequenceClassification).")] = False,
     data_dir: Annotated[Optional[str], typer.Option(help="GLUE folder for the int8 accuracy check (default "
                                                          "$KRON_GLUE_DIR or ../shared/glue; none: skipped).")]
     = None,

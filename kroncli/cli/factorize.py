@@ -31,7 +31,7 @@ def factorize_cmd(
                                                 "fewer multiply-adds.")] = "error",
     max_rank: Annotated[int, typer.Option(help="Largest number of Kronecker terms per matrix.")] = 1,
     targets: Annotated[Optional[str], typer.Option(help="Regex (fullmatch) of module names to factor; "
-                                                        "default: BERT-family embeddings, Q/K/V/O, FFN.")]
+                                                        "default: the model family's embeddings, Q/K/V/O, FFN.")]
     = None,
     exclude: Annotated[Optional[str], typer.Option(help="Regex of module names to keep dense.")] = None,
     random_init: Annotated[Optional[str], typer.Option(

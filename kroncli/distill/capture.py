@@ -11,7 +11,10 @@
   BertForPreTraining), else None,
 - ``output``: the model's own output object.
 
-How the attention is captured (transformers 5.x): BERT-family self-attention modules call
+Which modules are the self-attention layers, and how their scores are reached, is the model family's entry
+(kroncli/families.py: `CaptureSpec`); a model the table lacks falls back to its `_can_record_outputs`.
+
+How the attention is captured (transformers 5.x): the families' self-attention modules call
 ``ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager_attention_forward)``. This module
 registers one more implementation, ``"kron_capture"`` (plus its mask builder, the eager one: without a mask
 builder transformers silently drops the padding mask for unknown implementations). It computes the scores once,
@@ -38,6 +41,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from .. import families
 from ..errors import KronError
 
 IMPLEMENTATION = "kron_capture"
@@ -176,7 +180,11 @@ def _attention_targets(model: nn.Module) -> tuple[tuple[type, ...], tuple[str, .
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The model's self-attention modules, in layer order."""
+    """The model's self-attention modules, in layer order: those its family's entry names (kroncli/families.py),
+    else those the model declares in `_can_record_outputs`."""
+    family = families.find(getattr(model, "config", None))
+    if family is not None:
+        return family.attention_modules(model)
     classes, names = _attention_targets(model)
     if classes or names:
         found = [m for m in model.modules()
@@ -210,6 +218,10 @@ class Capture:
     def _prepare(self) -> None:
         model = self.model
         name = type(model).__name__
+        family = families.find(getattr(model, "config", None))
+        if family is not None and family.capture.hook != "interface":
+            raise KronError(f"the {family.name} family's attention is reached by {family.capture.hook!r}, which this "
+                            "kron does not capture; use attention=None")
         can_set = getattr(type(model), "_can_set_attn_implementation", None)
         if can_set is None or not can_set():
             raise KronError(f"{name} does not dispatch attention through transformers' AttentionInterface, so "

@@ -129,7 +129,9 @@ class TaskModel:
 def _max_seq_len(student: Path, config, requested: int | None) -> int:
     """--max-seq-len, else the task student's recorded max_seq_len (kron.json), else 128; within the model's
     positions. The teacher gets the same default as its student, so the two are compared on equal inputs."""
-    limit = getattr(config, "max_position_embeddings", None) or 10**9
+    from ..families import max_positions
+
+    limit = max_positions(config) or 10**9
     if requested is not None:
         if requested < 8 or requested > limit:
             raise KronError(f"--max-seq-len {requested}: choose 8..{limit} (the model has {limit} positions)")

@@ -194,11 +194,12 @@ def model_config(ref: ModelRef):
     """The transformers config, read without loading weights."""
     import transformers
 
-    from ..sources import RANDOM_CONFIGS, _quiet_transformers
+    from ..families import random_config
+    from ..sources import _quiet_transformers
 
     _quiet_transformers()
     if ref.kind == "random":
-        return transformers.BertConfig(**RANDOM_CONFIGS[ref.requested.split(":", 1)[1]])
+        return random_config(ref.requested.split(":", 1)[1])
     if Path(ref.path).is_dir():
         check_folder(ref.path)  # config, kron.json and weights readable: one line naming a damaged file
     try:
@@ -209,13 +210,15 @@ def model_config(ref: ModelRef):
 
 
 def check_seq_len(seq_len: int, configs: dict) -> None:
+    from ..families import max_positions
+
     if seq_len < 1:
         raise KronError(f"--seq-len {seq_len} must be at least 1")
     for label, cfg in configs.items():
-        limit = getattr(cfg, "max_position_embeddings", None)
+        limit = max_positions(cfg)
         if limit is not None and seq_len > limit:
-            raise KronError(f"--seq-len {seq_len} is above the {label}'s max_position_embeddings ({limit}); "
-                            f"pass --seq-len {limit} or less")
+            raise KronError(f"--seq-len {seq_len} is above the {label}'s {limit} positions (its "
+                            f"max_position_embeddings); pass --seq-len {limit} or less")
 
 
 def export_label(meta: dict) -> str:
@@ -362,7 +365,7 @@ def load_ref(ref: ModelRef):
         torch.manual_seed(0)
         import transformers
 
-        model = transformers.BertModel(model_config(ref))
+        model = transformers.AutoModel.from_config(model_config(ref))
     else:
         try:
             model = model_class(model_config(ref)).from_pretrained(ref.path)

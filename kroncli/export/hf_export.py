@@ -1,8 +1,10 @@
 """`kron export --format hf`: a transformers folder, Kronecker (remote code) or dense (`--dense`).
 
-Kronecker: config.json (model_type kron_bert, `auto_map` to the shipped configuration_kron.py and
-modeling_kron.py, `kron_layers` with every factored module's shape), model.safetensors with the factors,
-tokenizer files. The shipped code needs only torch + transformers:
+Kronecker: config.json (model_type kron_<family>, e.g. kron_bert, `auto_map` to the shipped configuration_kron.py
+and modeling_kron.py, `kron_layers` with every factored module's shape), model.safetensors with the factors,
+tokenizer files. The shipped code is the family's export template (kroncli/families.py names it; hf_template/ for
+every encoder family): it subclasses the family's own transformers classes, named in two lines that the export
+writes, and needs only torch + transformers:
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
 Dense: an ordinary checkpoint of the same architecture with A (x) B materialised (`dense_weight`).
 """
@@ -11,18 +13,18 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
+import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .. import families
 from ..errors import KronError
 from ..kron.layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedDecoder
 
-TEMPLATE = Path(__file__).parent / "hf_template"
+TEMPLATES = Path(__file__).parent
 TEMPLATE_FILES = ("configuration_kron.py", "modeling_kron.py")
-SUPPORTED = ("BertForSequenceClassification",)
 
 
 def kron_layers(model: nn.Module) -> dict[str, dict]:
@@ -68,22 +70,33 @@ def write_hf(model: nn.Module, tokenizer, out: Path) -> dict:
     """The Kronecker folder (out must be a fresh folder); returns what it wrote."""
     from safetensors.torch import save_model
 
-    arch = type(model).__name__
-    if arch not in SUPPORTED:
-        raise KronError(f"--format hf ships modelling code for {', '.join(SUPPORTED)}, not {arch}; use "
-                        f"--format onnx, or --format hf --dense for a plain checkpoint")
+    family = families.family_of(model.config)
+    arch, expected = type(model), family.head_model_class("classification", model.config)
+    if arch is not expected:
+        raise KronError(f"--format hf ships modelling code for {expected.__name__} ({family.name}), not "
+                        f"{arch.__name__}; use --format onnx, or --format hf --dense for a plain checkpoint")
     layers = kron_layers(model)
     cfg = model.config.to_dict()
     cfg.pop("_attn_implementation_autoset", None)
-    cfg.update(model_type="kron_bert", architectures=["KronBertForSequenceClassification"], kron_layers=layers,
-               auto_map={"AutoConfig": "configuration_kron.KronBertConfig",
-                         "AutoModelForSequenceClassification": "modeling_kron.KronBertForSequenceClassification"})
+    base_config, model_type = type(model.config).__name__, f"kron_{family.model_type}"
+    cfg.update(model_type=model_type, architectures=[f"Kron{arch.__name__}"], kron_layers=layers,
+               auto_map={"AutoConfig": f"configuration_kron.Kron{base_config}",
+                         "AutoModelForSequenceClassification": f"modeling_kron.Kron{arch.__name__}"})
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str) + "\n")
     save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    filled = {"BASE_CONFIG": base_config, "MODEL_TYPE": model_type, "BASE_MODEL": arch.__name__}
     for name in TEMPLATE_FILES:
-        shutil.copyfile(TEMPLATE / name, out / name)
+        (out / name).write_text(_fill(TEMPLATES / family.export_template / name, filled))
     tokenizer.save_pretrained(out)
     return {"kron_layers": len(layers)}
+
+
+def _fill(template: Path, values: dict[str, str]) -> str:
+    """The template's text with each `NAME = "..."` line that `values` names set to its value."""
+    text = template.read_text()
+    for name, value in values.items():
+        text = re.sub(rf'^{name} = "[^"]*"', f'{name} = "{value}"', text, count=1, flags=re.M)
+    return text
 
 
 def write_dense(model: nn.Module, tokenizer, out: Path) -> dict:

@@ -6,14 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from .. import sources
+from .. import families, sources
 from ..errors import KronError
 from ..student import read_kron_config, student_dir
 from ..workspace import Workspace
-
-ARCH_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
-             "dim", "n_layers", "n_heads")
-
 
 def teacher_source(ws: Workspace, override: str | None = None) -> sources.ModelSource:
     """The teacher recorded by `kron factorize` (or --teacher)."""
@@ -28,12 +24,17 @@ def teacher_source(ws: Workspace, override: str | None = None) -> sources.ModelS
 
 
 def check_same_architecture(teacher_config, student_config, allow_shallower: bool = False) -> None:
-    """Teacher and student must match in width (and depth unless a layer map is used)."""
-    for key in ARCH_KEYS:
+    """Teacher and student must be of one family and match in its architecture keys (depth too unless a layer
+    map is used)."""
+    family = families.family_of(student_config)
+    if teacher_config.model_type != student_config.model_type:
+        raise KronError(f"the teacher is a {teacher_config.model_type} model, the student a {family.model_type} one; "
+                        "distil from the teacher the student was factorized from")
+    for key in family.arch_keys:
         t, s = getattr(teacher_config, key, None), getattr(student_config, key, None)
         if t is None or s is None or t == s:
             continue
-        if allow_shallower and key in ("num_hidden_layers", "n_layers") and s < t:
+        if allow_shallower and key == family.capture.layers_attr and s < t:
             continue
         raise KronError(f"teacher and student differ in {key} ({t} vs {s}); distil from the teacher the student "
                         f"was factorized from (pass --layer-map for a shallower student)")

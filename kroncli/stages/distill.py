@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import sources
+from .. import families, sources
 from ..data.corpus import corpus_files, load_corpus, token_types
 from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights, fit_layer_map, layer_map
@@ -46,15 +46,18 @@ class PackedCorpus(torch.utils.data.Dataset):
 
 
 class PackedCollate:
-    """Packed rows -> a batch; segment ids follow the [SEP]s (all 0 for one-segment rows)."""
+    """Packed rows -> a batch; segment ids follow the [SEP]s (all 0 for one-segment rows), for a family whose
+    model takes them (`token_types`, kroncli/families.py)."""
 
-    def __init__(self, sep_id: int):
-        self.sep_id = sep_id
+    def __init__(self, sep_id: int, token_types: bool = True):
+        self.sep_id, self.token_types = sep_id, token_types
 
     def __call__(self, rows: list[torch.Tensor]) -> dict:
         ids = torch.stack(rows).long()
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                "token_type_ids": token_types(ids, self.sep_id)}
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if self.token_types:
+            batch["token_type_ids"] = token_types(ids, self.sep_id)
+        return batch
 
 
 class MaskingCollate:
@@ -65,8 +68,8 @@ class MaskingCollate:
     masks as the uninterrupted one did); called as a collate it packs and masks in one go.
     """
 
-    def __init__(self, tokenizer, probability: float = 0.15):
-        self.packed = PackedCollate(tokenizer.sep_token_id)
+    def __init__(self, tokenizer, probability: float = 0.15, token_types: bool = True):
+        self.packed = PackedCollate(tokenizer.sep_token_id, token_types)
         self.mask_id, self.vocab = tokenizer.mask_token_id, len(tokenizer)
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
         self.probability = probability
@@ -161,6 +164,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     folder = require_student(ws)
     kron_cfg = read_kron_config(folder)
     student = load_student(folder)
+    block = families.family_of(student.config).require_block("pairs")
     if opts.weights.get("mlm") and student.get_output_embeddings() is None:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")
@@ -178,17 +182,18 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         tokenizer = None
     log(corpus_line(opts.corpus, ws))
     ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs, log=log)
-    if ids.shape[1] > student.config.max_position_embeddings:
-        raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's "
-                        f"{student.config.max_position_embeddings} positions")
+    positions = families.max_positions(student.config)
+    if positions and ids.shape[1] > positions:
+        raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's {positions} positions")
     log(f"corpus: {ids.shape[0]:,} sequences of {ids.shape[1]} tokens")
-    masker = MaskingCollate(tokenizer) if opts.weights.get("mlm") else None
+    masker = MaskingCollate(tokenizer, token_types=block.token_types) if opts.weights.get("mlm") else None
     teacher.eval().requires_grad_(False)
     step = make_step(teacher, opts.weights, opts.attention, layers, masker)
     round_no, earlier = next_round(ws, cfg, log)
     log(f"{cfg.stage}: training starts (a loss line every {cfg.log_every} steps)")
     # the teacher follows the student onto accelerate's device inside the loop
-    summary = train(cfg, student, PackedCorpus(ids), PackedCollate(tokenizer.sep_token_id), _on_device(step, teacher),
+    summary = train(cfg, student, PackedCorpus(ids), PackedCollate(tokenizer.sep_token_id, block.token_types),
+                    _on_device(step, teacher),
                     ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
                     {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs},
                      "settings": {"weight": opts.weights, "attention": opts.attention,  # a resumed run keeps them

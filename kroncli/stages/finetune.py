@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import sources
+from .. import families, sources
 from ..data.encode import Collate, encode
 from ..data.glue import Task, load_split, normalize_task
 from ..data.overlap import seen_mask
@@ -162,8 +162,6 @@ def _fits_positions(config, opts: FinetuneOptions) -> None:
 
 def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     """Fine-tune the dense teacher on the task; saved as tasks/<task>/teacher."""
-    from transformers import AutoModelForSequenceClassification, BertForSequenceClassification
-
     task = normalize_task(opts.task)
     require_student(ws)
     source = teacher_source(ws, opts.teacher)
@@ -175,11 +173,12 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)  # the new classifier head is drawn here, before the training loop seeds its own RNG
+    head = families.family_of(config).head_class(families.task_kind(task))
     if source.kind == "random":
-        model = BertForSequenceClassification(config)
-        model.bert.load_state_dict(base.state_dict(), strict=False)
+        model = head.from_config(config)
+        getattr(model, model.base_model_prefix).load_state_dict(base.state_dict(), strict=False)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(source.path, config=config)
+        model = head.from_pretrained(source.path, config=config)
     log(f"{task.name}: reading and tokenising the training and dev sets")
     train_set, evals, floor = _data(task, tokenizer, opts)
     log(f"{task.name}: {len(train_set):,} training examples; fine-tuning the teacher")
@@ -229,14 +228,16 @@ def init_student_dir(ws: Workspace, task: Task, init_from: str | None) -> Path:
 def build_task_student(ws: Workspace, task: Task, teacher, folder: Path | None = None) -> tuple[torch.nn.Module, list]:
     """The general student (or `folder`'s: another task's student) + a task head initialised from the fine-tuned
     teacher's (pooler and classifier)."""
-    from transformers import AutoModelForSequenceClassification
-
     folder = folder or ws.student_dir
     general = load_student(folder)
     base = general.base_model
-    model = AutoModelForSequenceClassification.from_config(_task_config(general.config, task))
+    head = families.family_of(general.config).head_class(families.task_kind(task))
+    model = head.from_config(_task_config(general.config, task))
     prefix = model.base_model_prefix
     t_base = teacher.base_model
+    unpooled = getattr(getattr(model, prefix), "pooler", "none") is None  # RoBERTa's head reads no pooler
+    if unpooled:
+        base.pooler = None  # the saved task student must not carry one its class does not have
     # MLM-pretrained students have no pooler: take the task teacher's. A dense one is replaced by the task
     # teacher's (fine-tuned) pooler; a factored one (--targets with the pooler) stays, and learns in this stage.
     if getattr(t_base, "pooler", None) is not None and not _factored(getattr(base, "pooler", None)):
@@ -250,6 +251,8 @@ def build_task_student(ws: Workspace, task: Task, teacher, folder: Path | None =
     if type(general) is not type(base):  # the general student was saved with a head: names carry its prefix
         for c in choices:
             c.name = c.name.split(".", 1)[1]
+    if unpooled:
+        choices = [c for c in choices if not c.name.startswith("pooler.")]
     for c in choices:
         c.name = f"{prefix}.{c.name}"
     return model, choices
@@ -335,10 +338,11 @@ def _with_rehearsal(ws: Workspace, opts: FinetuneOptions, tokenizer, train_set, 
         raise KronError(f"--rehearse needs general text and {ws.root} records no stage-1 corpus; pass "
                         "--rehearse-corpus FILE (one sentence per line)")
     seq_len = record.get("max_seq_len") or opts.max_seq_len  # stage 1's block length where it is recorded
+    block = families.family_of(ws.student_dir).require_block("pairs")
     ids = load_corpus(sources, tokenizer, seq_len, ws.root / "cache", record.get("pairs", True), log=log)
     log(f"rehearsal: {ids.shape[0]:,} blocks of {ids.shape[1]} tokens from {', '.join(map(str, sources))}")
     return (Rehearsal(train_set, ids, opts.rehearse, seed),
-            RehearsalCollate(collate, PackedCollate(tokenizer.sep_token_id)))
+            RehearsalCollate(collate, PackedCollate(tokenizer.sep_token_id, block.token_types)))
 
 
 def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:

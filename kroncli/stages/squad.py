@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import metrics_csv, sources
+from .. import families, metrics_csv, sources
 from ..data.squad import SquadCollate, SquadExample, SquadFeatures, load_squad, prepare_features, task_name
 from ..distill.capture import Capture, Captured
 from ..distill.losses import DistillLoss, logit_kd, register_loss
@@ -170,7 +170,7 @@ def _data_fingerprint(opts: SquadOptions) -> dict:
 
 
 def _check_positions(config, max_seq_len: int) -> None:
-    limit = getattr(config, "max_position_embeddings", None)
+    limit = families.max_positions(config)
     if limit and max_seq_len > limit:
         raise KronError(f"--max-seq-len {max_seq_len} is longer than the model's {limit} positions; pass "
                         f"--max-seq-len {limit} or less (and a smaller --doc-stride)")
@@ -237,8 +237,6 @@ def _eval_fn(opts: SquadOptions, dev_ex, dev_set, tokenizer):
 
 def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     """Fine-tune the dense teacher with a span head; saved as tasks/squad[_v2]/teacher."""
-    from transformers import AutoModelForQuestionAnswering, BertForQuestionAnswering
-
     name = task_name(opts.version)
     require_student(ws)
     source = teacher_source(ws, opts.teacher)
@@ -250,11 +248,12 @@ def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)  # the new QA head is drawn here, before the training loop seeds its own RNG
+    head = families.family_of(config).head_class("question_answering")
     if source.kind == "random":
-        model = BertForQuestionAnswering(config)
-        model.bert.load_state_dict(base.state_dict(), strict=False)
+        model = head.from_config(config)
+        getattr(model, model.base_model_prefix).load_state_dict(base.state_dict(), strict=False)
     else:
-        model = AutoModelForQuestionAnswering.from_pretrained(source.path, config=config)
+        model = head.from_pretrained(source.path, config=config)
     log(f"{name}: {len(train_ex):,} questions, {len(train_set):,} windows; fine-tuning the teacher")
 
     def step(m, batch):
@@ -277,12 +276,11 @@ def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
 
 def build_squad_student(ws: Workspace, teacher) -> tuple[torch.nn.Module, list]:
     """General student + the fine-tuned teacher's span head (qa_outputs); the pooler is dropped (unused)."""
-    from transformers import AutoModelForQuestionAnswering
-
     folder = ws.student_dir
     general = load_student(folder)
     base = general.base_model
-    model = AutoModelForQuestionAnswering.from_config(_qa_config(general.config))
+    head = families.family_of(general.config).head_class("question_answering")
+    model = head.from_config(_qa_config(general.config))
     prefix = model.base_model_prefix
     if getattr(base, "pooler", None) is not None:
         base.pooler = None  # a span head reads token states only; the saved student must not carry it

@@ -1,15 +1,23 @@
-"""Configuration of a Kronecker-factored BERT sequence classifier exported by `kron export --format hf`.
+"""Configuration of a Kronecker-factored sequence classifier exported by `kron export --format hf`.
 
-Self-contained: needs only transformers (no kroncli). `kron_layers` maps each factored module name to its
-shape: {"kind": "linear", "m1", "n1", "m2", "n2", "rank", "bias"} or {"kind": "embedding", "f", "rank"}.
+Self-contained: needs only transformers (no kroncli). The configuration is the model family's own (BertConfig,
+DistilBertConfig, ...: BASE_CONFIG, written by kron export) plus `kron_layers`, which maps each factored module
+name to its shape: {"kind": "linear", "m1", "n1", "m2", "n2", "rank", "bias"} or {"kind": "embedding", "f", "rank"}.
 """
 
-from transformers import BertConfig
+import transformers
+
+BASE_CONFIG = "BertConfig"  # kron export writes the family's configuration class here
+MODEL_TYPE = "kron_bert"  # and "kron_" + its model_type here
 
 
-class KronBertConfig(BertConfig):
-    model_type = "kron_bert"
+class KronConfig(getattr(transformers, BASE_CONFIG)):
+    model_type = MODEL_TYPE
 
     def __init__(self, kron_layers=None, **kwargs):
         super().__init__(**kwargs)
         self.kron_layers = dict(kron_layers or {})
+
+
+KronConfig.__name__ = KronConfig.__qualname__ = "Kron" + BASE_CONFIG  # e.g. KronBertConfig
+globals()[KronConfig.__name__] = KronConfig

@@ -1,5 +1,7 @@
-"""A BERT sequence classifier whose matrices are sums of Kronecker products, as written by `kron export`.
+"""A sequence classifier whose matrices are sums of Kronecker products, as written by `kron export`.
 
+The model family's own transformers class (BertForSequenceClassification, DistilBertForSequenceClassification,
+...: BASE_MODEL, written by kron export) with the modules named in `config.kron_layers` swapped for Kronecker ones.
 Self-contained (torch + transformers only): load it with
     AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
 Row-major convention: kron(A, B)[i1*m2 + i2, j1*n2 + j2] = A[i1, j1] * B[i2, j2], so for x with n1*n2
@@ -9,9 +11,11 @@ features, X = x.view(n1, n2) and (A (x) B) x = vec(A @ X @ B^T). The dense A (x)
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import BertForSequenceClassification
+import transformers
 
-from .configuration_kron import KronBertConfig
+from .configuration_kron import KronConfig
+
+BASE_MODEL = "BertForSequenceClassification"  # kron export writes the family's task class here
 
 
 def choose_order(m1, n1, m2, n2):
@@ -97,8 +101,8 @@ def _swap(model, name, new):
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
-class KronBertForSequenceClassification(BertForSequenceClassification):
-    config_class = KronBertConfig
+class KronModel(getattr(transformers, BASE_MODEL)):
+    config_class = KronConfig
 
     def __init__(self, config):
         super().__init__(config)
@@ -116,3 +120,7 @@ class KronBertForSequenceClassification(BertForSequenceClassification):
         if isinstance(module, (KroneckerLinear, KroneckerEmbedding)):
             return  # the factors always come from the checkpoint
         super()._init_weights(module)
+
+
+KronModel.__name__ = KronModel.__qualname__ = "Kron" + BASE_MODEL  # e.g. KronBertForSequenceClassification
+globals()[KronModel.__name__] = KronModel

@@ -1,0 +1,330 @@
+"""The model-family table: the one place that knows how a Transformer family is laid out.
+
+An entry (`Family`, keyed by `config.model_type`) says which modules are the word / position / token-type
+embeddings, attention q, k, v, o, FFN in / out, pooler and heads (name patterns relative to the model, matched
+with `re.fullmatch` under any wrapper prefix, as peft does), which module types can be factored and how their
+weights are oriented, how to build a random-init teacher by name, which head class serves each task kind, how a
+stage-1 block is packed, what distillation captures and which export template ships the student. Everything
+else (surgery, sources, the stages, capture, export) asks the table instead of assuming BERT.
+
+Adding a family is one entry in FAMILIES plus its tests (tests/test_families.py). A model type the table lacks is
+a one-line KronError naming it and the families known; `kron factorize --targets REGEX` still factors it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import KronError
+
+
+# -------------------------------------------------------------------------------------------- module types
+
+@dataclass(frozen=True)
+class ModuleKind:
+    """A module type surgery can factor: its class, what it becomes and how its weight is laid out.
+
+    `weight`: "out_in" (nn.Linear: out x in), "in_out" (transformers' Conv1D, GPT-2: in x out, factored as its
+    transpose) or "rows" (nn.Embedding: one row per token).
+    """
+
+    cls: str  # import path, resolved lazily (transformers is slow to import)
+    kind: str  # "linear" -> KroneckerLinear | "embedding" -> KroneckerEmbedding
+    weight: str = "out_in"
+
+    def resolve(self) -> type:
+        module, _, name = self.cls.rpartition(".")
+        return getattr(importlib.import_module(module), name)
+
+    def matrix(self, module):
+        """The weight as the matrix that is factored (out x in for a linear map, V x d for a table)."""
+        return module.weight.t() if self.weight == "in_out" else module.weight
+
+
+LINEAR = ModuleKind("torch.nn.Linear", "linear", "out_in")
+CONV1D = ModuleKind("transformers.pytorch_utils.Conv1D", "linear", "in_out")
+EMBEDDING = ModuleKind("torch.nn.Embedding", "embedding", "rows")
+MODULE_KINDS = (LINEAR, CONV1D, EMBEDDING)  # every type surgery knows; --targets on an unknown family uses these
+
+
+def module_kind(module, kinds: tuple[ModuleKind, ...] = MODULE_KINDS) -> ModuleKind | None:
+    """The entry of `kinds` for this module's exact type (a subclass, e.g. a Kronecker module, is not one)."""
+    for k in kinds:
+        if type(module) is k.resolve():
+            return k
+    return None
+
+
+# ------------------------------------------------------------------------------------------ what an entry holds
+
+# Layer types an entry may name. The first seven are factored by default (KroneckerBERT: embeddings, Q/K/V/O, FFN).
+FACTORED = ("embedding", "attn_q", "attn_k", "attn_v", "attn_out", "ffn_in", "ffn_out")
+LAYER_TYPES = (*FACTORED, "position_embedding", "type_embedding", "embedding_project", "pooler", "head")
+TASK_KINDS = ("classification", "regression", "question_answering")
+ENCODER_HEADS = {"classification": "AutoModelForSequenceClassification",
+                 "regression": "AutoModelForSequenceClassification",
+                 "question_answering": "AutoModelForQuestionAnswering"}
+BLOCK_KINDS = ("pairs", "causal")
+
+
+@dataclass(frozen=True)
+class Block:
+    """How stage 1 packs unlabeled text. "pairs": [CLS] A [SEP] B [SEP] blocks (BERT's pre-training layout);
+    "causal": contiguous blocks for a decoder (reserved, not built yet). `token_types`: the model takes segment
+    ids (token_type_ids), derived from the separators."""
+
+    kind: str = "pairs"
+    token_types: bool = True
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """What distillation reads: the config attribute holding the layer count, the self-attention modules (a
+    pattern like the entry's modules; one per layer, in order), and how their scores are reached ("interface":
+    the module calls transformers' AttentionInterface, see kroncli/distill/capture.py)."""
+
+    layers_attr: str = "num_hidden_layers"
+    attention: str = r"encoder\.layer\.\d+\.attention\.self"
+    hook: str = "interface"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family (see the module docstring)."""
+
+    name: str  # for people: "BERT"
+    model_type: str  # config.model_type, the key
+    modules: Mapping[str, str]  # layer type -> name pattern relative to the model
+    random_configs: Mapping[str, Mapping[str, Any]]  # --random-init NAME -> config keyword overrides
+    arch_keys: tuple[str, ...]  # config fields a teacher and its student must share
+    module_kinds: tuple[ModuleKind, ...] = (LINEAR, EMBEDDING)
+    default_targets: tuple[str, ...] = FACTORED
+    heads: Mapping[str, str] = field(default_factory=lambda: dict(ENCODER_HEADS))  # task kind -> transformers class
+    block: Block = Block()
+    capture: CaptureSpec = CaptureSpec()
+    export_template: str = "hf_template"  # folder under kroncli/export/
+    positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1
+
+    def __post_init__(self):
+        unknown = set(self.modules) - set(LAYER_TYPES)
+        if unknown or set(self.default_targets) - set(self.modules):
+            raise ValueError(f"family {self.name}: layer types {sorted(unknown) or list(self.default_targets)} "
+                             f"are not among {LAYER_TYPES} or not named in its modules")
+        if set(self.heads) != set(TASK_KINDS) or self.block.kind not in BLOCK_KINDS:
+            raise ValueError(f"family {self.name}: heads must cover {TASK_KINDS}, block.kind be one of {BLOCK_KINDS}")
+
+    # ------------------------------------------------------------------------------------------ module names
+    @cached_property
+    def _compiled(self) -> dict[str, re.Pattern]:
+        return {t: _relative(p) for t, p in self.modules.items()}
+
+    def layer_type(self, name: str) -> str:
+        """The layer type a module name has in this family, "other" when the entry does not name it."""
+        return next((t for t, p in self._compiled.items() if p.fullmatch(name)), "other")
+
+    def targets(self) -> str:
+        """The default `--targets` regex: the entry's default layer types."""
+        return "|".join(f"(?:{_relative(self.modules[t]).pattern})" for t in self.default_targets)
+
+    def attention_modules(self, model) -> list:
+        """The self-attention modules distillation captures, in layer order (one per layer)."""
+        pattern = _relative(self.capture.attention)
+        found = [m for name, m in model.named_modules() if pattern.fullmatch(name)]
+        layers = num_layers(model.config)
+        if layers is not None and len(found) != layers:
+            raise KronError(f"{type(model).__name__} has {len(found)} self-attention modules matching the "
+                            f"{self.name} family's {self.capture.attention!r}, not one per layer ({layers})")
+        return found
+
+    # --------------------------------------------------------------------------------------------- configs
+    def random_config(self, name: str):
+        """A transformers config of this family for `--random-init NAME`."""
+        from transformers import AutoConfig
+
+        return AutoConfig.for_model(self.model_type, **self.random_configs[name])
+
+    def max_positions(self, config) -> int | None:
+        """Longest input the position table takes (RoBERTa keeps pad_token_id + 1 slots before the first)."""
+        limit = getattr(config, "max_position_embeddings", None)
+        if limit and self.positions_after_padding:
+            limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+        return limit
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The tokenizer outputs the model takes."""
+        return ("input_ids", "token_type_ids", "attention_mask") if self.block.token_types else \
+            ("input_ids", "attention_mask")
+
+    # ----------------------------------------------------------------------------------------------- heads
+    def head_class(self, kind: str):
+        """The transformers (Auto) class that builds this family's model for a task kind."""
+        import transformers
+
+        if kind not in self.heads:
+            raise KronError(f"the {self.name} family has no head for {kind!r}; it has {', '.join(self.heads)}")
+        return getattr(transformers, self.heads[kind])
+
+    def head_model_class(self, kind: str, config) -> type:
+        """The concrete class `head_class(kind)` builds for `config` (e.g. BertForSequenceClassification)."""
+        cls = self.head_class(kind)
+        mapping = getattr(cls, "_model_mapping", None)
+        return mapping[type(config)] if mapping is not None else cls
+
+    def require_block(self, kind: str = "pairs") -> Block:
+        """Stage 1's packing; only pair blocks are built so far."""
+        if self.block.kind != kind:
+            raise KronError(f"stage 1 packs {kind} blocks; the {self.name} family needs {self.block.kind} blocks, "
+                            "which kron does not build yet")
+        return self.block
+
+
+def _relative(pattern: str) -> re.Pattern:
+    """A pattern relative to the model: it matches under any wrapper prefix (`bert.`, `model.distilbert.`)."""
+    return re.compile(rf"(?:.*\.)?(?:{pattern})")
+
+
+def task_kind(task) -> str:
+    """The head kind a GLUE task (kroncli.data.glue.Task) needs."""
+    return "regression" if task.is_regression else "classification"
+
+
+# --------------------------------------------------------------------------------------------------- the table
+
+_ENCODER_LAYER = r"encoder\.layer\.\d+\."
+_BERT_LAYOUT = {
+    "embedding": r"embeddings\.word_embeddings",
+    "position_embedding": r"embeddings\.position_embeddings",
+    "type_embedding": r"embeddings\.token_type_embeddings",
+    "attn_q": _ENCODER_LAYER + r"attention\.self\.query",
+    "attn_k": _ENCODER_LAYER + r"attention\.self\.key",
+    "attn_v": _ENCODER_LAYER + r"attention\.self\.value",
+    "attn_out": _ENCODER_LAYER + r"attention\.output\.dense",
+    "ffn_in": _ENCODER_LAYER + r"intermediate\.dense",
+    "ffn_out": _ENCODER_LAYER + r"output\.dense",
+}
+_BERT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+BERT = Family(
+    name="BERT", model_type="bert",  # also all-MiniLM-L6-v2 (a 6-layer BertModel)
+    modules={**_BERT_LAYOUT, "pooler": r"pooler\.dense",
+             "head": r"classifier|qa_outputs|cls\.predictions\.(?:transform\.dense|decoder)|cls\.seq_relationship"},
+    random_configs={
+        "bert-base": {},
+        "bert-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                       "intermediate_size": 4096},
+        "minilm-l6": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                      "intermediate_size": 1536},
+        "tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
+                 "vocab_size": 30522, "max_position_embeddings": 128},
+    },
+    arch_keys=_BERT_KEYS,
+)
+
+ROBERTA = Family(
+    name="RoBERTa", model_type="roberta",
+    modules={**_BERT_LAYOUT, "pooler": r"pooler\.dense",
+             "head": r"classifier\.(?:dense|out_proj)|qa_outputs|lm_head\.(?:dense|decoder)"},
+    random_configs={
+        "roberta-base": {"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1},
+        # the MiniLM tokenizer's vocabulary and padding id (random teachers get that tokenizer)
+        "roberta-tiny": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                         "intermediate_size": 128, "vocab_size": 30522, "max_position_embeddings": 130,
+                         "type_vocab_size": 1, "pad_token_id": 0},
+    },
+    arch_keys=_BERT_KEYS,
+    block=Block("pairs", token_types=False),  # one segment id (type_vocab_size 1): none are passed
+    positions_after_padding=True,
+)
+
+_DISTIL_LAYER = r"transformer\.layer\.\d+\."
+DISTILBERT = Family(
+    name="DistilBERT", model_type="distilbert",
+    modules={
+        "embedding": r"embeddings\.word_embeddings",
+        "position_embedding": r"embeddings\.position_embeddings",
+        "attn_q": _DISTIL_LAYER + r"attention\.q_lin",
+        "attn_k": _DISTIL_LAYER + r"attention\.k_lin",
+        "attn_v": _DISTIL_LAYER + r"attention\.v_lin",
+        "attn_out": _DISTIL_LAYER + r"attention\.out_lin",
+        "ffn_in": _DISTIL_LAYER + r"ffn\.lin1",
+        "ffn_out": _DISTIL_LAYER + r"ffn\.lin2",
+        "head": r"pre_classifier|classifier|qa_outputs|vocab_transform|vocab_projector",
+    },
+    random_configs={
+        "distilbert-base": {},
+        "distilbert-tiny": {"dim": 64, "n_layers": 2, "n_heads": 4, "hidden_dim": 128, "vocab_size": 30522,
+                            "max_position_embeddings": 128},
+    },
+    arch_keys=("dim", "n_layers", "n_heads", "hidden_dim", "vocab_size"),
+    block=Block("pairs", token_types=False),  # no token-type embeddings
+    capture=CaptureSpec(layers_attr="n_layers", attention=_DISTIL_LAYER + "attention"),
+)
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, DISTILBERT)}
+
+
+# ------------------------------------------------------------------------------------------------- look-ups
+
+def _model_type(thing) -> str | None:
+    """config.model_type of a config, a model, or a saved folder (its config.json)."""
+    if isinstance(thing, (str, Path)):
+        try:
+            return json.loads((Path(thing) / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError):
+            return None
+    config = getattr(thing, "config", thing)
+    return getattr(config, "model_type", None)
+
+
+def known() -> str:
+    return ", ".join(sorted(FAMILIES))
+
+
+def find(thing) -> Family | None:
+    """The family of a config / model / saved folder, None when the table lacks it."""
+    return FAMILIES.get(_model_type(thing))
+
+
+def family_of(thing) -> Family:
+    """The family of a config / model / saved folder; a one-line KronError when the table lacks it."""
+    family = find(thing)
+    if family is None:
+        raise KronError(f"model type {_model_type(thing)!r} is not in kron's model-family table (known: {known()}); "
+                        "kron factorize --targets REGEX still factors its matrices, the other stages need an entry "
+                        "in kroncli/families.py")
+    return family
+
+
+def random_inits() -> dict[str, Family]:
+    """--random-init NAME -> its family, every family's names."""
+    return {name: f for f in FAMILIES.values() for name in f.random_configs}
+
+
+def random_config(name: str):
+    """The transformers config `--random-init NAME` builds."""
+    inits = random_inits()
+    if name not in inits:
+        raise KronError(f"unknown --random-init {name!r}; choose one of {', '.join(inits)}")
+    return inits[name].random_config(name)
+
+
+def num_layers_attr(config) -> str:
+    family = find(config)
+    return family.capture.layers_attr if family else "num_hidden_layers"
+
+
+def num_layers(config) -> int | None:
+    return getattr(config, num_layers_attr(config), None)
+
+
+def max_positions(config) -> int | None:
+    """Longest input of a model, by its family (max_position_embeddings for a family the table lacks)."""
+    family = find(config)
+    return family.max_positions(config) if family else getattr(config, "max_position_embeddings", None)
