@@ -267,7 +267,21 @@ DISTILBERT = Family(
     capture=CaptureSpec(layers_attr="n_layers", attention=_DISTIL_LAYER + "attention"),
 )
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, DISTILBERT)}
+ELECTRA = Family(
+    name="ELECTRA", model_type="electra",
+    # the word table is V x embedding_size, projected to the hidden size when the two differ (kept dense)
+    modules={**_BERT_LAYOUT, "embedding_project": r"embeddings_project",
+             "head": r"classifier\.(?:dense|out_proj)|qa_outputs|discriminator_predictions\.dense(?:_prediction)?"
+                     r"|generator_predictions\.dense|generator_lm_head"},
+    random_configs={
+        "electra-small": {},  # ElectraConfig's defaults: the small discriminator (embeddings 128, hidden 256)
+        "electra-tiny": {"embedding_size": 32, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                         "intermediate_size": 128, "vocab_size": 30522, "max_position_embeddings": 128},
+    },
+    arch_keys=(*_BERT_KEYS, "embedding_size"),
+)
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, DISTILBERT, ELECTRA)}
 
 
 # ------------------------------------------------------------------------------------------------- look-ups

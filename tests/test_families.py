@@ -203,3 +203,24 @@ def test_roberta_positions_start_after_the_padding_id():
 
     assert families.max_positions(RobertaConfig(max_position_embeddings=514, pad_token_id=1)) == 512
     assert families.max_positions(families.random_config("tiny")) == 128
+
+
+def test_electra_keeps_its_embedding_projection_dense_and_matches_embedding_size():
+    """ELECTRA's word table is V x embedding_size (32 here, hidden 64), projected up by embeddings_project."""
+    import copy
+
+    from transformers import AutoModel
+
+    from kroncli.stages.common import check_same_architecture
+    from kroncli.surgery import find_targets
+
+    family = families.FAMILIES["electra"]
+    config = family.random_config("electra-tiny")
+    assert (config.embedding_size, config.hidden_size) == (32, 64)
+    targets = {t.name: t for t in find_targets(AutoModel.from_config(config))}
+    assert targets["embeddings.word_embeddings"].shape == (30522, 32)
+    assert "embeddings_project" not in targets and family.layer_type("embeddings_project") == "embedding_project"
+    other = copy.deepcopy(config)
+    other.embedding_size = 16
+    with pytest.raises(KronError, match="differ in embedding_size"):
+        check_same_architecture(other, config)
