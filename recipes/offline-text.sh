@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage-1 text without the hub: WordNet, GCIDE and English documentation prose from Debian packages
 # (bookworm; 343 MB of .deb files, nothing installed, no root needed). Writes OUT_DIR/wordnet.txt
-# (1.75M words), OUT_DIR/gcide.txt (3.7M) and OUT_DIR/docs.txt (6.2M): the text of run 18 in docs/results.md (whose
+# (1.75M words), OUT_DIR/gcide.txt (3.7M) and OUT_DIR/docs.txt (6.2M): the text of run 18 in docs/lab/runs.md (whose
 # docs.txt had 6.8M before near-duplicate paragraphs were dropped).
 #
 # With --more it also writes OUT_DIR/more.txt: prose from 53 more Debian documentation packages (Django, SQLAlchemy,

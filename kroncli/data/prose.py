@@ -13,7 +13,7 @@ so what stage 1 sees is English a GLUE sentence could come from, not source code
     python -m kroncli.data.prose py/usr/share/doc/python3.11/html/_sources perl corpus/docs.txt  # dpkg -x'd here
     kron distill -w runs/m19 --corpus corpus/docs.txt --corpus ../shared/glue/MRPC/train.tsv
 
-`recipes/offline-text.sh` downloads and extracts the packages of run 18 (docs/results.md): 6.2M words; with
+`recipes/offline-text.sh` downloads and extracts the packages of run 18 (docs/lab/runs.md): 6.2M words; with
 `--more`, 53 more documentation packages, two dictionaries and two games' data: 13.3M more.
 """
 

@@ -1,7 +1,7 @@
 """Rehearsal for stage 2: general text riding along with every task batch.
 
 Distilling a small student on a few thousand labelled pairs distorts the features stage 1 built (measured
-in docs/results.md: the student's zero-shot STS-B falls from 63 to 25 after MRPC stage 2). Rehearsal keeps
+in docs/lab/runs.md: the student's zero-shot STS-B falls from 63 to 25 after MRPC stage 2). Rehearsal keeps
 them: each task example brings `k` blocks of stage-1 text, on which the student keeps matching the teacher's
 intermediate layers. The blocks an example brings depend only on its index and the seed, so a resumed run
 sees the same batches.

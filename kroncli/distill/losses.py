@@ -122,7 +122,7 @@ def hidden_nmse(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask
 
     Why: `hidden_mse` weighs layers by their magnitude. all-MiniLM-L6-v2's last layer has a mean square of 0.10
     against 0.32-0.45 for the others, so its error is 8% of the summed loss and a 19x student reproduces only 20% of it
-    (docs/results.md, run 14), although it is the layer every task head reads. Relative errors count each layer
+    (docs/lab/runs.md, run 14), although it is the layer every task head reads. Relative errors count each layer
     the same.
     """
     s, t = _layers(s), _layers(t)
