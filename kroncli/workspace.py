@@ -220,17 +220,13 @@ def _who(holder: dict | None) -> str:
     return f"process {holder['pid']} on {holder['host']}{since}"
 
 
-def _say(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
 def _take_over(root: Path, record: Path, force: bool) -> None:
     """With the kernel lock held: refuse a record that may still name a running kron, say so when taking one over."""
     holder = _holder(record)
     if holder is None:
         return
     if not holder:
-        _say(f"{record} names no process (damaged); taking the lock over")
+        _warn(f"{record} names no process (damaged); taking the lock over")
         return
     same_kernel = holder.get("boot") is not None and holder.get("boot") == _boot_id()
     if not same_kernel and holder["host"] != socket.gethostname():
@@ -238,11 +234,11 @@ def _take_over(root: Path, record: Path, force: bool) -> None:
             raise KronError(f"workspace {root} is locked by {_who(holder)} ({record}), which this machine cannot "
                             f"check; if no kron runs there any more, run again with {FORCE_LOCK}=1 (kron factorize: "
                             "--force) to take the lock over")
-        _say(f"taking over the lock of {_who(holder)} (forced)")
+        _warn(f"taking over the lock of {_who(holder)} (forced)")
         return
     if not same_kernel and holder["pid"] != os.getpid() and _runs_kron(holder["pid"]):  # a kron of before flock
         raise KronError(f"workspace {root} is in use by {_who(holder)} ({record}); wait for it to finish or stop it")
-    _say(f"taking over the lock of {_who(holder)} ({record}): it ended without releasing it")
+    _warn(f"taking over the lock of {_who(holder)} ({record}): it ended without releasing it")
 
 
 class Workspace:
