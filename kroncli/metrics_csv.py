@@ -60,6 +60,14 @@ def read(path: Path, tolerant: bool = False) -> pd.DataFrame | None:
     return _parse(path, _whole_lines(path), tolerant)
 
 
+def check(path: Path) -> None:
+    """Refuse a damaged metrics CSV before a command computes what it appends there (a torn last row is no reason:
+    the append cuts it)."""
+    path = Path(path)
+    data = path.read_bytes() if path.is_file() else b""
+    _parse(path, data[: data.rfind(b"\n") + 1], tolerant=False)
+
+
 def append(path: Path, rows: list[dict]) -> None:
     """Append rows (a header when the file is new; new columns widen the file, written anew)."""
     if not rows:

@@ -203,6 +203,17 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(ws):
     assert list(pd.read_csv(ws / "metrics" / "distill.csv").step) == [1, 2, 3, 4]
 
 
+def test_a_damaged_corpus_cache_is_made_anew(ws):
+    before = set((ws / "cache").glob("corpus-*.pt"))
+    assert distill(ws, "--max-steps", "4", "--resume").exit_code == 0  # nothing to train; this corpus path cached
+    cache, = set((ws / "cache").glob("corpus-*.pt")) - before
+    truncate(cache)
+    res = distill(ws, "--max-steps", "4", "--resume")
+    assert res.exit_code == 0, res.output
+    assert f"warning: {cache} is damaged" in res.stderr and "tokenising the corpus again" in res.stderr
+    assert torch.load(cache).shape[1] == 32
+
+
 @pytest.mark.parametrize("damage, needles", [
     (lambda c: truncate(c / "step_4" / "meta.json"), ["step_4", "meta.json: not valid JSON", "--restart"]),
     (lambda c: truncate(c / "step_4" / "optimizer.bin"), ["step_4", "optimizer.bin", "--restart"]),

@@ -207,6 +207,20 @@ def token_types(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
     return ((is_sep.cumsum(-1) - is_sep) > 0).long()
 
 
+def _cached(cache: Path) -> torch.Tensor | None:
+    """The tokenised corpus from its cache file; None, with a warning, when the file is damaged (it is made anew)."""
+    from ..integrity import DAMAGE, torch_file_problem, warn
+
+    problem = torch_file_problem(cache)
+    if problem is None:
+        try:
+            return torch.load(cache)
+        except (*DAMAGE, RuntimeError) as e:
+            problem = str(e).splitlines()[0]
+    warn(f"{cache} is damaged ({problem}); tokenising the corpus again")
+    return None
+
+
 def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path | None,
                 pairs: bool = True, log: Callable[[str], None] | None = None) -> torch.Tensor:
     """(N, max_seq_len) int32 token ids, from the cache when the sources have not changed. `log` gets the warnings
@@ -219,7 +233,9 @@ def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path
     key = _fingerprint(sources, files or [], tokenizer, max_seq_len, pairs)
     cache = cache_dir / f"corpus-{key}.pt" if cache_dir else None
     if cache and cache.exists():
-        return torch.load(cache)
+        packed = _cached(cache)
+        if packed is not None:
+            return packed
     lines = _read_lines(files, log) if files is not None else _dataset_lines(sources[0])
     if not lines:
         raise KronError(f"the corpus ({', '.join(sources)}) is empty; give files with text in them")

@@ -298,8 +298,9 @@ def _discover(ws: Workspace, opts: GlueOptions) -> tuple[list[Task], list[dict]]
 
 
 def _plan(ws: Workspace, opts: GlueOptions) -> tuple[list[_Job], list[dict]]:
-    """Every check before the first prediction: tasks, models, label counts, data."""
+    """Every check before the first prediction: tasks, models, label counts, data, an eval.csv rows can join."""
     require_workspace(ws)
+    metrics_csv.check(ws.metrics_dir / EVAL_CSV)
     check_options(opts.model, opts.batch_size)
     _check_split(opts)
     requested = _requested(opts.task)

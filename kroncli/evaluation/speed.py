@@ -592,6 +592,7 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
             raise KronError("--onnx runs on the CPU (onnxruntime's CPUExecutionProvider); pass --device cpu or "
                             "auto")
     student_ref, teacher_ref = resolve_models(ws, opts.model)
+    metrics_csv.check(ws.metrics_dir / CSV_NAME)  # a damaged speed.csv is refused before minutes of timing
     configs = {"student": model_config(student_ref), "teacher": model_config(teacher_ref)}
     check_seq_len(opts.seq_len, configs)
     vocab_sizes = [int(c.vocab_size) for c in configs.values()]
