@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import sources
+from .data.glue import Task, find_task, normalize_task
 from .errors import KronError
 from .recipes import Recipe
 from .train import TrainConfig, check_training_values, checkpoints, first_change
@@ -22,18 +23,16 @@ from .workspace import Workspace
 class Stage:
     name: str
     kind: str  # factorize | distill | teacher | finetune | eval-glue | eval-speed
-    task: str | None = None
+    task: Task | None = None  # parsed once, from the recipe's spelling, in `stages`
 
 
 def stages(recipe: Recipe) -> list[Stage]:
     out = [Stage("factorize", "factorize")]
     if recipe.distill.corpus:
         out.append(Stage("distill", "distill"))
-    from .data.glue import normalize_task
-
-    for t in sources_first(recipe.finetune.tasks, recipe.finetune.init_from):
-        name = normalize_task(t).name.lower()
-        out += [Stage(f"teacher-{name}", "teacher", t), Stage(f"finetune-{name}", "finetune", t)]
+    for task in sources_first(recipe_tasks(recipe), recipe.finetune.init_from):
+        name = task.name.lower()
+        out += [Stage(f"teacher-{name}", "teacher", task), Stage(f"finetune-{name}", "finetune", task)]
     if recipe.eval.glue:
         out.append(Stage("eval-glue", "eval-glue"))
     if recipe.eval.speed:
@@ -41,10 +40,15 @@ def stages(recipe: Recipe) -> list[Stage]:
     return out
 
 
-def sources_first(tasks: list[str], init_from: dict[str, str]) -> list[str]:
+def recipe_tasks(recipe: Recipe) -> list[Task]:
+    """finetune.tasks as Task objects, each task once: the recipe edge, where its spellings are parsed."""
+    tasks = [_recipe_key("finetune.tasks", normalize_task, t) for t in recipe.finetune.tasks]
+    return list({t.name: t for t in tasks}.values())
+
+
+def sources_first(tasks: list[Task], init_from: dict[str, str]) -> list[Task]:
     """The recipe's task order, except that a task whose student starts from another task's (`init_from`) comes
     after that task. Names that are no task, and cycles, are left for `validate` to name."""
-    from .data.glue import find_task
 
     def name(t):
         task = find_task(t)
@@ -57,7 +61,7 @@ def sources_first(tasks: list[str], init_from: dict[str, str]) -> list[str]:
 
     def place(t):
         n = name(t)
-        if t in ordered or n in visiting:
+        if n in map(name, ordered) or n in visiting:
             return
         visiting.add(n)
         if source.get(n) in by_name:
@@ -73,8 +77,6 @@ def sources_first(tasks: list[str], init_from: dict[str, str]) -> list[str]:
 def check_init_from(recipe: Recipe, ws: Workspace, planned: list[Stage]) -> None:
     """Each `finetune.init_from` entry names two different tasks, without a cycle, and the source's student is
     trained earlier in the run or is in the workspace already."""
-    from .data.glue import normalize_task
-    from .stages.finetune import task_dir
 
     f = recipe.finetune
     source = {}
@@ -92,13 +94,13 @@ def check_init_from(recipe: Recipe, ws: Workspace, planned: list[Stage]) -> None
                                 "starts from a task that does not start from it")
             path.append(n)
             n = source[n].name
-    trained = {normalize_task(s.task).name for s in planned if s.kind == "finetune"}
+    trained = {s.task.name for s in planned if s.kind == "finetune"}
     for stage in planned:
-        if stage.kind != "finetune" or normalize_task(stage.task).name not in source:
+        if stage.kind != "finetune" or stage.task.name not in source:
             continue
-        src = source[normalize_task(stage.task).name]
-        if src.name not in trained and not (task_dir(ws, src) / "student" / "config.json").is_file():
-            raise KronError(f"recipe key finetune.init_from.{stage.task}: {src.name} is not among the stages this run "
+        src = source[stage.task.name]
+        if src.name not in trained and not (ws.task_model_dir(src, "student") / "config.json").is_file():
+            raise KronError(f"recipe key finetune.init_from.{stage.task.name.lower()}: {src.name} is not among the stages this run "
                             f"trains ({', '.join(f.tasks) or 'none'}) and the workspace has no {src.name} student; "
                             "add it to finetune.tasks or drop the key")
 
@@ -110,7 +112,7 @@ def status(ws: Workspace, stage: Stage, recipe: Recipe | None = None) -> str:
         if recipe is not None and stage.kind.startswith("eval") and changed_setting(recipe, ws, stage):
             return "changed"
         return "done"
-    if checkpoints(ws.checkpoints_dir / stage.name):
+    if checkpoints(ws.stage_checkpoints(stage.name)):
         return "resume"
     return "pending"
 
@@ -133,7 +135,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     """Fail before any stage: the teacher, the data and the ratio that the planned stages need (all by default),
     so that `--until factorize` does not ask for a corpus it will not read."""
     from .data.corpus import corpus_files
-    from .data.glue import load_split, normalize_task
+    from .data.glue import load_split
     from .factorize import _validate
     from .stages.distill import check_stage1_weights
     from .stages.finetune import FinetuneOptions, check_student_options
@@ -162,11 +164,12 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     for key in ("lr_per_task", "augment_per_task", "weights_per_task", "unlabelled_from"):
         for name in getattr(f, key):
             _recipe_key(f"finetune.{key}", normalize_task, name)
-    for t in dict.fromkeys(s.task for s in planned if s.kind == "finetune"):
+    for t in _each(s.task for s in planned if s.kind == "finetune"):
+        key = t.name.lower()
         check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
-        extra = _recipe_key(f"finetune.unlabelled_from.{t}", unlabelled_sources, f, t)
+        extra = _recipe_key(f"finetune.unlabelled_from.{key}", unlabelled_sources, f, t)
         if extra:
-            _recipe_key(f"finetune.unlabelled_from.{t}", check_student_options,
+            _recipe_key(f"finetune.unlabelled_from.{key}", check_student_options,
                         FinetuneOptions(task=t, unlabelled_from=extra))
             for src in extra:  # a source missing from the data folder fails now, not after the stages before it
                 _with_data_dir_hint(recipe, load_split, normalize_task(src), "train", recipe.data_dir)
@@ -174,7 +177,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
         if weights is not None:
             keys = ["finetune.weights"] if f.weights else []
             if per_task(f.weights_per_task, t, None):
-                keys.append(f"finetune.weights_per_task.{t}")
+                keys.append(f"finetune.weights_per_task.{key}")
             _recipe_key(" / ".join(keys), check_student_options, FinetuneOptions(task=t, weights=weights))
     if "finetune" in kinds:
         for augment in {f.augment, *f.augment_per_task.values()}:
@@ -187,17 +190,17 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     if "eval-glue" in kinds:  # a task scored but never fine-tuned would fail after every other stage had run
         from .evaluation.glue_eval import model_task
 
-        tuned = {normalize_task(t).name for t in f.tasks}  # MNLI-m, MNLI-mm and AX are scored by the MNLI models
+        tuned = {t.name for t in recipe_tasks(recipe)}  # MNLI-m, MNLI-mm and AX are scored by the MNLI models
         for t in recipe.eval.glue:
-            if t.lower() != "all" and model_task(normalize_task(t)).name not in tuned and not _has_task_model(ws, t):
+            task = None if t.lower() == "all" else _recipe_key("eval.glue", normalize_task, t)
+            if task and model_task(task).name not in tuned and not _has_task_model(ws, task):
                 raise KronError(f"recipe key eval.glue: {t} is not among finetune.tasks ({', '.join(f.tasks) or 'none'})"
                                 " and the workspace has no model for it; add it to finetune.tasks or drop it")
-    glue_tasks = list(dict.fromkeys(s.task for s in planned if s.task))
+    glue_tasks = _each(s.task for s in planned if s.task)
     if glue_tasks and recipe.data_dir and not Path(recipe.data_dir).expanduser().is_dir():
         raise KronError(f"the recipe's data_dir {recipe.data_dir} is not a directory; pass kron run --data-dir DIR, "
                         "the folder holding GLUE's task folders (MRPC/, CoLA/, ...)")
-    for t in glue_tasks:
-        task = normalize_task(t)
+    for task in glue_tasks:
         _with_data_dir_hint(recipe, load_split, task, task.eval_splits[0], recipe.data_dir)  # says what to pass
 
 
@@ -223,13 +226,13 @@ def stage_settings(recipe: Recipe, stage: Stage) -> dict:
         return {"finetune.teacher_lr": f.teacher_lr, "finetune.teacher_epochs": f.teacher_epochs or f.epochs,
                 **{f"finetune.{k}": getattr(f, k) for k in keys}}
     if stage.kind == "finetune":
-        skip = (*TEACHER_KEYS, *PER_TASK_KEYS, *UNCOMPARED)
+        skip, key = (*TEACHER_KEYS, *PER_TASK_KEYS, *UNCOMPARED), stage.task.name.lower()
         return {**{f"finetune.{k}": v for k, v in vars(f).items() if k not in skip},
-                f"finetune.lr ({stage.task})": per_task(f.lr_per_task, stage.task, f.lr),
-                f"finetune.augment ({stage.task})": per_task(f.augment_per_task, stage.task, f.augment),
-                f"finetune.weights ({stage.task})": task_weights(f, stage.task),
-                f"finetune.init_from ({stage.task})": init_source(f, stage.task),
-                f"finetune.unlabelled_from ({stage.task})": unlabelled_sources(f, stage.task)}
+                f"finetune.lr ({key})": per_task(f.lr_per_task, stage.task, f.lr),
+                f"finetune.augment ({key})": per_task(f.augment_per_task, stage.task, f.augment),
+                f"finetune.weights ({key})": task_weights(f, stage.task),
+                f"finetune.init_from ({key})": init_source(f, stage.task),
+                f"finetune.unlabelled_from ({key})": unlabelled_sources(f, stage.task)}
     if stage.kind == "eval-glue":
         return {"eval.glue": recipe.eval.glue}
     return {f"eval.{k}": v for k, v in vars(recipe.eval).items() if k.startswith("speed_")}
@@ -289,11 +292,15 @@ def _recipe_key(key: str, check: Callable, *args):
         raise KronError(f"recipe key {key}: {e}") from None
 
 
-def _has_task_model(ws: Workspace, task: str) -> bool:
-    from .data.glue import normalize_task
+def _each(tasks) -> list[Task]:
+    """Each task once, in order (a Task holds dicts: it is compared by name, not hashed)."""
+    return list({t.name: t for t in tasks}.values())
+
+
+def _has_task_model(ws: Workspace, task: Task) -> bool:
     from .evaluation.glue_eval import has_model
 
-    return ws.root.is_dir() and any(has_model(ws, normalize_task(task), m) for m in ("student", "teacher"))
+    return ws.root.is_dir() and any(has_model(ws, task, m) for m in ("student", "teacher"))
 
 
 def _with_data_dir_hint(recipe: Recipe, load: Callable, *args) -> None:
@@ -373,27 +380,21 @@ def _distill(recipe, ws, stage, resume, progress, log, command):
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
 
 
-def per_task(mapping: dict, task: str, default):
+def per_task(mapping: dict, task: Task | str, default):
     """A per-task recipe value, whatever spelling the recipe used for the task (stsb, sts-b, STS-B)."""
-    from .data.glue import normalize_task
-
     name = normalize_task(task).name
     return next((v for k, v in mapping.items() if normalize_task(k).name == name), default)
 
 
-def init_source(f, task: str) -> str | None:
+def init_source(f, task: Task | str) -> str | None:
     """The task whose student `task`'s student starts from (recipe `finetune.init_from`), by its GLUE name."""
-    from .data.glue import normalize_task
-
     src = per_task(f.init_from, task, None)
     return normalize_task(src).name if src else None
 
 
-def unlabelled_sources(f, task: str) -> list[str] | None:
+def unlabelled_sources(f, task: Task | str) -> list[str] | None:
     """The tasks whose training inputs `task`'s student also trains on (recipe `finetune.unlabelled_from`), by their
     GLUE names; None where the recipe names none."""
-    from .data.glue import normalize_task
-
     names = per_task(f.unlabelled_from, task, None)
     return [normalize_task(n).name for n in names] if names else None
 
@@ -417,11 +418,9 @@ def recipe_task_weights(task, adjust: dict[str, float]) -> dict[str, float]:
     return weights
 
 
-def task_weights(f, task: str) -> dict[str, float] | None:
+def task_weights(f, task: Task | str) -> dict[str, float] | None:
     """A task's stage-2 weights from the recipe: `weights`, then that task's `weights_per_task` on top; None (the
     task's defaults) when the recipe sets neither."""
-    from .data.glue import normalize_task
-
     adjust = {**(f.weights or {}), **per_task(f.weights_per_task, task, {})}
     return recipe_task_weights(normalize_task(task), adjust) if adjust else None
 
@@ -450,18 +449,18 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
 
 
 def _eval_glue(recipe, ws, stage, resume, progress, log, command):
-    from .evaluation.glue_eval import EVAL_CSV, GlueOptions, evaluate_glue
+    from .evaluation.glue_eval import GlueOptions, evaluate_glue
 
-    _replace_rows(ws, stage, EVAL_CSV, log)
+    _replace_rows(ws, stage, ws.eval_csv, log)
     out = evaluate_glue(ws, GlueOptions(task=",".join(recipe.eval.glue), data_dir=recipe.data_dir))
     ws.record_stage(stage.name, {"results": len(out.get("results", []))})
     return {"results": out.get("results", [])}
 
 
 def _eval_speed(recipe, ws, stage, resume, progress, log, command):
-    from .evaluation.speed import CSV_NAME, SpeedOptions, run_speed
+    from .evaluation.speed import SpeedOptions, run_speed
 
-    _replace_rows(ws, stage, CSV_NAME, log)
+    _replace_rows(ws, stage, ws.speed_csv, log)
     batches = ",".join(str(b) for b in recipe.eval.speed_batch)
     out = run_speed(ws, SpeedOptions(batches=batches, seq_len=recipe.eval.speed_seq_len,
                                      repeats=recipe.eval.speed_repeats, warmup=1))
@@ -471,14 +470,14 @@ def _eval_speed(recipe, ws, stage, resume, progress, log, command):
     return {"results": out.get("results", [])}
 
 
-def _replace_rows(ws: Workspace, stage: Stage, csv_name: str, log: Callable[[str], None]) -> None:
+def _replace_rows(ws: Workspace, stage: Stage, csv: Path, log: Callable[[str], None]) -> None:
     """An evaluation stage run again after it was stopped part-way replaces the rows that run wrote (training stages
     do the same through their checkpoints' steps)."""
     from .metrics_csv import drop_since
 
     earlier = ws.start_stage(stage.name)
-    if earlier and (dropped := drop_since(ws.metrics_dir / csv_name, earlier)):
-        log(f"[{stage.name}] {dropped} row(s) of its interrupted run (from {earlier}) removed from {csv_name}")
+    if earlier and (dropped := drop_since(csv, earlier)):
+        log(f"[{stage.name}] {dropped} row(s) of its interrupted run (from {earlier}) removed from {csv.name}")
 
 
 RUNNERS = {"factorize": _factorize, "distill": _distill, "teacher": _finetune, "finetune": _finetune,

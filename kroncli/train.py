@@ -571,7 +571,7 @@ class _Bar:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            from .cli.common import err_console
+            from .console import err_console
 
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn(),

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kroncli.cli import app
 
-from conftest import one_line_error, tiny_config
+from conftest import one_line_error, require_module, tiny_config
 
 runner = CliRunner()
 
@@ -206,7 +206,7 @@ def test_a_reader_that_closes_stdout_early_ends_the_command_quietly(args):
 
 
 def test_the_fast_predict_entry_point_ends_quietly_on_a_closed_pipe(kron_task_ws, tmp_path):
-    pytest.importorskip("onnxruntime")
+    require_module("onnxruntime", 'pip install -c constraints.txt -e ".[export]"')
     out = tmp_path / "export"
     res = runner.invoke(app, ["export", "-w", str(kron_task_ws), "--task", "mrpc", "--out", str(out)])
     assert res.exit_code == 0, res.output

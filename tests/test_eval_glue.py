@@ -23,7 +23,7 @@ from kroncli.data.glue import load_split
 from kroncli.evaluation.glue_eval import EVAL_COLUMNS
 from kroncli.metrics import compute_metrics
 
-from conftest import glue_dir, one_line_error, tiny_config
+from conftest import glue_dir, one_line_error, require_glue, tiny_config
 
 runner = CliRunner()
 T = "\t"
@@ -228,8 +228,7 @@ def test_progress_advances_once_per_batch(ws, data):
 
 @pytest.mark.integration
 def test_glue_real_mrpc_dev_and_test(ws, tok):
-    if not (glue_dir() / "MRPC" / "dev.tsv").is_file():
-        pytest.skip(f"GLUE files not found in {glue_dir()} (set KRON_GLUE_DIR)")
+    require_glue("MRPC/dev.tsv", "MRPC/test.tsv", "MRPC/train.tsv")
     out = ok_json(run("glue", "-w", ws, "--task", "mrpc", "--model", "student", "--data-dir", glue_dir(), "--json"))
     r, floor = out["results"]
     assert r["n"] == 408

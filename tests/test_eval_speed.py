@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from kroncli.cli import app
 
+from conftest import own_copy, require_module
+
 runner = CliRunner()
 
 FAST = ["--seq-len", "16", "--repeats", "3", "--warmup", "1"]
@@ -22,11 +24,17 @@ def run(*args):
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+def factorized(tmp_path_factory):
     path = tmp_path_factory.mktemp("speed") / "tiny4"
     res = run("factorize", "--random-init", "tiny", "--ratio", "4", "-w", path)
     assert res.exit_code == 0, res.output
     return path
+
+
+@pytest.fixture
+def ws(factorized, tmp_path):
+    """The factorized workspace, each test's own copy: speed.csv holds only the rows that test appended."""
+    return own_copy(factorized, tmp_path)
 
 
 class FixedLoad:
@@ -184,8 +192,8 @@ def test_workspace_without_student(tmp_path):
         assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
-def test_cuda_without_gpu(ws):
+def test_cuda_without_gpu(ws, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
     res = speed(ws, "--batch", "1", "--device", "cuda")
     assert res.exit_code == 2 and "GPU" in res.output
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) == 1
@@ -225,8 +233,8 @@ def exported(kron_task_ws, tmp_path_factory):
     int8 and --dense fp32, written by kron export."""
     import shutil
 
-    pytest.importorskip("onnxruntime", reason='pip install "kroncli[export]"')
-    pytest.importorskip("onnx", reason='pip install "kroncli[export]"')
+    require_module("onnxruntime", 'pip install -c constraints.txt -e ".[export]"')
+    require_module("onnx", 'pip install -c constraints.txt -e ".[export]"')
     root = tmp_path_factory.mktemp("speed-onnx")
     ws = root / "ws"
     shutil.copytree(kron_task_ws, ws)

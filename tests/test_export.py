@@ -21,10 +21,10 @@ from typer.testing import CliRunner
 
 from kroncli.cli import app
 
-from conftest import PAIRS, one_line_error
+from conftest import PAIRS, one_line_error, require_module
 
-pytest.importorskip("onnxruntime", reason='pip install "kroncli[export]"')
-pytest.importorskip("onnx", reason='pip install "kroncli[export]"')
+require_module("onnxruntime", 'pip install -c constraints.txt -e ".[export]"')
+require_module("onnx", 'pip install -c constraints.txt -e ".[export]"')
 
 runner = CliRunner()
 

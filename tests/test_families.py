@@ -19,7 +19,7 @@ from kroncli import families
 from kroncli.cli import app
 from kroncli.errors import KronError
 
-from conftest import PAIRS, one_line_error
+from conftest import PAIRS, one_line_error, require_module
 
 runner = CliRunner()
 FAMILIES = sorted(families.FAMILIES)
@@ -61,7 +61,7 @@ def glue(tmp_path_factory):
 
 @pytest.mark.parametrize("model_type", FAMILIES)
 def test_each_family_runs_end_to_end(model_type, tmp_path, corpus, glue, minilm_path):
-    pytest.importorskip("onnxruntime", reason='pip install "kroncli[export]"')
+    require_module("onnxruntime", 'pip install -c constraints.txt -e ".[export]"')
     import kroncli
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

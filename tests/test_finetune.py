@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 import kroncli
 from kroncli.cli import app
 
-from conftest import glue_dir
+from conftest import glue_dir, require_glue
 
 runner = CliRunner()
 
@@ -20,13 +20,29 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, minilm_path):
-    if not (glue_dir() / "MRPC" / "train.tsv").is_file():
-        pytest.skip(f"GLUE files not found in {glue_dir()} (set KRON_GLUE_DIR)")
+def factorized(tmp_path_factory, minilm_path):
+    """MiniLM compressed 19x, nothing trained yet; tests train in `ws` or in a copy of their own (`bare`)."""
+    require_glue("MRPC/train.tsv", "MRPC/dev.tsv", "WNLI/train.tsv", "STS-B/train.tsv")
     path = tmp_path_factory.mktemp("ft") / "m19"
     res = runner.invoke(app, ["factorize", minilm_path, "--ratio", "19", "-w", str(path)])
     assert res.exit_code == 0, res.output
     return path
+
+
+@pytest.fixture(scope="module")
+def ws(factorized, tmp_path_factory):
+    """The workspace this module's tests train in, shared to save time: a test makes what it needs there when it is
+    missing (with_teacher, with_wnli_student), so each runs alone or in any order."""
+    path = tmp_path_factory.mktemp("ft-shared") / "m19"
+    shutil.copytree(factorized, path)
+    return path
+
+
+@pytest.fixture
+def bare(factorized, tmp_path):
+    """A copy of the factorized workspace of this test's own: no teacher, no task student, whatever ran before."""
+    shutil.copytree(factorized, tmp_path / "m19")
+    return tmp_path / "m19"
 
 
 def finetune(ws, *extra):
@@ -35,19 +51,37 @@ def finetune(ws, *extra):
                                "--json", *extra])
 
 
-def test_student_before_teacher_is_refused(ws):
-    res = finetune(ws, "--max-steps", "2")
+def with_teacher(ws) -> None:
+    """MRPC's fine-tuned teacher in ws, trained briefly unless an earlier test left one."""
+    teacher = ws / "tasks" / "mrpc" / "teacher"
+    if not (teacher / "config.json").is_file():
+        assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
+
+
+def with_wnli_student(ws) -> None:
+    """WNLI's teacher and distilled student in ws (the source of --init-from wnli), unless an earlier test left them."""
+    if (ws / "tasks" / "wnli" / "student" / "config.json").is_file():
+        return
+    wnli = ["finetune", "-w", str(ws), "--task", "wnli", "--data-dir", str(glue_dir()), "--limit", "32",
+            "--batch-size", "16", "--max-seq-len", "64", "--max-steps", "2", "--json", "--restart"]
+    assert runner.invoke(app, wnli + ["--teacher-only"]).exit_code == 0
+    res = runner.invoke(app, wnli + ["--lr", "5e-3"])
+    assert res.exit_code == 0, res.output
+
+
+def test_student_before_teacher_is_refused(bare):
+    res = finetune(bare, "--max-steps", "2")
     assert res.exit_code == 2 and "--teacher-only" in res.output
 
 
 def test_teacher_then_student_end_to_end(ws):
-    res = finetune(ws, "--teacher-only", "--max-steps", "6")
+    res = finetune(ws, "--teacher-only", "--max-steps", "6", "--restart")  # --restart: another test may have trained
     assert res.exit_code == 0, res.output
     teacher = json.loads(res.stdout.strip().splitlines()[-1])
     assert teacher["model"] == "teacher" and teacher["eval"]["n"] == 408
     assert (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file()
 
-    res = finetune(ws, "--max-steps", "6", "--lr", "5e-4")
+    res = finetune(ws, "--max-steps", "6", "--lr", "5e-4", "--restart")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["steps"] == 6 and out["eval"]["n"] == 408
@@ -74,8 +108,7 @@ def test_teacher_then_student_end_to_end(ws):
 def test_student_steps_planned_from_a_time_budget(ws):
     from kroncli.train import steps_for_budget
 
-    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
-        assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
+    with_teacher(ws)
     res = finetune(ws, "--max-minutes", "0.05", "--max-steps", "3", "--restart")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout.strip().splitlines()[-1])
@@ -84,8 +117,7 @@ def test_student_steps_planned_from_a_time_budget(ws):
 
 
 def test_augmented_student_trains_on_teacher_labelled_copies(ws):
-    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
-        assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
+    with_teacher(ws)
     rules = ("--augment-mask", "0.1", "--augment-ngram", "0.25")
     res = finetune(ws, "--max-steps", "3", "--augment", "2", "--limit", "40", *rules, "--restart")
     assert res.exit_code == 0, res.output
@@ -113,8 +145,7 @@ def test_augmented_student_trains_on_teacher_labelled_copies(ws):
 def test_shallow_student_matches_the_teacher_layers_it_was_cut_from(ws, tmp_path, minilm_path, monkeypatch):
     import kroncli.stages.finetune as stage
 
-    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
-        assert finetune(ws, "--teacher-only", "--max-steps", "2").exit_code == 0
+    with_teacher(ws)
     shallow = tmp_path / "m19x3"
     res = runner.invoke(app, ["factorize", minilm_path, "--ratio", "19", "--layers", "1,3,5", "-w", str(shallow)])
     assert res.exit_code == 0, res.output
@@ -169,27 +200,22 @@ def test_teacher_fine_tuning_is_repeatable_with_its_seed(ws):
         assert torch.equal(weights[0][name], weights[1][name]), name
 
 
-def test_init_from_starts_the_student_from_another_tasks_student(ws):
+def test_init_from_starts_the_student_from_another_tasks_student(ws, bare):
     """Intermediate-task transfer: MRPC's student starts from WNLI's distilled student (embeddings and encoder), its
     head from MRPC's teacher; without WNLI's student, or naming the task itself, it is a one-line error."""
     from safetensors.torch import load_file
 
-    res = finetune(ws, "--max-steps", "1", "--init-from", "wnli")
+    res = finetune(bare, "--max-steps", "1", "--init-from", "wnli")
     assert res.exit_code == 2 and "no distilled WNLI student" in res.output and "--task wnli" in res.output
-    res = finetune(ws, "--max-steps", "1", "--init-from", "mrpc")
+    res = finetune(bare, "--max-steps", "1", "--init-from", "mrpc")
     assert res.exit_code == 2 and "is the task being trained" in res.output
-    res = finetune(ws, "--max-steps", "1", "--init-from", "sst3")
+    res = finetune(bare, "--max-steps", "1", "--init-from", "sst3")
     assert res.exit_code == 2 and "sst3" in res.output and "Traceback" not in res.output
-    res = finetune(ws, "--teacher-only", "--max-steps", "1", "--init-from", "wnli")
+    res = finetune(bare, "--teacher-only", "--max-steps", "1", "--init-from", "wnli")
     assert res.exit_code == 2 and "--init-from" in res.output
 
-    wnli = ["finetune", "-w", str(ws), "--task", "wnli", "--data-dir", str(glue_dir()), "--limit", "32",
-            "--batch-size", "16", "--max-seq-len", "64", "--max-steps", "2", "--json"]
-    assert runner.invoke(app, wnli + ["--teacher-only"]).exit_code == 0
-    res = runner.invoke(app, wnli + ["--lr", "5e-3"])
-    assert res.exit_code == 0, res.output
-    if not (ws / "tasks" / "mrpc" / "teacher").is_dir():
-        assert finetune(ws, "--teacher-only", "--max-steps", "1").exit_code == 0
+    with_wnli_student(ws)
+    with_teacher(ws)
     # one step at a negligible learning rate: the MRPC student is where it started
     res = finetune(ws, "--max-steps", "1", "--lr", "1e-12", "--init-from", "wnli", "--restart")
     assert res.exit_code == 0, res.output
@@ -215,8 +241,8 @@ def test_init_from_scores_apart_the_dev_examples_the_source_task_trained_on(ws, 
     start has seen them, so the stage also scores student and teacher on the rest and records both."""
     import csv
 
-    if not (ws / "tasks" / "wnli" / "student" / "config.json").is_file():
-        pytest.skip("needs the WNLI student of test_init_from_starts_the_student_from_another_tasks_student")
+    with_wnli_student(ws)
+    with_teacher(ws)
     data = tmp_path / "glue"
     (data / "WNLI").mkdir(parents=True)
     shutil.copytree(glue_dir() / "MRPC", data / "MRPC")
@@ -255,6 +281,7 @@ def planted_stsb(tmp_path) -> tuple:
     of its training pairs (the last dev pair in swapped order)."""
     import csv
 
+    require_glue("MRPC/train.tsv", "MRPC/dev.tsv", "STS-B/train.tsv")
     data = tmp_path / "glue"
     (data / "STS-B").mkdir(parents=True)
     shutil.copytree(glue_dir() / "MRPC", data / "MRPC")
@@ -295,8 +322,7 @@ def test_unlabelled_from_trains_on_another_tasks_inputs(ws, tmp_path):
     """MRPC's student with STS-B's inputs added: 6 unlabelled rows join the 32 labelled ones, the 4 already in MRPC
     are dropped, the manifest records it; a source of another input form, the task itself, or the teacher stage is a
     one-line error."""
-    if not (ws / "tasks" / "mrpc" / "teacher" / "config.json").is_file():
-        assert finetune(ws, "--teacher-only", "--max-steps", "1").exit_code == 0
+    with_teacher(ws)
     data, _ = planted_stsb(tmp_path)
     args = ["finetune", "-w", str(ws), "--task", "mrpc", "--data-dir", str(data), "--limit", "32", "--batch-size",
             "16", "--max-seq-len", "64", "--max-steps", "1", "--json"]

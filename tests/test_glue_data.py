@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import glue_dir
+from conftest import glue_dir, require_glue
 
 from kroncli.data import glue
 from kroncli.data.glue import TASKS, default_data_dir, load_split, normalize_task
@@ -429,7 +429,7 @@ def test_online_check_is_one_3s_socket_probe(monkeypatch):
 
 
 def test_saved_datasetdict_and_hub_conversion(tmp_path, monkeypatch):
-    datasets = pytest.importorskip("datasets")
+    import datasets  # a dependency of kroncli
     saved = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"sentence1": ['"a', "b"], "sentence2": ["c", 'd"'], "label": [1, 0],
                                              "idx": [0, 1]}),
@@ -454,9 +454,15 @@ def test_saved_datasetdict_and_hub_conversion(tmp_path, monkeypatch):
 # --- the real files in ../shared/glue ---------------------------------------------------------------------------
 
 GLUE_DIR = glue_dir()  # $KRON_GLUE_DIR, else ../shared/glue beside the repo
-REAL = pytest.mark.skipif(not (GLUE_DIR / "CoLA").is_dir(),
-                          reason=f"real GLUE files not found at {GLUE_DIR} (set KRON_GLUE_DIR or put them in "
-                                 f"../shared/glue beside the repo)")
+
+
+@pytest.fixture
+def real_glue():
+    """The real GLUE folder (GLUE_DIR: no_hub clears $KRON_GLUE_DIR); conftest.require: a skip, or under CI a failure."""
+    return require_glue("CoLA", "MRPC", "STS-B", "WNLI", root=GLUE_DIR)
+
+
+REAL = pytest.mark.usefixtures("real_glue")
 
 
 @pytest.mark.integration

@@ -6,7 +6,7 @@ import pytest
 from kroncli.data.glue import load_split
 from kroncli.data.overlap import input_key, seen_mask
 
-from conftest import glue_dir
+from conftest import glue_dir, require_glue
 
 
 def frame(rows):
@@ -30,8 +30,7 @@ def test_single_texts_match_on_their_one_text():
 
 def test_mrpc_dev_pairs_in_the_stsb_training_set():
     """STS-B's training set holds MSR paraphrase pairs: 48 of MRPC's 408 dev pairs, none of CoLA's dev sentences."""
-    if not (glue_dir() / "STS-B" / "train.tsv").is_file():
-        pytest.skip(f"GLUE files not found in {glue_dir()} (set KRON_GLUE_DIR)")
+    require_glue("STS-B/train.tsv", "MRPC/dev.tsv", "CoLA/dev.tsv")
     stsb = load_split("stsb", "train", glue_dir())
     mask = seen_mask(load_split("mrpc", "dev", glue_dir()), stsb)
     assert len(mask) == 408 and mask.sum() == 48

@@ -13,7 +13,7 @@ from kroncli.data.corpus import load_corpus
 from kroncli.data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from kroncli.stages.distill import PackedCollate
 
-from conftest import glue_dir, one_line_error, tiny_config
+from conftest import glue_dir, one_line_error, require_glue, tiny_config
 
 runner = CliRunner()
 SEP = 102
@@ -63,8 +63,7 @@ def test_collate_keeps_the_task_batch_and_adds_packed_blocks():
 @pytest.fixture(scope="module")
 def general_ws(tmp_path_factory, minilm_path):
     """Factorized tiny BERT (MiniLM's vocabulary), stage 1 on a small corpus, an MRPC teacher: ready for stage 2."""
-    if not (glue_dir() / "MRPC" / "train.tsv").is_file():
-        pytest.skip(f"GLUE files not found in {glue_dir()} (set KRON_GLUE_DIR)")
+    require_glue("MRPC/train.tsv")
     from transformers import AutoTokenizer, BertModel
 
     root = tmp_path_factory.mktemp("rehearse")

@@ -17,7 +17,7 @@ from kroncli.errors import KronError
 from kroncli.squad_metrics import exact_score, f1_score, find_best_thresh, normalize_answer, postprocess, \
     squad_evaluate
 
-from conftest import tiny_config
+from conftest import own_copy, tiny_config
 
 runner = CliRunner()
 
@@ -271,7 +271,18 @@ def finetune(ws, data_dir, task, *extra):
                "--json", *extra)
 
 
-def test_squad_v1_end_to_end(ws, data_dir):
+def with_squad_models(ws, data_dir, student: bool = True) -> None:
+    """SQuAD's teacher (and student) in the shared ws, trained briefly unless an earlier test left them."""
+    task = ws / "tasks" / "squad"
+    if not (task / "teacher" / "config.json").is_file():
+        assert finetune(ws, data_dir, "squad", "--teacher-only", "--max-steps", 2).exit_code == 0
+    if student and not (task / "student" / "config.json").is_file():
+        res = finetune(ws, data_dir, "squad", "--max-steps", 2, "--max-seq-len", 64, "--doc-stride", 16)
+        assert res.exit_code == 0, res.output
+
+
+def test_squad_v1_end_to_end(ws, data_dir, tmp_path):
+    ws = own_copy(ws, tmp_path)  # from the factorized student, whatever other tests trained in the shared ws
     res = run("eval", "squad", "-w", ws, "--version", 1, "--data-dir", data_dir)
     assert res.exit_code == 2 and "kron finetune" in res.output and "--teacher-only" in res.output
     res = finetune(ws, data_dir, "squad", "--max-steps", 3)
@@ -328,8 +339,7 @@ def test_shallow_squad_student_matches_the_teacher_layer_it_was_cut_from(ws, dat
 
     import kroncli.stages.squad as stage
 
-    if not (ws / "tasks" / "squad" / "teacher" / "config.json").is_file():
-        assert finetune(ws, data_dir, "squad", "--teacher-only", "--max-steps", 2).exit_code == 0
+    with_squad_models(ws, data_dir, student=False)
     shallow = ws.parent / "shallow"
     res = run("factorize", ws.parent / "teacher", "--ratio", 3, "--layers", 0, "-w", shallow)
     assert res.exit_code == 0, res.output
@@ -365,6 +375,7 @@ def test_squad_v2_end_to_end(ws, data_dir):
 
 
 def test_bad_inputs(ws, data_dir, tmp_path):
+    with_squad_models(ws, data_dir)  # the errors below come after the models are found
     def fails(*args, text):
         res = run(*args)
         assert res.exit_code == 2, res.output

@@ -148,15 +148,6 @@ def _is_task(name: str) -> bool:
     return squad_version(name) is not None or find_task(name) is not None
 
 
-def _task_folder(ws: Workspace, name: str) -> Path:
-    """tasks/<task> as `kron finetune` names it; an unknown task name is taken as written."""
-    from ..data.glue import find_task
-    from ..stages.finetune import task_dir
-
-    task = find_task(name)
-    return task_dir(ws, task) if task else ws.root / "tasks" / name.lower()
-
-
 def resolve_models(ws: Workspace, model: str) -> tuple[ModelRef, ModelRef]:
     """(student, teacher) for `--model general` or `--model <task>`."""
     from ..stages.common import require_student, teacher_source
@@ -172,7 +163,10 @@ def resolve_models(ws: Workspace, model: str) -> tuple[ModelRef, ModelRef]:
     if not ws.root.exists():
         raise KronError(f"workspace {ws.root} does not exist; create it with kron factorize MODEL --workspace "
                         f"{ws.root}")
-    folder = _task_folder(ws, model)
+    from ..data.tasks import find_any_task
+
+    task = find_any_task(model)  # an unknown task name is taken as written
+    folder = ws.task_dir(task) if task else ws.tasks_dir / model.lower()
     name = folder.name
     student, teacher = folder / "student", folder / "teacher"
     if not (student / KRON_CONFIG).is_file():

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import families, metrics_csv, sources
-from ..data.squad import SquadCollate, SquadExample, SquadFeatures, load_squad, prepare_features, task_name
+from ..data.squad import SQUAD_TASKS, SquadCollate, SquadExample, SquadFeatures, load_squad, prepare_features, task_name
 from ..distill.capture import Capture, Captured
 from ..distill.losses import DistillLoss, logit_kd, register_loss
 from ..errors import KronError
@@ -65,8 +65,8 @@ def default_weights() -> dict[str, float]:
             "qa_supervised": 1.0}
 
 
-def squad_task_dir(ws: Workspace, version: int) -> Path:
-    return ws.root / "tasks" / task_name(version)
+def squad_model_dir(ws: Workspace, version: int, which: str) -> Path:
+    return ws.task_model_dir(SQUAD_TASKS[version], which)
 
 
 # ------------------------------------------------------------------------------------------------ QA losses
@@ -260,12 +260,12 @@ def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
         out = m(**batch)
         return out.loss, {"supervised": float(out.loss.detach())}
 
-    summary = train(cfg, model, train_set, SquadCollate(tokenizer), step, ws.checkpoints_dir / cfg.stage,
-                    ws.metrics_dir / f"finetune-{name}-teacher.csv",
+    summary = train(cfg, model, train_set, SquadCollate(tokenizer), step, ws.stage_checkpoints(cfg.stage),
+                    ws.metrics_csv(f"finetune-{name}-teacher"),
                     {"teacher": source.requested, "task": name, "data": _data_fingerprint(opts)},
                     _eval_fn(opts, dev_ex, dev_set, tokenizer), progress=progress, log=log)
     if summary["is_main"]:
-        with model_dir_write(squad_task_dir(ws, opts.version) / "teacher") as tmp:
+        with model_dir_write(squad_model_dir(ws, opts.version, "teacher")) as tmp:
             summary["model"].save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         ws.record_stage(cfg.stage, {"task": name, "steps": summary["steps"], "eval": summary["eval"],
@@ -309,7 +309,7 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
 
     name = task_name(opts.version)
     require_student(ws)
-    teacher_path = squad_task_dir(ws, opts.version) / "teacher"
+    teacher_path = squad_model_dir(ws, opts.version, "teacher")
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {name} teacher in {ws.root}; run {_teacher_hint(ws, opts.version)} first")
     check_folder(teacher_path)
@@ -347,14 +347,14 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     log(f"{name}: {len(train_ex):,} questions, {len(train_set):,} windows; distilling the student")
     eval_fn = _eval_fn(opts, dev_ex, dev_set, tokenizer)
     before = eval_fn(student)
-    summary = train(cfg, student, train_set, SquadCollate(tokenizer), step, ws.checkpoints_dir / cfg.stage,
-                    ws.metrics_dir / f"finetune-{name}.csv",
+    summary = train(cfg, student, train_set, SquadCollate(tokenizer), step, ws.stage_checkpoints(cfg.stage),
+                    ws.metrics_csv(f"finetune-{name}"),
                     {**shapes_fingerprint(ws.student_dir), "task": name, "data": _data_fingerprint(opts),
                      "settings": {"weight": weights, "temperature": opts.temperature,  # a resumed run keeps them
                                   "layer_map": parse_layer_map(layers)}},
                     eval_fn, progress=progress, log=log)
     if summary["is_main"]:
-        save_student(summary["model"], choices, squad_task_dir(ws, opts.version) / "student", tokenizer,
+        save_student(summary["model"], choices, squad_model_dir(ws, opts.version, "student"), tokenizer,
                      extra={"task": name, "max_seq_len": opts.max_seq_len, "doc_stride": opts.doc_stride})
         ws.record_stage(cfg.stage, {"task": name, "steps": summary["steps"], "eval": summary["eval"],
                                     "eval_before": before, "weights": weights, "max_seq_len": opts.max_seq_len,
@@ -382,13 +382,13 @@ class SquadEvalOptions:
 
 
 def _has(ws: Workspace, version: int, which: str) -> bool:
-    folder = squad_task_dir(ws, version) / which
+    folder = squad_model_dir(ws, version, which)
     return (folder / (KRON_CONFIG if which == "student" else "config.json")).is_file()
 
 
 def _missing(ws: Workspace, version: int, which: str) -> KronError:
     name = task_name(version)
-    folder = squad_task_dir(ws, version) / which
+    folder = squad_model_dir(ws, version, which)
     base = f"kron finetune --workspace {ws.root} --task {name}"
     if which == "teacher":
         how = f"{base} --teacher-only"
@@ -415,7 +415,7 @@ def select_models(ws: Workspace, version: int, which: str | None) -> list[str]:
 def _load_model(ws: Workspace, version: int, which: str):
     from transformers import AutoModelForQuestionAnswering
 
-    folder = squad_task_dir(ws, version) / which
+    folder = squad_model_dir(ws, version, which)
     check_folder(folder)
     try:
         model = load_student(folder) if which == "student" else AutoModelForQuestionAnswering.from_pretrained(folder)
@@ -431,7 +431,7 @@ def _load_model(ws: Workspace, version: int, which: str):
 
 
 def _recorded(ws: Workspace, version: int) -> dict:
-    path = squad_task_dir(ws, version) / "student" / KRON_CONFIG
+    path = squad_model_dir(ws, version, "student") / KRON_CONFIG
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, json.JSONDecodeError):
@@ -467,11 +467,11 @@ def evaluate_squad(ws: Workspace, opts: SquadEvalOptions, progress=None, log=pri
         with bar if bar is not None else _null() as advance:
             res, preds, odds = score_model(model, examples, features, tokenizer, opts.version, opts.batch_size,
                                            opts.null_threshold, opts.n_best, opts.max_answer_len, advance)
-        out = ws.root / "predictions" / f"{name}-{which}.json"
+        out = ws.predictions_dir / f"{name}-{which}.json"
         atomic_write_json(out, preds)
         files[which] = str(out)
         if opts.version == 2:
-            odds_path = ws.root / "predictions" / f"{name}-{which}-null-odds.json"
+            odds_path = ws.predictions_dir / f"{name}-{which}-null-odds.json"
             atomic_write_json(odds_path, {k: (v if np.isfinite(v) else (1e9 if v > 0 else -1e9))
                                           for k, v in odds.items()})
         results[which] = res
@@ -484,7 +484,7 @@ def evaluate_squad(ws: Workspace, opts: SquadEvalOptions, progress=None, log=pri
             rows.append({"workspace": str(ws.root), "model": which, "task": name, "split": "dev", "metric": metric,
                          "value": value, "n": n, "seconds": round(res["seconds"], 4), "timestamp": stamp})
         log(f"{name} {which}: exact {res['exact']:.2f}, f1 {res['f1']:.2f} ({res['n']} questions)")
-    csv = ws.metrics_dir / "eval.csv"
+    csv = ws.eval_csv
     metrics_csv.append(csv, [{c: r.get(c) for c in EVAL_COLUMNS} for r in rows])
     return {"workspace": str(ws.root), "task": name, "version": opts.version, "split": "dev", "n": len(examples),
             "max_seq_len": max_seq_len, "doc_stride": doc_stride, "null_threshold": opts.null_threshold,
