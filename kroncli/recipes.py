@@ -35,6 +35,7 @@ class FactorizeSection:
     min_embedding_dim: int = 1  # narrowest per-token embedding factor d/f
     embedding_rank: int = 0  # K > 0: embeddings as a V x K table times a learned K x d matrix
     layers: Optional[list[int]] = None  # teacher layers the student keeps, e.g. [1, 3, 5]; default all
+    seed: int = 0  # seed of a random_init teacher
 
 
 @dataclass
@@ -50,7 +51,15 @@ class DistillSection:
     weights: dict[str, float] = field(default_factory=lambda: {"embedding_mse": 1.0, "attention_mse": 1.0,
                                                                "hidden_mse": 1.0})
     pairs: bool = True  # [CLS] A [SEP] B [SEP] blocks; false: one segment per block
+    attention: str = "scores"  # or probs
+    layer_map: Optional[str] = None  # shallower student: uniform or teacher layer indices "1,3,5"
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1
     save_every: int = 500
+    keep: int = 2
+    log_every: int = 10
     seed: int = 0
 
 
@@ -82,7 +91,15 @@ class FinetuneSection:
     rehearse_corpus: Optional[list[str]] = None  # default: distill.corpus
     init_from: dict[str, str] = field(default_factory=dict)  # e.g. {mrpc: stsb}: MRPC's student starts from STS-B's
     unlabelled_from: dict[str, list[str]] = field(default_factory=dict)  # e.g. {mrpc: [stsb]}: STS-B's inputs added
+    layer_map: Optional[str] = None  # shallower student: uniform or teacher layer indices "1,3,5"
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1
     save_every: int = 500
+    keep: int = 2
+    log_every: int = 10
+    eval_every: Optional[int] = None  # evaluate on dev every N steps (and at the end)
     seed: int = 0
 
 

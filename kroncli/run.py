@@ -7,6 +7,7 @@ since the last checkpoint. Everything the recipe names is checked before the fir
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -156,6 +157,8 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
     if recipe.distill.corpus and "distill" in kinds:
         _recipe_key("distill.corpus", _with_data_dir_hint, recipe, corpus_files, recipe.distill.corpus)
         check_training_values(vars(recipe.distill), lambda key: f"recipe key distill.{key}")
+        if recipe.distill.attention not in ("scores", "probs"):
+            raise KronError(f"recipe key distill.attention: {recipe.distill.attention!r}: choose scores or probs")
     f = recipe.finetune
     if kinds & {"teacher", "finetune"}:
         check_training_values(vars(f), lambda key: f"recipe key finetune.{key}")
@@ -210,7 +213,8 @@ PER_TASK_KEYS = ("lr", "lr_per_task", "augment", "augment_per_task", "weights", 
                  "unlabelled_from")
 # not compared: what a training stage learns does not depend on them (a time budget, the arithmetic's precision: a
 # GPU stage 1 is followed by CPU stages), and the corpus paths move with --data-dir
-UNCOMPARED = ("tasks", "save_every", "max_minutes", "mixed_precision", "corpus", "rehearse_corpus")
+UNCOMPARED = ("tasks", "save_every", "keep", "log_every", "eval_every", "max_minutes", "mixed_precision", "corpus",
+              "rehearse_corpus")
 
 
 def stage_settings(recipe: Recipe, stage: Stage) -> dict:
@@ -222,7 +226,8 @@ def stage_settings(recipe: Recipe, stage: Stage) -> dict:
         return {f"distill.{k}": v for k, v in vars(recipe.distill).items() if k not in UNCOMPARED}
     f = recipe.finetune
     if stage.kind == "teacher":
-        keys = ("max_steps", "batch_size", "max_seq_len", "limit", "seed")
+        keys = ("max_steps", "batch_size", "max_seq_len", "limit", "seed", "weight_decay", "warmup_ratio",
+                "max_grad_norm", "grad_accum")
         return {"finetune.teacher_lr": f.teacher_lr, "finetune.teacher_epochs": f.teacher_epochs or f.epochs,
                 **{f"finetune.{k}": getattr(f, k) for k in keys}}
     if stage.kind == "finetune":
@@ -318,12 +323,14 @@ def _factorize_options(recipe: Recipe):
     """The recipe's factorize section as `kron factorize` options."""
     from .factorize import FactorizeOptions
 
-    f = recipe.factorize
-    return FactorizeOptions(model=recipe.teacher, random_init=recipe.random_init, ratio=f.ratio,
-                            max_params=f.max_params, preset=f.preset, objective=f.objective, max_rank=f.max_rank,
-                            targets=f.targets, exclude=f.exclude, max_layer_ratio=f.max_layer_ratio,
-                            min_side=f.min_side, min_embedding_dim=f.min_embedding_dim,
-                            embedding_rank=f.embedding_rank, layers=f.layers)
+    return from_section(FactorizeOptions, recipe.factorize, model=recipe.teacher, random_init=recipe.random_init)
+
+
+def from_section(cls, section, **given):
+    """A stage's options from a recipe section: every field the two share by name, then `given` (what the recipe
+    says elsewhere or per task, resolved). No field is copied by hand, so a knob added to both is passed on."""
+    shared = {f.name for f in dataclasses.fields(cls)} & {f.name for f in dataclasses.fields(section)}
+    return cls(**{**{k: getattr(section, k) for k in shared}, **given})
 
 
 def _check_ratio(recipe: Recipe, opts, source) -> None:
@@ -371,12 +378,8 @@ def _distill(recipe, ws, stage, resume, progress, log, command):
     from .stages.distill import DistillOptions, run_distill
 
     d = recipe.distill
-    cfg = TrainConfig(stage="distill", max_steps=d.max_steps, epochs=d.epochs if not d.max_steps else None,
-                      max_minutes=d.max_minutes, mixed_precision=d.mixed_precision, batch_size=d.batch_size, lr=d.lr,
-                      save_every=d.save_every, seed=d.seed, resume=resume)
-    weights = recipe_stage1_weights(recipe)
-    s = run_distill(ws, DistillOptions(corpus=d.corpus, max_seq_len=d.max_seq_len, weights=weights, pairs=d.pairs),
-                    cfg, progress, log)
+    cfg = from_section(TrainConfig, d, stage="distill", epochs=d.epochs if not d.max_steps else None, resume=resume)
+    s = run_distill(ws, from_section(DistillOptions, d, weights=recipe_stage1_weights(recipe)), cfg, progress, log)
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
 
 
@@ -433,17 +436,12 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
     lr = f.teacher_lr if teacher else per_task(f.lr_per_task, stage.task, f.lr)
     augment = 0 if teacher else per_task(f.augment_per_task, stage.task, f.augment)
     epochs = (f.teacher_epochs or f.epochs) if teacher else f.epochs
-    cfg = TrainConfig(stage=stage.name, max_steps=f.max_steps, epochs=epochs if not f.max_steps else None,
-                      max_minutes=f.max_minutes, mixed_precision=f.mixed_precision, batch_size=f.batch_size, lr=lr,
-                      save_every=f.save_every, seed=f.seed, resume=resume)
-    opts = FinetuneOptions(task=stage.task, data_dir=recipe.data_dir, max_seq_len=f.max_seq_len,
-                           teacher_only=teacher, temperature=f.temperature, limit=f.limit,
-                           augment=augment, augment_p=f.augment_p, augment_k=f.augment_k,
-                           augment_mask=f.augment_mask, augment_ngram=f.augment_ngram,
-                           rehearse=0 if teacher else f.rehearse, rehearse_weight=f.rehearse_weight,
-                           rehearse_corpus=f.rehearse_corpus, init_from=None if teacher else init_source(f, stage.task),
-                           unlabelled_from=None if teacher else unlabelled_sources(f, stage.task))
-    opts.weights = task_weights(f, stage.task)
+    cfg = from_section(TrainConfig, f, stage=stage.name, lr=lr, epochs=epochs if not f.max_steps else None,
+                       resume=resume)
+    opts = from_section(FinetuneOptions, f, task=stage.task, data_dir=recipe.data_dir, teacher_only=teacher,
+                        augment=augment, rehearse=0 if teacher else f.rehearse, weights=task_weights(f, stage.task),
+                        init_from=None if teacher else init_source(f, stage.task),
+                        unlabelled_from=None if teacher else unlabelled_sources(f, stage.task))
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}
 

@@ -26,25 +26,13 @@ def parse_weights(items: list[str] | None, defaults: dict[str, float]) -> dict[s
 
 
 @handle_errors
+@o.train_options(skip=("eval_every",), lr=1e-4)
 def distill_cmd(
     workspace: WorkspaceOpt,
     corpus: Annotated[list[str], typer.Option(help="Text file(s) or folder(s) (.gz/.xz/.bz2 too), one "
                                                    "sentence/document per line, or a datasets name (online). "
                                                    "Repeatable.")],
-    max_steps: o.MaxSteps = None,
-    epochs: o.Epochs = None,
-    max_minutes: o.MaxMinutes = None,
-    batch_size: o.BatchSize = 32,
-    lr: o.Lr = 1e-4,
     max_seq_len: o.MaxSeqLen = 128,
-    save_every: o.SaveEvery = 500,
-    keep: o.Keep = 2,
-    log_every: o.LogEvery = 10,
-    resume: o.Resume = False,
-    restart: o.Restart = False,
-    mixed_precision: o.MixedPrecision = "no",
-    grad_accum: o.GradAccum = 1,
-    seed: o.Seed = 0,
     weight: o.Weight = None,
     attention: Annotated[str, typer.Option(help="Attention target: scores (pre-softmax, the paper) or "
                                                 "probs.")] = "scores",
@@ -55,6 +43,7 @@ def distill_cmd(
                                         "(BERT's pre-training and GLUE's pair layout) or as one segment.")]
     = True,
     json_out: JsonOpt = False,
+    **train,
 ) -> None:
     """Stage 1: distil the pre-trained teacher into the factorized student on unlabeled text.
 
@@ -66,13 +55,10 @@ def distill_cmd(
     from ..train import TrainConfig, check_training_values
     if attention not in ("scores", "probs"):
         raise KronError(f"--attention {attention!r}: choose scores or probs")
-    if max_steps is None and epochs is None and max_minutes is None:
-        epochs = 1.0
+    if train["max_steps"] is None and train["epochs"] is None and train["max_minutes"] is None:
+        train["epochs"] = 1.0
     ws = Workspace(workspace)
-    cfg = TrainConfig(stage="distill", max_steps=max_steps, epochs=epochs, max_minutes=max_minutes,
-                      batch_size=batch_size, lr=lr,
-                      save_every=save_every, keep=keep, log_every=log_every, mixed_precision=mixed_precision,
-                      grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
+    cfg = TrainConfig(stage="distill", **train)
     opts = DistillOptions(corpus=corpus, max_seq_len=max_seq_len, weights=parse_weights(weight, DEFAULT_WEIGHTS),
                           attention=attention, teacher=teacher, layer_map=layer_map, pairs=pairs)
     check_training_values({**vars(cfg), **vars(opts)})

@@ -14,6 +14,7 @@ from .distill import _maybe_lock, main_process_log, parse_weights
 
 
 @handle_errors
+@o.train_options()
 def finetune_cmd(
     workspace: WorkspaceOpt,
     task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; or "
@@ -24,10 +25,6 @@ def finetune_cmd(
                                                          "$KRON_GLUE_DIR or ../shared/glue; else the hub); SQuAD: "
                                                          "folder with the official train/dev JSON files.")]
     = None,
-    max_steps: o.MaxSteps = None,
-    epochs: o.Epochs = None,
-    max_minutes: o.MaxMinutes = None,
-    batch_size: o.BatchSize = 32,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (default 2e-5 teacher, "
                                                      "3e-5 SQuAD teacher, 1e-4 student).")] = None,
     max_seq_len: Annotated[Optional[int], typer.Option(help="Tokens per sequence (default 128; 384 for "
@@ -38,20 +35,13 @@ def finetune_cmd(
                                                            "format (instead of --data-dir).")] = None,
     dev_file: Annotated[Optional[str], typer.Option(help="SQuAD: dev file in the official JSON "
                                                          "format.")] = None,
-    save_every: o.SaveEvery = 500,
-    keep: o.Keep = 2,
-    log_every: o.LogEvery = 10,
-    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate on dev every N steps (and at the "
-                                                           "end).")] = None,
-    resume: o.Resume = False,
-    restart: o.Restart = False,
-    mixed_precision: o.MixedPrecision = "no",
-    grad_accum: o.GradAccum = 1,
-    seed: o.Seed = 0,
     weight: o.Weight = None,
     temperature: Annotated[float, typer.Option(help="Logit distillation temperature.")] = 1.0,
     layer_map: Annotated[Optional[str], typer.Option(help="Shallower student: 'uniform' or '1,3,5'.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N training examples.")] = None,
+    teacher: Annotated[Optional[str], typer.Option(help="Teacher: start the teacher stage from this model instead "
+                                                        "of the one factorized.")] = None,
+    eval_batch_size: Annotated[int, typer.Option(help="Examples per batch when scoring on dev.")] = 64,
     augment: Annotated[int, typer.Option(help="Student: unlabelled copies of each training example with words "
                                               "swapped for the teacher's embedding neighbours (TinyBERT-style "
                                               "augmentation; the teacher labels them).")] = 0,
@@ -76,6 +66,7 @@ def finetune_cmd(
                                                                       "task's own splits are dropped. "
                                                                       "Repeatable.")] = None,
     json_out: JsonOpt = False,
+    **train,
 ) -> None:
     """Stage 2: fine-tune the teacher on a task (--teacher-only), then distil it into the student.
 
@@ -100,16 +91,14 @@ def finetune_cmd(
         raise KronError("--train-file/--dev-file are for SQuAD; GLUE data comes from --data-dir")
     max_seq_len = max_seq_len or 128
     spec = normalize_task(task)
-    if max_steps is None and epochs is None and max_minutes is None:
-        epochs = 3.0
+    if train["max_steps"] is None and train["epochs"] is None and train["max_minutes"] is None:
+        train["epochs"] = 3.0
     stage = f"{'teacher' if teacher_only else 'finetune'}-{spec.name.lower()}"
-    cfg = TrainConfig(stage=stage, max_steps=max_steps, epochs=epochs, max_minutes=max_minutes, batch_size=batch_size,
-                      lr=lr if lr is not None else (2e-5 if teacher_only else 1e-4), save_every=save_every,
-                      keep=keep, log_every=log_every, eval_every=eval_every, mixed_precision=mixed_precision,
-                      grad_accum=grad_accum, seed=seed, resume=resume, restart=restart)
+    cfg = TrainConfig(stage=stage, lr=lr if lr is not None else (2e-5 if teacher_only else 1e-4), **train)
     opts = FinetuneOptions(task=task, data_dir=data_dir, max_seq_len=max_seq_len, teacher_only=teacher_only,
                            weights=parse_weights(weight, default_weights(spec)) if weight else None,
-                           temperature=temperature, layer_map=layer_map, limit=limit, augment=augment,
+                           temperature=temperature, teacher=teacher, layer_map=layer_map, limit=limit,
+                           eval_batch_size=eval_batch_size, augment=augment,
                            augment_p=augment_p, augment_k=augment_k, augment_mask=augment_mask,
                            augment_ngram=augment_ngram, rehearse=rehearse,
                            rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight, init_from=init_from,
@@ -171,17 +160,15 @@ def _squad(version: int, **a) -> None:
 
     name = task_name(version)
     teacher_only = a["teacher_only"]
-    given = a["max_steps"] is not None or a["epochs"] is not None or a["max_minutes"] is not None
-    epochs = a["epochs"] if given else 2.0
-    cfg = TrainConfig(stage=f"{'teacher' if teacher_only else 'finetune'}-{name}", max_steps=a["max_steps"],
-                      epochs=epochs, max_minutes=a["max_minutes"], batch_size=a["batch_size"],
-                      lr=a["lr"] if a["lr"] is not None else (3e-5 if teacher_only else 1e-4),
-                      save_every=a["save_every"], keep=a["keep"], log_every=a["log_every"],
-                      eval_every=a["eval_every"], mixed_precision=a["mixed_precision"], grad_accum=a["grad_accum"],
-                      seed=a["seed"], resume=a["resume"], restart=a["restart"])
+    train = dict(a["train"])
+    if train["max_steps"] is None and train["epochs"] is None and train["max_minutes"] is None:
+        train["epochs"] = 2.0
+    cfg = TrainConfig(stage=f"{'teacher' if teacher_only else 'finetune'}-{name}",
+                      lr=a["lr"] if a["lr"] is not None else (3e-5 if teacher_only else 1e-4), **train)
     opts = SquadOptions(task=name, version=version, data_dir=a["data_dir"], train_file=a["train_file"],
                         dev_file=a["dev_file"], max_seq_len=a["max_seq_len"] or 384, doc_stride=a["doc_stride"],
                         teacher_only=teacher_only, temperature=a["temperature"], layer_map=a["layer_map"],
+                        teacher=a["teacher"], eval_batch_size=a["eval_batch_size"],
                         limit=a["limit"],
                         weights=parse_weights(a["weight"], default_weights()) if a["weight"] else None)
     check_training_values({**vars(cfg), **vars(opts)})

@@ -1,28 +1,59 @@
-"""Training options shared by `kron distill` and `kron finetune` (defined once)."""
+"""Training options of `kron distill` and `kron finetune`, derived from `train.TrainConfig` (defined once there)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
 from typing import Annotated, Optional
 
 import typer
 
-MaxSteps = Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps.")]
-Epochs = Annotated[Optional[float], typer.Option(help="Passes over the data (when --max-steps is not set).")]
-MaxMinutes = Annotated[Optional[float], typer.Option(
-    help="Fit the run to this many minutes of training steps: the speed is timed on the real batch first, then the "
-         "step count is fixed so the learning-rate schedule still ends at zero (--max-steps / --epochs cap it). "
-         "Evaluations and checkpoints are extra.")]
-BatchSize = Annotated[int, typer.Option(help="Examples per process per step.")]
-Lr = Annotated[float, typer.Option(help="Peak learning rate (linear warm-up and decay).")]
-SaveEvery = Annotated[int, typer.Option(help="Checkpoint every N steps (and at the end, and on Ctrl-C).")]
-Keep = Annotated[int, typer.Option(help="Checkpoints to keep.")]
-LogEvery = Annotated[int, typer.Option(help="Metrics row every N steps.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint of this stage.")]
-Restart = Annotated[bool, typer.Option("--restart", help="Delete this stage's checkpoints and metrics rows and "
-                                                         "start it again.")]
-MixedPrecision = Annotated[str, typer.Option(help="no, fp16 or bf16 (GPU).")]
-GradAccum = Annotated[int, typer.Option(help="Gradient accumulation steps.")]
-Seed = Annotated[int, typer.Option(help="Random seed.")]
 MaxSeqLen = Annotated[int, typer.Option(help="Tokens per sequence.")]
 Weight = Annotated[Optional[list[str]], typer.Option(
     "--weight", help="Loss weight NAME=VALUE (repeatable), e.g. --weight attention_mse=0.5.")]
+
+
+def flag_decls(name: str, default) -> tuple[str, ...]:
+    """How a field is spelt on the command line: --max-steps; a bool off by default is a bare flag (--resume), one on
+    by default a pair (--pairs/--no-pairs)."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(default, bool):
+        return (flag,) if not default else (f"{flag}/--no-{flag[2:]}",)
+    return (flag,)
+
+
+def train_options(skip: tuple[str, ...] = (), **defaults):
+    """Give a command every TrainConfig field with a help as a typer option (its type, default and help; `defaults`
+    for a stage's own, e.g. lr=1e-4), unless the command declares it itself or `skip` names it. The command takes
+    them in **train: `TrainConfig(stage=..., **train)`. typer reads the options from `__signature__`."""
+    from ..train import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+
+    def decorate(command):
+        sig = inspect.signature(command, eval_str=True)  # the Annotated typer options, resolved
+        own = [p.replace(kind=p.KEYWORD_ONLY) for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = {p.name for p in own}
+        derived = []
+        for f in dataclasses.fields(TrainConfig):
+            if "help" not in f.metadata or f.name in names or f.name in skip:
+                continue
+            default = defaults.get(f.name, f.default)
+            option = typer.Option(*flag_decls(f.name, default), help=f.metadata["help"])
+            derived.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                             annotation=Annotated[hints[f.name], option]))
+        last = [p for p in own if p.name == "json_out"]  # --json stays the last option on the help page
+        params = [p for p in own if p.name != "json_out"] + derived + last
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            return command(**kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.train_fields = tuple(p.name for p in derived)
+        return wrapper
+
+    return decorate
+
