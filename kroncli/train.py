@@ -257,6 +257,14 @@ class _StopFlag:
         return False
 
 
+def _test_signal(step: int) -> None:
+    """KRON_TEST_SIGNAL_AT=N:KILL (or N:TERM, N:INT) sends this process that signal once step N (and its checkpoint,
+    when one is due) is done: tests stop a run at a known step instead of polling for files against the clock."""
+    at, _, name = os.environ.get("KRON_TEST_SIGNAL_AT", "").partition(":")
+    if at.strip() == str(step):
+        os.kill(os.getpid(), getattr(signal, f"SIG{name.strip().upper() or 'TERM'}"))
+
+
 def tolerant(log: Callable[[str], None]) -> Callable[[str], None]:
     """A log that survives a closed stream: when the parent that read stderr is gone (a killed pipeline, a
     closed terminal) a log line must not end the run before its next checkpoint."""
@@ -448,6 +456,7 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
                     evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
                 if step % cfg.save_every == 0 or step == total:
                     save(step)
+                _test_signal(step)
                 if stopping:
                     if step % cfg.save_every and step != total:
                         save(step)
