@@ -221,7 +221,7 @@ def write_workspace(ws: Workspace, result: FactorizeResult, model, tokenizer, ar
                         **({"teacher_layers": list(layers)} if layers is not None else {})})
     rows = [{**c.row(), "layer_type": c.layer_type} for c in result.choices]
     csv = pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(index=False)
-    atomic_write_text(ws.metrics_dir / "factorize.csv", csv)
+    atomic_write_text(ws.metrics_csv("factorize"), csv)
     ws.record_stage("factorize", {
         "command": command, "args": args, "student_params": result.student_params,
         "compression": result.compression, "rel_error_mean": result.rel_error_mean,

@@ -116,7 +116,7 @@ def write_plots(table: pd.DataFrame, paths: list[str], out: Path) -> list[Path]:
         ax.set_title("training curves")
         written.append(_save(fig, out / "training_curves.png", plt))
 
-    layer_frames = [(Path(p).name, _read_csv(Workspace(p).metrics_dir / "factorize.csv")) for p in paths]
+    layer_frames = [(Path(p).name, _read_csv(Workspace(p).metrics_csv("factorize"))) for p in paths]
     layer_frames = [(n, df) for n, df in layer_frames if df is not None]
     if layer_frames:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -129,7 +129,7 @@ def write_plots(table: pd.DataFrame, paths: list[str], out: Path) -> list[Path]:
         ax.set_title("per-layer reconstruction error")
         written.append(_save(fig, out / "layer_error.png", plt))
 
-    speed_frames = [(Path(p).name, _read_csv(Workspace(p).metrics_dir / "speed.csv")) for p in paths]
+    speed_frames = [(Path(p).name, _read_csv(Workspace(p).speed_csv)) for p in paths]
     speed_frames = [(n, df) for n, df in speed_frames if df is not None and "latency_ms" in df]
     if speed_frames:
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -56,7 +56,7 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
                "size_mib": weights.stat().st_size / MIB if weights.is_file() else None}
     teacher = {"workspace": label, "model": "teacher", "params": teacher_params,
                "teacher_params": teacher_params, "compression": 1.0, "size_mib": None}
-    evals = _read_csv(ws.metrics_dir / "eval.csv")
+    evals = _read_csv(ws.eval_csv)
     have_teacher = False
     # "majority": the majority-class floor that `kron eval glue` and stage 2 record; it gets no row of its own
     glue_scores: dict[str, dict[str, float]] = {"student": {}, "teacher": {}, "majority": {}}
@@ -106,7 +106,7 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
             row["glue_avg"] = sum(glue_scores[model].values()) / len(glue_scores[model])
     student["retention"] = _retention(glue_scores)
     student["gain_retention"] = _retention(glue_scores, floor="majority")
-    speed = _read_csv(ws.metrics_dir / "speed.csv")
+    speed = _read_csv(ws.speed_csv)
     if speed is not None and "speedup" in speed:
         last = speed[speed["model"] == "student"].groupby(["batch", "seq_len"]).last()
         for (batch, seq), r in last.iterrows():

@@ -132,3 +132,24 @@ def load_student(path: str | Path) -> torch.nn.Module:
         raise KronError(f"{folder / WEIGHTS} does not match {KRON_CONFIG}: missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]}")
     return model.eval()
+
+
+DEFAULT_TASK_SEQ_LEN = 128
+
+
+def task_seq_len(student: Path, config, requested: int | None, default: int = DEFAULT_TASK_SEQ_LEN) -> int:
+    """The input length a task model runs at: `requested` (--max-seq-len), else what its student recorded
+    (kron.json max_seq_len), else `default`; within the model's positions. One rule for fine-tuning, evaluation
+    and export, so that the teacher is compared with its student on equal inputs and an export keeps the length
+    the model was tuned at."""
+    from .families import max_positions
+
+    limit = max_positions(config) or 10**9
+    if requested is not None:
+        if requested < 8 or requested > limit:
+            raise KronError(f"--max-seq-len {requested}: choose 8..{limit} (the model has {limit} positions)")
+        return requested
+    recorded = None
+    if (Path(student) / KRON_CONFIG).is_file():
+        recorded = read_json_object(Path(student) / KRON_CONFIG).get("max_seq_len")
+    return min(int(recorded or default), limit)

@@ -1,6 +1,7 @@
 """One directory per experiment: layout, manifest, atomic writes and a lock.
 
-Layout:  manifest.json  student/  metrics/<stage>.csv  checkpoints/  .lock  .lock.flock
+Layout:  manifest.json  student/  tasks/<task>/{student,teacher}  metrics/<stage>.csv  checkpoints/<stage>/
+         predictions/  cache/  .lock  .lock.flock  (the Workspace methods are its one definition)
 Every file is written to a temporary name in the same folder and renamed, so a crash leaves either the
 old file or the new one, never half of one. Temporary names carry the writer's PID (`.NAME.PID.XXXXXXXX.tmp`, a
 folder replaced in two renames also `.NAME.old-PID`), so that opening a workspace can tell what a killed process
@@ -252,14 +253,39 @@ class Workspace:
     def recover(self) -> None:
         """Opening a workspace finishes or undoes the writes a killed process left (see `recover`), in the folders
         kron writes into: the workspace itself, its metrics, cache and predictions, and each task's folder."""
-        for folder in (self.root, self.root / "metrics", self.root / "cache", self.root / "predictions",
-                       *sorted((self.root / "tasks").glob("*/"))):
+        for folder in (self.root, self.metrics_dir, self.root / "cache", self.predictions_dir,
+                       *sorted(self.tasks_dir.glob("*/"))):
             recover(folder)
 
     manifest_path = property(lambda self: self.root / MANIFEST)
     student_dir = property(lambda self: self.root / "student")
     metrics_dir = property(lambda self: self.root / "metrics")
     checkpoints_dir = property(lambda self: self.root / "checkpoints")
+    tasks_dir = property(lambda self: self.root / "tasks")
+    predictions_dir = property(lambda self: self.root / "predictions")
+    eval_csv = property(lambda self: self.metrics_csv("eval"))  # kron eval glue / squad / ood rows
+    speed_csv = property(lambda self: self.metrics_csv("speed"))  # kron eval speed rows
+
+    # The layout's one definition: every command finds a task's models, a stage's log and checkpoints here.
+    def task_dir(self, task) -> Path:
+        """tasks/<task>: a task's models (`task`: a data.glue.Task or data.squad.SquadTask, anything with .name)."""
+        return self.tasks_dir / task.name.lower()
+
+    def task_model_dir(self, task, which: str) -> Path:
+        """tasks/<task>/<student|teacher>."""
+        return self.task_dir(task) / which
+
+    def task_models(self, which: str, marker: str) -> list[str]:
+        """The task folders holding a `which` model (its folder has the file `marker`), by folder name."""
+        return sorted(p.parent.parent.name for p in self.tasks_dir.glob(f"*/{which}/{marker}"))
+
+    def metrics_csv(self, stage: str) -> Path:
+        """metrics/<stage>.csv: a training stage's log (distill, finetune-mrpc[-teacher]) or eval / speed rows."""
+        return self.metrics_dir / f"{stage}.csv"
+
+    def stage_checkpoints(self, stage: str) -> Path:
+        """checkpoints/<stage>/: a training stage's step-N folders (kron run resumes from the newest)."""
+        return self.checkpoints_dir / stage
 
     def exists(self) -> bool:
         """Anything in the folder but a lock (a killed command may leave one alone: no workspace)."""

@@ -65,6 +65,28 @@ def task_name(version: int) -> str:
     return TASK_NAMES[version]
 
 
+@dataclass(frozen=True)
+class SquadTask:
+    """A SQuAD version as a task: what the CLI and recipe edge parse a name into (its name is its folder)."""
+
+    version: int
+
+    @property
+    def name(self) -> str:
+        return TASK_NAMES[self.version]
+
+
+SQUAD_TASKS = {v: SquadTask(v) for v in TASK_NAMES}
+
+
+def find_squad_task(name) -> SquadTask | None:
+    """The SquadTask for any spelling `squad_version` accepts (a SquadTask itself), else None."""
+    if isinstance(name, SquadTask):
+        return name
+    version = squad_version(name)
+    return SQUAD_TASKS[version] if version else None
+
+
 @dataclass
 class SquadExample:
     """One question. `answers`: gold texts, `answer_starts`: their character offsets in the context."""

@@ -31,7 +31,6 @@ from .predictions import unwritable, write_submission
 MODELS = ("student", "teacher")
 EVAL_CSV = "eval.csv"
 EVAL_COLUMNS = ["workspace", "model", "task", "split", "metric", "value", "n", "seconds", "timestamp"]
-DEFAULT_MAX_SEQ_LEN = 128
 
 
 def model_task(task: Task) -> Task:
@@ -40,9 +39,8 @@ def model_task(task: Task) -> Task:
 
 
 def model_dir(ws: Workspace, task: Task, which: str) -> Path:
-    from ..stages.finetune import task_dir
-
-    return task_dir(ws, model_task(task)) / which
+    """The folder of the model that predicts `task` (MNLI's for MNLI-m, MNLI-mm and AX), from the workspace layout."""
+    return ws.task_model_dir(model_task(task), which)
 
 
 def has_model(ws: Workspace, task: Task, which: str) -> bool:
@@ -126,35 +124,17 @@ class TaskModel:
     max_seq_len: int
 
 
-def _max_seq_len(student: Path, config, requested: int | None) -> int:
-    """--max-seq-len, else the task student's recorded max_seq_len (kron.json), else 128; within the model's
-    positions. The teacher gets the same default as its student, so the two are compared on equal inputs."""
-    from ..families import max_positions
-
-    limit = max_positions(config) or 10**9
-    if requested is not None:
-        if requested < 8 or requested > limit:
-            raise KronError(f"--max-seq-len {requested}: choose 8..{limit} (the model has {limit} positions)")
-        return requested
-    from ..student import KRON_CONFIG
-
-    recorded = None
-    if (student / KRON_CONFIG).is_file():
-        recorded = read_json_object(student / KRON_CONFIG).get("max_seq_len")
-    return min(int(recorded or DEFAULT_MAX_SEQ_LEN), limit)
-
-
 def load_task_model(ws: Workspace, task: Task, which: str, max_seq_len: int | None = None) -> TaskModel:
     """The task's student or teacher in eval mode (on the GPU when there is one) with its tokenizer."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from ..student import load_student, task_seq_len
+
     path = model_dir(ws, task, which)
     check_folder(path)  # a damaged file: one line naming it, before anything loads
     try:
         if which == "student":
-            from ..student import load_student
-
             model = load_student(path)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(path)
@@ -166,7 +146,7 @@ def load_task_model(ws: Workspace, task: Task, which: str, max_seq_len: int | No
     if getattr(model.config, "num_labels", None) != model_task(task).num_labels:
         raise _wrong_labels(ws, task, which, getattr(model.config, "num_labels", None))
     model = model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
-    seq_len = _max_seq_len(model_dir(ws, task, "student"), model.config, max_seq_len)
+    seq_len = task_seq_len(model_dir(ws, task, "student"), model.config, max_seq_len)
     return TaskModel(which, path, model, tokenizer, seq_len)
 
 
@@ -213,7 +193,7 @@ class Evaluation:
 
 def append_eval_rows(ws: Workspace, rows: list[dict]) -> Path:
     """Append rows to WS/metrics/eval.csv (EVAL_COLUMNS)."""
-    path = ws.metrics_dir / EVAL_CSV
+    path = ws.eval_csv
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         metrics_csv.append(path, [{c: r.get(c) for c in EVAL_COLUMNS} for r in rows])
@@ -300,7 +280,7 @@ def _discover(ws: Workspace, opts: GlueOptions) -> tuple[list[Task], list[dict]]
 def _plan(ws: Workspace, opts: GlueOptions) -> tuple[list[_Job], list[dict]]:
     """Every check before the first prediction: tasks, models, label counts, data, an eval.csv rows can join."""
     require_workspace(ws)
-    metrics_csv.check(ws.metrics_dir / EVAL_CSV)
+    metrics_csv.check(ws.eval_csv)
     check_options(opts.model, opts.batch_size)
     _check_split(opts)
     requested = _requested(opts.task)

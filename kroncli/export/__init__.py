@@ -78,7 +78,7 @@ def _max_abs_diff(a, b, tokenizer, task, max_seq_len: int) -> float:
 def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     """Write the export folder; returns the JSON summary."""
     from ..data.glue import default_data_dir, normalize_task
-    from ..evaluation.glue_eval import (_max_seq_len, check_labels, finetune_hint, has_model, model_dir, model_task,
+    from ..evaluation.glue_eval import (check_labels, finetune_hint, has_model, model_dir, model_task,
                                         require_workspace)
     from ..predict import EXPORT_FORMAT_VERSION, EXPORT_JSON, ONNX_FILE, label_names
     from ..workspace import Workspace, atomic_dir, atomic_write_json, versions
@@ -96,13 +96,13 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
 
         require_onnx()
     t0 = time.perf_counter()
-    from ..student import load_student
+    from ..student import load_student, task_seq_len
 
     path = model_dir(ws, task, "student")
     model = load_student(path).float()
     tokenizer = _tokenizer(path)
     mtask = model_task(task)
-    seq_len = _max_seq_len(path, model.config, opts.max_seq_len)
+    seq_len = task_seq_len(path, model.config, opts.max_seq_len)
     out = Path(opts.out)
     meta = {"export_format_version": EXPORT_FORMAT_VERSION, "format": opts.format, "task": mtask.name,
             "label_names": label_names(model.config) or list(mtask.names), "is_pair": mtask.is_pair,

@@ -194,7 +194,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     # the teacher follows the student onto accelerate's device inside the loop
     summary = train(cfg, student, PackedCorpus(ids), PackedCollate(tokenizer.sep_token_id, block.token_types),
                     _on_device(step, teacher),
-                    ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"{cfg.stage}.csv",
+                    ws.stage_checkpoints(cfg.stage), ws.metrics_csv(cfg.stage),
                     {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs},
                      "settings": {"weight": opts.weights, "attention": opts.attention,  # a resumed run keeps them
                                   "layer_map": parse_layer_map(layers),
@@ -233,14 +233,14 @@ def next_round(ws: Workspace, cfg: TrainConfig, log) -> tuple[int, list[dict]]:
     """
     manifest = ws.read_manifest()
     record = manifest.get("stages", {}).get(cfg.stage) or {}
-    existing = checkpoints(ws.checkpoints_dir / cfg.stage)
+    existing = checkpoints(ws.stage_checkpoints(cfg.stage))
     same = not record.get("done") or (cfg.resume and existing) or (existing and not cfg.restart)
     if same or os.environ.get("RANK", "0") != "0":  # only the main process moves files
         return record.get("round", 1), record.get("earlier_rounds", [])
     earlier_no = record.get("round", 1)
-    csv = ws.metrics_dir / f"{cfg.stage}.csv"
+    csv = ws.metrics_csv(cfg.stage)
     if csv.exists():
-        os.replace(csv, ws.metrics_dir / f"{cfg.stage}-round{earlier_no}.csv")
+        os.replace(csv, ws.metrics_csv(f"{cfg.stage}-round{earlier_no}"))
     earlier = [*record.pop("earlier_rounds", []), record]
     manifest["stages"][cfg.stage] = {"done": False, "round": earlier_no + 1, "earlier_rounds": earlier,
                                      **{k: record[k] for k in ("corpus", "max_seq_len", "pairs") if k in record}}

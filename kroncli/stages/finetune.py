@@ -24,7 +24,8 @@ from ..errors import KronError
 from ..integrity import check_folder
 from ..evaluate import score
 from ..metrics import majority_baseline
-from ..student import choices_from_config, load_student, model_dir_write, read_kron_config, save_student
+from ..student import choices_from_config, load_student, model_dir_write, read_kron_config, save_student, \
+    task_seq_len
 from ..train import TrainConfig, budget_plan, train
 from ..workspace import Workspace
 from .common import (check_same_architecture, require_student, shapes_fingerprint, student_layer_map,
@@ -61,10 +62,6 @@ class FinetuneOptions:
     init_from: str | None = None  # student stage: start from this workspace's student for another task (STILTs)
     unlabelled_from: list[str] | None = None  # student stage: other tasks' training inputs, labelled by the teacher
     extra: dict = field(default_factory=dict)
-
-
-def task_dir(ws: Workspace, task: Task) -> Path:
-    return ws.root / "tasks" / task.name.lower()
 
 
 def _task_config(config, task: Task):
@@ -155,9 +152,7 @@ def _load_tokenizer(path):
 def _fits_positions(config, opts: FinetuneOptions) -> None:
     """--max-seq-len within the model's positions, checked as `kron eval glue` and `kron export` check it (the value
     is recorded with the model and read back by both)."""
-    from ..evaluation.glue_eval import _max_seq_len
-
-    _max_seq_len(Path(), config, opts.max_seq_len)
+    task_seq_len(Path(), config, opts.max_seq_len)
 
 
 def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
@@ -188,13 +183,13 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
         return out.loss, {"supervised": float(out.loss.detach())}
 
     summary = train(cfg, model, train_set, Collate(tokenizer, task.is_regression), step,
-                    ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}-teacher.csv",
+                    ws.stage_checkpoints(cfg.stage), ws.metrics_csv(f"finetune-{task.name.lower()}-teacher"),
                     {"teacher": source.requested, "task": task.name,
                      "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit}},
                     _eval_fn(task, evals, tokenizer, opts.eval_batch_size),
                     progress=progress, log=log)
     if summary["is_main"]:
-        with model_dir_write(task_dir(ws, task) / "teacher") as tmp:
+        with model_dir_write(ws.task_model_dir(task, "teacher")) as tmp:
             summary["model"].save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
@@ -218,7 +213,7 @@ def init_student_dir(ws: Workspace, task: Task, init_from: str | None) -> Path:
     if source.name == task.name:
         raise KronError(f"--init-from {init_from} is the task being trained; name another task whose student "
                         "this one should start from, or leave it out")
-    folder = task_dir(ws, source) / "student"
+    folder = ws.task_model_dir(source, "student")
     if not (folder / "config.json").is_file():
         raise KronError(f"--init-from {init_from}: {ws.root} has no distilled {source.name} student; run kron "
                         f"finetune --workspace {ws.root} --task {source.name.lower()} first")
@@ -356,10 +351,10 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     start = init_student_dir(ws, task, opts.init_from)
     source = normalize_task(opts.init_from) if opts.init_from else None
     init = {"init_from": source.name} if source else {}  # for the log, the checkpoint fingerprint and the manifest
-    teacher_path = task_dir(ws, task) / "teacher"
+    teacher_path = ws.task_model_dir(task, "teacher")
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
-                        f"--task {opts.task} --teacher-only first")
+                        f"--task {task.name.lower()} --teacher-only first")
     check_folder(teacher_path)
     log(f"{task.name}: loading the fine-tuned teacher ({teacher_path}) and the student")
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path).eval().requires_grad_(False)
@@ -437,7 +432,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     log(f"{task.name}: scoring the student on {', '.join(evals)} before training")
     before = _eval_fn(task, evals, tokenizer, opts.eval_batch_size)(student)
     summary = train(cfg, student, train_set, collate, step,
-                    ws.checkpoints_dir / cfg.stage, ws.metrics_dir / f"finetune-{task.name.lower()}.csv",
+                    ws.stage_checkpoints(cfg.stage), ws.metrics_csv(f"finetune-{task.name.lower()}"),
                     {**shapes_fingerprint(ws.student_dir), "task": task.name,
                      **init,
                      "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit},
@@ -452,7 +447,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
                                   "teacher": score_unseen(teacher) if unseen else {},
                                   "excluded": lost, "seen_in": init["init_from"]}
     if summary["is_main"]:
-        save_student(summary["model"], choices, task_dir(ws, task) / "student", tokenizer,
+        save_student(summary["model"], choices, ws.task_model_dir(task, "student"), tokenizer,
                      extra={"task": task.name, "max_seq_len": opts.max_seq_len})  # eval and export default to it
         ws.record_stage(cfg.stage, {"task": task.name, "steps": summary["steps"], "eval": summary["eval"],
                                     "eval_before": before, "majority": floor, "weights": weights,
