@@ -74,29 +74,20 @@ def format_row(logits, meta: dict) -> dict:
     return {"label": names[best] if best < len(names) else str(best), "label_id": best, "score": probs[best]}
 
 
-class OnnxRunner:
-    """onnxruntime + tokenizers; numpy only, no torch."""
+class OnnxPredictor:
+    """Text in, logits out: the export's tokenizer (tokenizers, else a slow transformers one) before the shared
+    onnxruntime runner (export/onnx_runtime.py); numpy only, no torch."""
 
     def __init__(self, folder: Path, meta: dict, model_path: Path | None = None, threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise KronError('kron predict on an ONNX export needs onnxruntime: pip install "kroncli[export]"') \
-                from None
+        from .export.onnx_runtime import OnnxRunner
+
         self.meta, self.folder = meta, Path(folder)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-        opts.log_severity_level = 3
         path = model_path or self.folder / meta.get("model_file", ONNX_FILE)
         if not Path(path).is_file():
             raise KronError(f"{self.folder} is not a complete kron export ({Path(path).name} missing); re-run "
                             f"kron export")
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, ...): a damaged file
-            raise KronError(f"cannot load {path} ({first_line(e)}); re-run kron export") from None
-        self.names = [i.name for i in self.session.get_inputs()]
+        self.runner = OnnxRunner(path, threads)
+        self.names = self.runner.names
         self._tok, self._hf = self._tokenizer()
 
     def _tokenizer(self):
@@ -130,7 +121,7 @@ class OnnxRunner:
         return {n: np.asarray(enc[n], dtype=np.int64) for n in self.names}
 
     def logits(self, inputs: list[tuple]):
-        return self.session.run(["logits"], self.encode(inputs))[0]
+        return self.runner.run(self.encode(inputs), "logits")
 
 
 class HfRunner:
@@ -176,7 +167,7 @@ def load(folder: str | Path, threads: int | None = None):
         raise KronError(f"{folder} is not a complete kron export (no tokenizer vocabulary: {VOCAB_FILES[0]} or "
                         f"{VOCAB_FILES[1]} missing); re-run kron export")
     if meta["format"] == "onnx":
-        return OnnxRunner(Path(folder), meta, threads=threads), meta
+        return OnnxPredictor(Path(folder), meta, threads=threads), meta
     return HfRunner(Path(folder), meta, threads=threads), meta
 
 

@@ -277,6 +277,207 @@ def tolerant(log: Callable[[str], None]) -> Callable[[str], None]:
     return write
 
 
+class Checkpointer:
+    """The checkpoints of one stage in `stage_dir`: which one a run starts from (refusing one made by another student,
+    on other data or with other settings), the clean-up of a fresh start, atomic saves with their meta.json, pruning
+    to `cfg.keep`. Every process calls it; only the main one writes."""
+
+    def __init__(self, accelerator, cfg: TrainConfig, stage_dir: Path, metrics_csv: Path, fingerprint: dict,
+                 log: Callable[[str], None]):
+        self.accelerator, self.cfg, self.stage_dir = accelerator, cfg, stage_dir
+        self.metrics_csv, self.fingerprint, self.log = metrics_csv, fingerprint, log
+        self.main = accelerator.is_main_process
+        self.existing: list[tuple[int, Path]] = []
+        self.total = 0
+
+    def find(self) -> tuple[int, Path, dict] | None:
+        """(step, folder, meta) to resume from, None for a fresh start; refuses a start over checkpoints without
+        --resume or --restart. Half-written saves of a killed run are removed."""
+        cfg = self.cfg
+        self.existing = checkpoints(self.stage_dir)
+        if self.existing and not cfg.resume and not cfg.restart:
+            raise KronError(f"{self.stage_dir} already has checkpoints; pass --resume to continue or --restart to "
+                            "start this stage again")
+        if self.main:
+            _remove_partial_saves(self.stage_dir)
+        return resume_point(self.stage_dir, self.main) if cfg.resume and self.existing else None
+
+    def start(self, point: tuple[int, Path, dict] | None, total: int) -> tuple[int, float]:
+        """(step, seconds trained before) of the run: the resumed checkpoint loaded (its later metrics rows dropped),
+        or a fresh start (this stage's old checkpoints and rows removed, also when its checkpoints are gone)."""
+        self.total = total
+        if point is None:
+            if self.main:
+                if self.cfg.resume:
+                    self.log(f"--resume: {self.cfg.stage} has no checkpoint in {self.stage_dir}; starting from step 0")
+                for _, ckpt in self.existing:
+                    shutil.rmtree(ckpt, ignore_errors=True)
+                csvlog.truncate_after(self.metrics_csv, 0)
+                if self.existing:
+                    self.log(f"--restart: removed {len(self.existing)} checkpoint(s) of {self.cfg.stage}")
+            self.accelerator.wait_for_everyone()
+            return 0, 0.0
+        step, ckpt, meta = point
+        check_resumable(meta, ckpt, self.cfg, self.fingerprint)
+        with guard(ckpt, torch_files=True):  # damage the cheap check cannot see: one line naming the file
+            self.accelerator.load_state(str(ckpt))
+        if self.main:
+            csvlog.truncate_after(self.metrics_csv, step)
+            self.log(f"resumed {self.cfg.stage} from {ckpt} (step {step}/{total})")
+        return step, meta.get("elapsed", 0.0)
+
+    def save(self, at: int, elapsed: float) -> Path:
+        """step_<at>, written as .step_<at>.tmp and renamed into place; the oldest beyond `keep` go. A save the disk
+        cannot take is one line naming the previous checkpoint, and leaves no partial folder."""
+        final = self.stage_dir / f"{STEP_PREFIX}{at}"
+        tmp = self.stage_dir / f".{STEP_PREFIX}{at}.tmp"
+        try:
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.stage_dir.mkdir(parents=True, exist_ok=True)
+            self.accelerator.wait_for_everyone()
+            self.accelerator.save_state(str(tmp))
+            self.accelerator.wait_for_everyone()
+            if self.main:
+                self._publish(at, elapsed, tmp, final)
+        except BaseException as e:
+            if self.main:  # a partial save must not keep the disk full
+                shutil.rmtree(tmp, ignore_errors=True)
+            # a full disk reaches here as OSError, as torch's zip writer's RuntimeError ("unexpected pos", "file write
+            # failed") or as safetensors' SafetensorError: all of them a checkpoint that could not be written
+            if not isinstance(e, (OSError, RuntimeError, SafetensorError)):
+                raise
+            kept = f"; the previous checkpoint {self.last()} is intact" if self.last() else ""
+            reason = (e.strerror if isinstance(e, OSError) else None) or first_line(e)
+            raise KronError(f"could not write checkpoint at step {at} ({reason}){kept}") from None
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _publish(self, at: int, elapsed: float, tmp: Path, final: Path) -> None:
+        cfg = self.cfg
+        meta = {"step": at, "total": self.total, "fingerprint": self.fingerprint, "config": asdict(cfg),
+                "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum, "elapsed": elapsed,
+                "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for _, old in checkpoints(self.stage_dir)[:-cfg.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def last(self) -> Path | None:
+        found = checkpoints(self.stage_dir)
+        return found[-1][1] if found else None
+
+    def non_finite(self, loss, step: int):
+        where = f"; the last good checkpoint is {self.last()}" if self.last() else ""
+        raise NonFiniteLoss(f"the {self.cfg.stage} loss became {loss.item()} at step {step}{where}; "
+                            "lower --lr or check the data")
+
+
+def check_resumable(meta: dict, ckpt: Path, cfg: TrainConfig, fingerprint: dict) -> None:
+    """A one-line refusal to resume from a checkpoint of another student, other data or other settings (see train)."""
+    made, now_ = meta.get("fingerprint") or {}, json.loads(json.dumps(fingerprint))
+    made_data, now_data = made.pop("data", None), now_.pop("data", None)  # absent from older checkpoints
+    made_settings, now_settings = made.pop("settings", None), now_.pop("settings", None)  # likewise
+    if made != now_:
+        raise KronError(f"cannot resume from {ckpt}: it was trained with a different student (factor shapes "
+                        "or architecture changed); start again without --resume or restore the old student")
+    if made_data is not None and made_data != now_data:
+        changed = ", ".join(f"{k} {made_data.get(k)} -> {(now_data or {}).get(k)}" for k in sorted(made_data)
+                            if made_data.get(k) != (now_data or {}).get(k))
+        raise KronError(f"cannot resume from {ckpt}: it was trained on other data ({changed}); pass the values it "
+                        "was made with, or start again with --restart")
+    change = changed_on_resume(meta, cfg, made_settings, now_settings)
+    if change:
+        raise KronError(f"cannot resume {cfg.stage} from {ckpt}: {change}; pass the value it started with, or "
+                        "start the stage again with --restart")
+
+
+class _Metrics:
+    """In-loop bookkeeping: a metrics row every `log_every` steps (to the CSV, and a log line when no bar shows),
+    an evaluation every `eval_every` steps and at the end, the run's clock. Only the main process writes."""
+
+    def __init__(self, accelerator, cfg: TrainConfig, metrics_csv: Path, steps_per_epoch: int, total: int,
+                 elapsed_before: float, eval_fn: Callable | None, quiet: bool, log: Callable[[str], None]):
+        self.accelerator, self.cfg, self.metrics_csv = accelerator, cfg, metrics_csv
+        self.steps_per_epoch, self.total, self.elapsed_before = steps_per_epoch, total, elapsed_before
+        self.eval_fn, self.quiet, self.log = eval_fn, quiet, log
+        self.main = accelerator.is_main_process
+        self.t_start = self.window_t = time.perf_counter()
+        self.window_n = 0
+        self.rows: list[dict] = []
+        self.evals: dict = {}
+
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds of training in this stage, earlier runs of it included."""
+        return self.elapsed_before + (time.perf_counter() if now is None else now) - self.t_start
+
+    def count(self, batch) -> None:
+        self.window_n += len(next(iter(batch.values()))) * self.accelerator.num_processes
+
+    def after_step(self, step: int, loss: float, terms: dict, lr: float, model) -> None:
+        cfg = self.cfg
+        if step % cfg.log_every == 0 or step == self.total:
+            now = time.perf_counter()
+            row = {"step": step, "epoch": round(step / self.steps_per_epoch, 4), **terms, "total": loss, "lr": lr,
+                   "examples_per_s": self.window_n / max(now - self.window_t, 1e-9), "elapsed": self.elapsed(now)}
+            self.window_t, self.window_n = now, 0
+            self.rows.append(row)
+            if self.main:
+                csvlog.append(self.metrics_csv, [row])
+                if not self.quiet:
+                    self.log(f"{cfg.stage} step {step}/{self.total} loss {loss:.4f} "
+                             f"({row['examples_per_s']:.1f} ex/s)")
+        if self.eval_fn and cfg.eval_every and step % cfg.eval_every == 0 and step != self.total:
+            self.evaluate(step, model)
+
+    def evaluate(self, step: int, model) -> None:
+        self.evals = _evaluate(self.accelerator, model, self.eval_fn, step, self.steps_per_epoch, self.metrics_csv,
+                               self.main)
+
+    def final_loss(self) -> float | None:
+        return self.rows[-1]["total"] if self.rows else _last_logged_loss(self.metrics_csv)
+
+
+def _accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+
+    # cpu=True is what makes accelerate treat torchrun's processes as one gloo job when there is no GPU
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                       gradient_accumulation_steps=cfg.grad_accum,
+                       dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+                       # heads unused by a stage's losses (the pooler in stage 1) get no gradient
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig):
+    """AdamW; no weight decay on biases and LayerNorm weights (the 1-d parameters)."""
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def _plan(cfg: TrainConfig, point, steps_per_epoch: int, time_it: Callable[[], float],
+          log: Callable[[str], None]) -> tuple[int, float | None]:
+    """(the step the schedule ends on, seconds per step when --max-minutes timed it)."""
+    cap = cfg.max_steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else None)
+    meta, done = (point[2], point[0]) if point else (None, 0)
+    if not cfg.max_minutes:
+        return cap or steps_per_epoch, None
+    if meta and done < meta.get("total", 0):
+        return int(meta["total"]), None  # an interrupted timed run keeps the schedule it was planned with
+    # a fresh run, or a finished one continued for another budget; the timing's dropout draws do not reach training:
+    # the loop seeds every micro-batch itself (step_seed)
+    seconds_per_step = time_it()
+    total = steps_for_budget(cfg.max_minutes * 60, seconds_per_step, cap, start=done)
+    log(f"{cfg.stage}: {seconds_per_step:.4f} s per step measured; {total - done} steps fill "
+        f"--max-minutes {cfg.max_minutes:g}" + (f" (capped at {cap})" if total == cap else ""))
+    return total, seconds_per_step
+
+
 def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, step_fn: Callable,
           stage_dir: Path, metrics_csv: Path, fingerprint: dict, eval_fn: Callable | None = None,
           progress: bool = False, log: Callable[[str], None] = print) -> dict:
@@ -287,191 +488,71 @@ def train(cfg: TrainConfig, model: torch.nn.Module, dataset, collate: Callable, 
     (loss weights, temperature, ... by option name) entries and in `cfg`, whose budget alone may grow (RESUMABLE).
     `eval_fn(model) -> {metric: value}` runs at `eval_every` and at the end.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, set_seed
+    from accelerate.utils import set_seed
     from transformers import get_scheduler
 
     log = tolerant(log)
-
-    # cpu=True is what makes accelerate treat torchrun's processes as one gloo job when there is no GPU
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
-                              gradient_accumulation_steps=cfg.grad_accum,
-                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True,
-                                                                        data_seed=cfg.seed),
-                              # heads unused by a stage's losses (the pooler in stage 1) get no gradient
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = _accelerator(cfg)
     set_seed(cfg.seed)
     main = accelerator.is_main_process
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate)
     if len(loader) == 0:
         raise KronError("the training data is empty")
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = _optimizer(model, cfg)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = max(len(loader) // cfg.grad_accum, 1)
-    cap = cfg.max_steps or (math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else None)
-    existing = checkpoints(stage_dir)
-    if existing and not cfg.resume and not cfg.restart:
-        raise KronError(f"{stage_dir} already has checkpoints; pass --resume to continue or --restart to start "
-                        "this stage again")
-    if main:
-        _remove_partial_saves(stage_dir)
-    point = resume_point(stage_dir, main) if cfg.resume and existing else None
-    meta = point[2] if point else None
-    seconds_per_step = None
-    done = point[0] if point else 0
-    if cfg.max_minutes and meta and done < meta.get("total", 0):
-        total = int(meta["total"])  # an interrupted timed run keeps the schedule it was planned with
-    elif cfg.max_minutes:  # a fresh run, or a finished one continued for another budget
-        # its dropout draws do not reach training: the loop seeds every micro-batch itself (step_seed)
-        seconds_per_step = time_steps(accelerator, model, optimizer, step_fn, dataset, collate, cfg)
-        total = steps_for_budget(cfg.max_minutes * 60, seconds_per_step, cap, start=done)
-        if main:
-            log(f"{cfg.stage}: {seconds_per_step:.4f} s per step measured; {total - done} steps fill "
-                f"--max-minutes {cfg.max_minutes:g}" + (f" (capped at {cap})" if total == cap else ""))
-    else:
-        total = cap or steps_per_epoch
+    ckpt = Checkpointer(accelerator, cfg, stage_dir, metrics_csv, fingerprint, log)
+    point = ckpt.find()
+    total, seconds_per_step = _plan(
+        cfg, point, steps_per_epoch,
+        lambda: time_steps(accelerator, model, optimizer, step_fn, dataset, collate, cfg),
+        log if main else (lambda msg: None))
     scheduler = get_scheduler("linear", optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
                               num_training_steps=total)
     # Not prepared: accelerate would step it once per process; the schedule is in optimizer steps.
     accelerator.register_for_checkpointing(scheduler)
+    step, elapsed_before = ckpt.start(point, total)
 
-    step, elapsed_before = 0, 0.0
-    if meta is not None:
-        step, ckpt = point[0], point[1]
-        made, now_ = meta.get("fingerprint") or {}, json.loads(json.dumps(fingerprint))
-        made_data, now_data = made.pop("data", None), now_.pop("data", None)  # absent from older checkpoints
-        made_settings, now_settings = made.pop("settings", None), now_.pop("settings", None)  # likewise
-        if made != now_:
-            raise KronError(f"cannot resume from {ckpt}: it was trained with a different student (factor shapes "
-                            "or architecture changed); start again without --resume or restore the old student")
-        if made_data is not None and made_data != now_data:
-            changed = ", ".join(f"{k} {made_data.get(k)} -> {(now_data or {}).get(k)}" for k in sorted(made_data)
-                                if made_data.get(k) != (now_data or {}).get(k))
-            raise KronError(f"cannot resume from {ckpt}: it was trained on other data ({changed}); pass the values it "
-                            "was made with, or start again with --restart")
-        change = changed_on_resume(meta, cfg, made_settings, now_settings)
-        if change:
-            raise KronError(f"cannot resume {cfg.stage} from {ckpt}: {change}; pass the value it started with, or "
-                            "start the stage again with --restart")
-        with guard(ckpt, torch_files=True):  # damage the cheap check cannot see: one line naming the file
-            accelerator.load_state(str(ckpt))
-        elapsed_before = meta.get("elapsed", 0.0)
-        if main:
-            csvlog.truncate_after(metrics_csv, step)
-            log(f"resumed {cfg.stage} from {ckpt} (step {step}/{total})")
-    else:  # a fresh start: rows from an earlier start of this stage go, also when its checkpoints are gone already
-        if main:
-            if cfg.resume:
-                log(f"--resume: {cfg.stage} has no checkpoint in {stage_dir}; starting from step 0")
-            for _, ckpt in existing:
-                shutil.rmtree(ckpt, ignore_errors=True)
-            csvlog.truncate_after(metrics_csv, 0)
-            if existing:
-                log(f"--restart: removed {len(existing)} checkpoint(s) of {cfg.stage}")
-        accelerator.wait_for_everyone()
-
-    def save(at: int) -> Path:
-        final = stage_dir / f"{STEP_PREFIX}{at}"
-        tmp = stage_dir / f".{STEP_PREFIX}{at}.tmp"
-        try:
-            if main:
-                shutil.rmtree(tmp, ignore_errors=True)
-                stage_dir.mkdir(parents=True, exist_ok=True)
-            accelerator.wait_for_everyone()
-            accelerator.save_state(str(tmp))
-            accelerator.wait_for_everyone()
-            if main:
-                meta = {"step": at, "total": total, "fingerprint": fingerprint, "config": asdict(cfg),
-                        "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                        "elapsed": elapsed_before + time.perf_counter() - t_start,
-                        "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}}
-                (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-                for _, old in checkpoints(stage_dir)[:-cfg.keep]:
-                    shutil.rmtree(old, ignore_errors=True)
-        except BaseException as e:
-            if main:  # a partial save must not keep the disk full
-                shutil.rmtree(tmp, ignore_errors=True)
-            # a full disk reaches here as OSError, as torch's zip writer's RuntimeError ("unexpected pos", "file write
-            # failed") or as safetensors' SafetensorError: all of them a checkpoint that could not be written
-            if not isinstance(e, (OSError, RuntimeError, SafetensorError)):
-                raise
-            last = checkpoints(stage_dir)
-            kept = f"; the previous checkpoint {last[-1][1]} is intact" if last else ""
-            reason = (e.strerror if isinstance(e, OSError) else None) or first_line(e)
-            raise KronError(f"could not write checkpoint at step {at} ({reason}){kept}") from None
-        accelerator.wait_for_everyone()
-        return final
-
-    def non_finite(loss):  # reads the loop's current `step`
-        last = checkpoints(stage_dir)
-        where = f"; the last good checkpoint is {last[-1][1]}" if last else ""
-        raise NonFiniteLoss(f"the {cfg.stage} loss became {loss.item()} at step {step + 1}{where}; "
-                            "lower --lr or check the data")
-
-    t_start = time.perf_counter()
-    window_t, window_n = time.perf_counter(), 0
-    rows: list[dict] = []
-    last_terms: dict = {}
-    evals: dict = {}
     bar = _Bar(progress and main, cfg.stage, total, step)
+    metrics = _Metrics(accelerator, cfg, metrics_csv, steps_per_epoch, total, elapsed_before, eval_fn, bar.enabled,
+                       log)
+    last_terms: dict = {}
     with _StopFlag() as stop, bar:
         epoch = step // steps_per_epoch
         micro = 0  # micro-batches into the current optimizer step
         while step < total:
             loader.set_epoch(epoch)
             skip = (step - epoch * steps_per_epoch) * cfg.grad_accum
-            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-            for batch in batches:
+            for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
                 torch.manual_seed(step_seed(cfg.seed, step, micro))
                 micro += 1
                 loss, terms, stopping = _micro_step(accelerator, model, optimizer, scheduler, step_fn, batch, cfg,
-                                                    stop.signal is not None, non_finite)
-                window_n += len(next(iter(batch.values()))) * accelerator.num_processes
+                                                    stop.signal is not None,
+                                                    lambda bad: ckpt.non_finite(bad, step + 1))
+                metrics.count(batch)
                 if not accelerator.sync_gradients:
                     continue
                 step, micro = step + 1, 0
                 last_terms = {k: float(v) for k, v in terms.items()}
                 total_loss = accelerator.reduce(loss.detach().float(), "mean").item()
                 bar.update(step, total_loss)
-                if step % cfg.log_every == 0 or step == total:
-                    now = time.perf_counter()
-                    row = {"step": step, "epoch": round(step / steps_per_epoch, 4), **last_terms,
-                           "total": total_loss, "lr": scheduler.get_last_lr()[0],
-                           "examples_per_s": window_n / max(now - window_t, 1e-9),
-                           "elapsed": elapsed_before + now - t_start}
-                    window_t, window_n = now, 0
-                    rows.append(row)
-                    if main:
-                        csvlog.append(metrics_csv, [row])
-                        if not bar.enabled:
-                            log(f"{cfg.stage} step {step}/{total} loss {total_loss:.4f} "
-                                f"({row['examples_per_s']:.1f} ex/s)")
-                if eval_fn and cfg.eval_every and step % cfg.eval_every == 0 and step != total:
-                    evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
+                metrics.after_step(step, total_loss, last_terms, scheduler.get_last_lr()[0], model)
                 if step % cfg.save_every == 0 or step == total:
-                    save(step)
+                    ckpt.save(step, metrics.elapsed())
                 _test_signal(step)
                 if stopping:
                     if step % cfg.save_every and step != total:
-                        save(step)
+                        ckpt.save(step, metrics.elapsed())
                     raise Interrupted(f"{cfg.stage} interrupted at step {step}; checkpoint saved, continue with "
                                       "--resume", stop.signal)
                 if step >= total:
                     break
             epoch += 1
     if eval_fn:
-        evals = _evaluate(accelerator, model, eval_fn, step, steps_per_epoch, metrics_csv, main)
-    unwrapped = accelerator.unwrap_model(model)
-    return {"stage": cfg.stage, "steps": step, "total_steps": total,
-            "final_loss": rows[-1]["total"] if rows else _last_logged_loss(metrics_csv), "terms": last_terms,
-            "eval": evals, "seconds": round(time.perf_counter() - t_start, 3),
-            "model": unwrapped, "is_main": main, "num_processes": accelerator.num_processes,
+        metrics.evaluate(step, model)
+    return {"stage": cfg.stage, "steps": step, "total_steps": total, "final_loss": metrics.final_loss(),
+            "terms": last_terms, "eval": metrics.evals, "seconds": round(time.perf_counter() - metrics.t_start, 3),
+            "model": accelerator.unwrap_model(model), "is_main": main, "num_processes": accelerator.num_processes,
             **({"seconds_per_step": seconds_per_step} if seconds_per_step else {})}
 
 

@@ -447,3 +447,6 @@ def combine(weights: Mapping[str, float], s: Captured, t: Captured | None, batch
             **options: Any) -> tuple[Tensor, dict[str, float]]:
     """One-shot `DistillLoss(weights, **options)(s, t, batch)`."""
     return DistillLoss(weights, **options)(s, t, batch)
+
+
+from . import qa_losses  # noqa: E402,F401  (the span-head terms register themselves here, after register_loss)

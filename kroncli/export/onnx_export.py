@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ..errors import KronError
+from .onnx_runtime import INPUT_NAMES, session  # noqa: F401  (session: also for the benchmarks)
 
 OPSET = 17
 PARITY_TOL = 1e-4  # max |logit difference| onnxruntime vs PyTorch, fp32
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 # Real sentence pairs of different lengths (tokenised with the model's own tokenizer for the parity check).
 PARITY_PAIRS = [
@@ -84,21 +84,6 @@ def export_onnx(model, tokenizer, path: Path, is_pair: bool = True, max_seq_len:
         torch.onnx.export(_Logits(model, names).eval(), args, str(path), input_names=names, output_names=["logits"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
     return names
-
-
-def session(path: Path | str, threads: int | None = None, spinning: bool = True):
-    """An onnxruntime CPU session (intra-op threads: `threads`, else onnxruntime's default). `spinning=False`:
-    idle intra-op threads sleep instead of busy-waiting (for timing it between other models)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def parity(path: Path, model, tokenizer, is_pair: bool, max_seq_len: int = 128) -> dict:

@@ -34,7 +34,7 @@ def dev_accuracy(folder: Path, meta: dict, fp32: Path, int8: Path, task: Task, d
                  explicit_dir: bool) -> dict:
     """Task metrics of the fp32 and the int8 graph on the dev split (first `limit` rows), or a skip note."""
     from ..evaluation.glue_eval import score_logits
-    from ..predict import OnnxRunner
+    from ..predict import OnnxPredictor
 
     if limit == 0:
         return {"skipped": "--eval-limit 0"}
@@ -55,7 +55,7 @@ def dev_accuracy(folder: Path, meta: dict, fp32: Path, int8: Path, task: Task, d
     out = {"split": split, "n": len(frame)}
     logits = {}
     for name, path in (("fp32", fp32), ("int8", int8)):
-        runner = OnnxRunner(folder, meta, model_path=path)
+        runner = OnnxPredictor(folder, meta, model_path=path)
         t0 = time.perf_counter()
         logits[name] = np.concatenate([runner.logits(inputs[i:i + 32]) for i in range(0, len(inputs), 32)])
         out[f"{name}_seconds"] = time.perf_counter() - t0

@@ -6,7 +6,8 @@ Workspace layout: tasks/squad[_v2]/teacher (a transformers *ForQuestionAnswering
 
 The student's loss is the paper's stage 2 adapted to a span head: embedding / attention / hidden-state MSE to the
 teacher, KD on the start and the end logits (`qa_logit_kd`: the mean of the two softmax-over-positions KL terms,
-padding excluded) and the supervised span loss (`qa_supervised`: mean cross-entropy of the gold start and end).
+padding excluded) and the supervised span loss (`qa_supervised`: mean cross-entropy of the gold start and end),
+both registered with the other losses (kroncli/distill/qa_losses.py).
 `--weight logit_kd=..` / `supervised=..` are accepted as the QA terms.
 """
 
@@ -21,12 +22,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import families, metrics_csv, sources
 from ..data.squad import SQUAD_TASKS, SquadCollate, SquadExample, SquadFeatures, load_squad, prepare_features, task_name
-from ..distill.capture import Capture, Captured
-from ..distill.losses import DistillLoss, logit_kd, register_loss
+from ..distill.capture import Capture
+from ..distill.losses import DistillLoss
 from ..errors import KronError
 from ..integrity import check_folder
 from ..squad_metrics import postprocess, squad_evaluate
@@ -39,7 +39,6 @@ from .common import (check_same_architecture, require_student, shapes_fingerprin
 from .distill import check_layer_map, parse_layer_map
 from .finetune import FinetuneOptions, _load_tokenizer
 
-MASKED = -1e4  # logit given to padded positions before a softmax over positions
 DEFAULT_MAX_SEQ_LEN = 384
 DEFAULT_DOC_STRIDE = 128
 MODELS = ("student", "teacher")
@@ -68,63 +67,6 @@ def default_weights() -> dict[str, float]:
 def squad_model_dir(ws: Workspace, version: int, which: str) -> Path:
     return ws.task_model_dir(SQUAD_TASKS[version], which)
 
-
-# ------------------------------------------------------------------------------------------------ QA losses
-
-def _target(t: torch.Tensor) -> torch.Tensor:
-    t = t.detach()
-    return t.clone() if t.is_inference() and not torch.is_inference_mode_enabled() else t
-
-
-def _masked(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    logits = logits.float()
-    if mask is None:
-        return logits
-    return logits.masked_fill(mask.to(logits.device)[:, : logits.shape[-1]] == 0, MASKED)
-
-
-def qa_logit_kd(s_start, s_end, t_start, t_end, temperature: float = 1.0, mask=None) -> torch.Tensor:
-    """Mean of the start and end logit KD (softmax over positions; padded positions masked out)."""
-    return 0.5 * (logit_kd(_masked(s_start, mask), _masked(_target(t_start), mask), temperature)
-                  + logit_kd(_masked(s_end, mask), _masked(_target(t_end), mask), temperature))
-
-
-def qa_span_loss(start_logits, end_logits, start_positions, end_positions, mask=None) -> torch.Tensor:
-    """Mean cross-entropy of the gold start and end token (padded positions masked out)."""
-    n = start_logits.shape[-1]
-    sp = start_positions.long().to(start_logits.device).clamp(0, n - 1)
-    ep = end_positions.long().to(start_logits.device).clamp(0, n - 1)
-    return 0.5 * (F.cross_entropy(_masked(start_logits, mask), sp) + F.cross_entropy(_masked(end_logits, mask), ep))
-
-
-def _span_logits(c: Captured, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    out = c.output
-    start, end = getattr(out, "start_logits", None), getattr(out, "end_logits", None)
-    if start is None or end is None:
-        raise ValueError(f"{name} needs a question-answering head (start_logits / end_logits)")
-    return start, end
-
-
-def _batch_mask(s: Captured, batch) -> torch.Tensor | None:
-    mask = batch.get("attention_mask") if batch is not None else None
-    return mask if mask is not None else s.attention_mask
-
-
-def _apply_qa_kd(s, t, batch, dl):
-    (ss, se), (ts, te) = _span_logits(s, "qa_logit_kd"), _span_logits(t, "qa_logit_kd")
-    return qa_logit_kd(ss, se, ts, te, dl.temperature, _batch_mask(s, batch) if dl.mask_padding else None)
-
-
-def _apply_qa_supervised(s, t, batch, dl):
-    ss, se = _span_logits(s, "qa_supervised")
-    if batch.get("start_positions") is None or batch.get("end_positions") is None:
-        raise ValueError("qa_supervised needs batch['start_positions'] and batch['end_positions']")
-    return qa_span_loss(ss, se, batch["start_positions"], batch["end_positions"],
-                        _batch_mask(s, batch) if dl.mask_padding else None)
-
-
-register_loss("qa_logit_kd", qa_logit_kd, _apply_qa_kd)
-register_loss("qa_supervised", qa_span_loss, _apply_qa_supervised, uses_teacher=False)
 
 _RENAMES = {"logit_kd": "qa_logit_kd", "supervised": "qa_supervised"}
 
