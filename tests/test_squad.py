@@ -2,6 +2,7 @@
 (kron factorize -> kron finetune --task squad[_v2] -> kron eval squad) on a tiny model and files written here."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -253,7 +254,8 @@ def test_postprocess_across_windows_and_null_answer():
 # ---------------------------------------------------------------------------------------------- end to end
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, minilm_path):
+def factorized(tmp_path_factory, minilm_path):
+    """A tiny teacher and the workspace factorized from it, nothing trained; no test writes into it."""
     from transformers import AutoTokenizer, BertModel
 
     root = tmp_path_factory.mktemp("squad-ws")
@@ -261,9 +263,17 @@ def ws(tmp_path_factory, minilm_path):
     teacher = root / "teacher"
     BertModel(tiny_config(vocab_size=30522, max_position_embeddings=512)).save_pretrained(teacher)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(teacher)
-    res = run("factorize", teacher, "--ratio", 3, "-w", root / "ws")
+    res = run("factorize", teacher, "--ratio", 3, "-w", root / "factorized")
     assert res.exit_code == 0, res.output
-    return root / "ws"
+    return root / "factorized"
+
+
+@pytest.fixture(scope="module")
+def ws(factorized):
+    """The workspace this module's tests train in (beside its teacher), shared; a test makes what it needs there."""
+    import shutil
+
+    return Path(shutil.copytree(factorized, factorized.parent / "ws"))
 
 
 def finetune(ws, data_dir, task, *extra):
@@ -281,8 +291,8 @@ def with_squad_models(ws, data_dir, student: bool = True) -> None:
         assert res.exit_code == 0, res.output
 
 
-def test_squad_v1_end_to_end(ws, data_dir, tmp_path):
-    ws = own_copy(ws, tmp_path)  # from the factorized student, whatever other tests trained in the shared ws
+def test_squad_v1_end_to_end(factorized, data_dir, tmp_path):
+    ws = own_copy(factorized, tmp_path)  # from the factorized student, whatever other tests trained meanwhile
     res = run("eval", "squad", "-w", ws, "--version", 1, "--data-dir", data_dir)
     assert res.exit_code == 2 and "kron finetune" in res.output and "--teacher-only" in res.output
     res = finetune(ws, data_dir, "squad", "--max-steps", 3)
