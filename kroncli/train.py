@@ -100,9 +100,10 @@ def check_training_values(values: dict, spell: Callable[[str], str] = cli_flag) 
 
 
 # TrainConfig fields a resumed stage may change: its budget (a longer run is how a stage is extended; kron run allows
-# it too) and its bookkeeping. Every other field, and the stage's own settings, shape what it learns.
+# it too), its bookkeeping, and the arithmetic's precision (a stage begun in bf16 on a GPU lease may finish on a CPU;
+# kron run does not compare it either). Every other field, and the stage's own settings, shape what it learns.
 RESUMABLE = ("stage", "max_steps", "epochs", "max_minutes", "save_every", "keep", "log_every", "eval_every",
-             "resume", "restart")
+             "mixed_precision", "resume", "restart")
 
 
 def first_change(old: dict, now: dict, skip: Callable[[str], bool] = lambda key: False) -> tuple | None:

@@ -94,6 +94,20 @@ def test_a_longer_budget_and_other_bookkeeping_resume(tmp_path):
     assert out["steps"] == 5
 
 
+def test_a_stage_begun_in_bf16_may_finish_in_full_precision(tmp_path):
+    """The precision is the arithmetic's, not the run's: a bf16 stage of a GPU lease continues on a CPU (as kron run
+    allows)."""
+    from accelerate.state import AcceleratorState
+
+    try:
+        AcceleratorState._reset_state(reset_partial_state=True)  # each CLI run is a process of its own
+        _train(tmp_path, mixed_precision="bf16")
+        AcceleratorState._reset_state(reset_partial_state=True)
+        assert _train(tmp_path, resume=True, max_steps=3, mixed_precision="no")["steps"] == 3
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_a_checkpoint_of_an_older_version_still_resumes(tmp_path):
     """Its meta.json records neither the training values nor the stage's settings: nothing to compare."""
     _train(tmp_path)
