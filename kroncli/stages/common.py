@@ -11,6 +11,7 @@ from ..errors import KronError
 from ..student import read_kron_config, student_dir
 from ..workspace import Workspace
 
+
 def teacher_source(ws: Workspace, override: str | None = None) -> sources.ModelSource:
     """The teacher recorded by `kron factorize` (or --teacher)."""
     if override:

@@ -393,6 +393,7 @@ def evaluate_squad(ws: Workspace, opts: SquadEvalOptions, progress=None, log=pri
                            "doc_stride": opts.doc_stride, "max_answer_len": opts.max_answer_len})
     name = task_name(opts.version)
     wanted = select_models(ws, opts.version, opts.model)
+    metrics_csv.check(ws.eval_csv)  # rows must be able to join it, before any model runs
     recorded = _recorded(ws, opts.version)
     max_seq_len = opts.max_seq_len or int(recorded.get("max_seq_len") or DEFAULT_MAX_SEQ_LEN)
     doc_stride = opts.doc_stride if opts.doc_stride is not None else int(recorded.get("doc_stride")
