@@ -322,16 +322,22 @@ def _unseen_evals(task: Task, source: Task, opts: FinetuneOptions, tokenizer) ->
     return unseen, lost
 
 
-def _with_rehearsal(ws: Workspace, opts: FinetuneOptions, tokenizer, train_set, collate, seed: int, log):
+def _rehearsal_sources(ws: Workspace, opts: FinetuneOptions) -> list:
+    """The general text --rehearse reads: --rehearse-corpus, else stage 1's (checked before any model loads)."""
+    sources = opts.rehearse_corpus or ws.read_manifest().get("stages", {}).get("distill", {}).get("corpus")
+    if not sources:
+        raise KronError(f"--rehearse needs general text and {ws.root} records no stage-1 corpus; pass "
+                        "--rehearse-corpus FILE (one sentence per line)")
+    return sources
+
+
+def _with_rehearsal(ws: Workspace, opts: FinetuneOptions, sources: list, tokenizer, train_set, collate, seed: int,
+                    log):
     """The task set and collate wrapped so that each example brings `opts.rehearse` blocks of general text."""
     from ..data.corpus import load_corpus
     from .distill import PackedCollate
 
     record = ws.read_manifest().get("stages", {}).get("distill", {})
-    sources = opts.rehearse_corpus or record.get("corpus")
-    if not sources:
-        raise KronError(f"--rehearse needs general text and {ws.root} records no stage-1 corpus; pass "
-                        "--rehearse-corpus FILE (one sentence per line)")
     seq_len = record.get("max_seq_len") or opts.max_seq_len  # stage 1's block length where it is recorded
     block = families.family_of(ws.student_dir).require_block("pairs")
     ids = load_corpus(sources, tokenizer, seq_len, ws.root / "cache", record.get("pairs", True), log=log)
@@ -348,6 +354,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
 
     task = normalize_task(opts.task)
     require_student(ws)
+    rehearsal = _rehearsal_sources(ws, opts) if opts.rehearse else None
     start = init_student_dir(ws, task, opts.init_from)
     source = normalize_task(opts.init_from) if opts.init_from else None
     init = {"init_from": source.name} if source else {}  # for the log, the checkpoint fingerprint and the manifest
@@ -391,7 +398,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     rehearse_weights = {k: weights[k] for k in INTERMEDIATE_LOSSES if weights.get(k)}
     collate = Collate(tokenizer, task.is_regression)
     if opts.rehearse:
-        train_set, collate = _with_rehearsal(ws, opts, tokenizer, train_set, collate, cfg.seed, log)
+        train_set, collate = _with_rehearsal(ws, opts, rehearsal, tokenizer, train_set, collate, cfg.seed, log)
     try:
         loss = DistillLoss(weights, temperature=opts.temperature, layer_map=parse_layer_map(layers))
         rehearsal_loss = (DistillLoss(rehearse_weights, layer_map=parse_layer_map(layers))
