@@ -31,6 +31,17 @@ def _commands(group, path: tuple[str, ...] = ()):
             yield (*path, name)
 
 
+def test_the_command_line_starts_without_torch():
+    """`kron --help` and every one-line error come before torch loads (seconds on a cold start): the CLI's modules
+    import only what defines options (train_config, not train)."""
+    import subprocess
+    import sys
+
+    code = "import sys, kroncli.cli; print(sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
 def test_no_flag_shows_a_value_type_in_help():
     """Every help page: a flag (--json, --force, --help, --dev/--no-dev) shows no `<bool>`; options that take a
     value still show its type."""

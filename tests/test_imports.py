@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"integrity", "families", "console", "workspace", "metrics_csv", "surgery", "sources", "student",
                     "squad_metrics", "machine"}),
     ("data", {"data", "distill", "metrics", "evaluate"}),
-    ("training", {"train", "factorize"}),
+    ("training", {"train", "train_config", "factorize"}),
     ("stages", {"stages"}),
     ("results", {"evaluation", "export", "predict"}),
     ("experiments", {"recipes", "run", "report", "plots"}),

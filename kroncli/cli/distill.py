@@ -52,7 +52,7 @@ def distill_cmd(
     On a GPU lease of fixed length: kron distill -w runs/m19 --corpus text/ --max-minutes 7 --mixed-precision bf16
     """
     from ..stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
-    from ..train import TrainConfig, check_training_values
+    from ..train_config import TrainConfig, check_training_values
     if attention not in ("scores", "probs"):
         raise KronError(f"--attention {attention!r}: choose scores or probs")
     if train["max_steps"] is None and train["epochs"] is None and train["max_minutes"] is None:

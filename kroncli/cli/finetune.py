@@ -80,7 +80,7 @@ def finetune_cmd(
     from ..data.glue import normalize_task
     from ..data.squad import squad_version
     from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
-    from ..train import TrainConfig, check_training_values
+    from ..train_config import TrainConfig, check_training_values
     if teacher_only and weight:
         raise KronError(f"--weight {weight[0]} weighs a loss of the student's distillation; the teacher trains on the "
                         "labels alone: drop --weight with --teacher-only")
@@ -142,7 +142,7 @@ def _squad(version: int, **a) -> None:
     """`kron finetune --task squad|squad_v2`: the same loop and outputs, on the SQuAD stage functions."""
     from ..data.squad import task_name
     from ..distill.losses import check_temperature
-    from ..train import TrainConfig, check_training_values
+    from ..train_config import TrainConfig, check_training_values
     from ..stages.squad import SquadOptions, default_weights, finetune_squad_student, finetune_squad_teacher
     if a["augment"]:
         raise KronError("--augment is for GLUE tasks; SQuAD spans do not survive word swaps, drop --augment")

@@ -28,7 +28,7 @@ def train_options(skip: tuple[str, ...] = (), **defaults):
     """Give a command every TrainConfig field with a help as a typer option (its type, default and help; `defaults`
     for a stage's own, e.g. lr=1e-4), unless the command declares it itself or `skip` names it. The command takes
     them in **train: `TrainConfig(stage=..., **train)`. typer reads the options from `__signature__`."""
-    from ..train import TrainConfig
+    from ..train_config import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
 
