@@ -117,7 +117,7 @@ def test_missing_model_and_offline_hub_name(tmp_path):
     assert res.exit_code == 2 and "model folder" in res.output and "does not exist" in res.output, res.output
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run([sys.executable, "-m", "kroncli", "factorize", "bert-base-uncased", "-w",
-                           str(tmp_path / "ws2")], capture_output=True, text=True, env=env, timeout=120)
+                           str(tmp_path / "ws2")], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2
     assert "offline" in proc.stderr and "local folder" in proc.stderr
     assert "Traceback" not in proc.stderr

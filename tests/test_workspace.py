@@ -194,7 +194,7 @@ def test_sigterm_in_factorize_releases_the_lock_and_says_one_line(tmp_path, tiny
     assert before[-1:] == ["loading\n"], before
     assert (ws / ".lock").is_file()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines() == ["terminated"]
     assert not ws.exists()  # the folder it made, with nothing in it but its lock, is gone
