@@ -91,6 +91,19 @@ def minilm_tok(minilm_path):
     return AutoTokenizer.from_pretrained(minilm_path)
 
 
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory, minilm_path) -> Path:
+    """A tiny 2-layer BertModel (64 positions, seed 0) with MiniLM's tokenizer, saved as a model folder (one per
+    module: no test writes into it, but a module's own copy keeps them apart)."""
+    from transformers import AutoTokenizer, BertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher")
+    BertModel(tiny_config(vocab_size=30522)).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    return path
+
+
 # ------------------------------------------------------------------------- tiny MRPC workspace, no training
 
 PAIRS = [("The cat sat.", "A cat was sitting."), ("Stocks fell 3% on Monday.", "Shares dropped."),

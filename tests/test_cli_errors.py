@@ -8,13 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
 from kroncli.cli import app
 
-from conftest import one_line_error, require_module, tiny_config
+from conftest import one_line_error, require_module
 
 runner = CliRunner()
 
@@ -48,15 +47,9 @@ def test_help_and_no_arguments_still_print_help():
 # ------------------------------------------------------------------------------------ values the commands refuse
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory, minilm_path):
-    """A tiny 2-layer BERT (64 positions) with MiniLM's tokenizer, saved as a model folder."""
-    from transformers import AutoTokenizer, BertModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher")
-    BertModel(tiny_config(vocab_size=30522)).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return path
+def teacher(tiny_teacher):
+    """conftest's tiny 2-layer BERT (64 positions) with MiniLM's tokenizer."""
+    return tiny_teacher
 
 
 @pytest.fixture(scope="module")

@@ -155,17 +155,6 @@ def test_an_eval_stage_run_again_replaces_the_rows_of_its_interrupted_run(task_w
 
 
 @pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory, minilm_path):
-    from transformers import AutoTokenizer, BertModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher")
-    BertModel(tiny_config(vocab_size=30522)).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def distilled(tmp_path_factory, tiny_teacher):
     """kron factorize, then 4 distillation steps with checkpoints at 2 and 4; copy it before writing into it."""
     ws = tmp_path_factory.mktemp("distilled") / "ws"

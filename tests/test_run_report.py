@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -19,7 +18,7 @@ from kroncli.errors import KronError
 from kroncli.recipes import load_recipe
 from kroncli.workspace import Workspace
 
-from conftest import glue_dir, require_glue, tiny_config
+from conftest import glue_dir, require_glue
 
 runner = CliRunner()
 
@@ -234,17 +233,6 @@ def test_only_the_planned_stages_data_is_required(tmp_path):
                        distill={"corpus": [str(tmp_path / "noglue" / "CoLA" / "train.tsv")]})
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "g"), "--dry-run"])
     assert res.exit_code == 2 and "recipe key distill.corpus" in res.output and "--data-dir DIR" in res.output
-
-
-@pytest.fixture(scope="module")
-def tiny_teacher(tmp_path_factory, minilm_path):
-    from transformers import AutoTokenizer, BertModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("teacher")
-    BertModel(tiny_config(vocab_size=30522)).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return path
 
 
 def tiny_recipe(tmp_path, teacher, steps=30):
