@@ -63,20 +63,23 @@ def module_kind(module, kinds: tuple[ModuleKind, ...] = MODULE_KINDS) -> ModuleK
 
 # ------------------------------------------------------------------------------------------ what an entry holds
 
-# Layer types an entry may name. The first seven are factored by default (KroneckerBERT: embeddings, Q/K/V/O, FFN).
+# Layer types an entry may name. The first seven are factored by default (KroneckerBERT: embeddings, Q/K/V/O, FFN);
+# a decoder entry adds GPT-2's fused q/k/v projection (attn_qkv) or a gated FFN's gate projection (ffn_gate).
 FACTORED = ("embedding", "attn_q", "attn_k", "attn_v", "attn_out", "ffn_in", "ffn_out")
-LAYER_TYPES = (*FACTORED, "position_embedding", "type_embedding", "embedding_project", "pooler", "head")
-TASK_KINDS = ("classification", "regression", "question_answering")
+LAYER_TYPES = (*FACTORED, "attn_qkv", "ffn_gate", "position_embedding", "type_embedding", "embedding_project",
+               "pooler", "head")
+TASK_KINDS = ("classification", "regression", "question_answering", "causal_lm")
 ENCODER_HEADS = {"classification": "AutoModelForSequenceClassification",
                  "regression": "AutoModelForSequenceClassification",
                  "question_answering": "AutoModelForQuestionAnswering"}
+DECODER_HEADS = {"causal_lm": "AutoModelForCausalLM"}  # a decoder serves language modelling, not GLUE heads
 BLOCK_KINDS = ("pairs", "causal")
 
 
 @dataclass(frozen=True)
 class Block:
     """How stage 1 packs unlabeled text. "pairs": [CLS] A [SEP] B [SEP] blocks (BERT's pre-training layout);
-    "causal": contiguous blocks for a decoder (reserved, not built yet). `token_types`: the model takes segment
+    "causal": contiguous blocks of running text for a decoder (no [CLS]/[SEP]). `token_types`: the model takes segment
     ids (token_type_ids), derived from the separators."""
 
     kind: str = "pairs"
@@ -110,14 +113,21 @@ class Family:
     capture: CaptureSpec = CaptureSpec()
     export_template: str = "hf_template"  # folder under kroncli/export/
     positions_after_padding: bool = False  # RoBERTa numbers positions from pad_token_id + 1
+    base_class: str = "AutoModel"  # what a teacher loads as; a decoder always gets its LM head (tied or not)
 
     def __post_init__(self):
         unknown = set(self.modules) - set(LAYER_TYPES)
         if unknown or set(self.default_targets) - set(self.modules):
             raise ValueError(f"family {self.name}: layer types {sorted(unknown) or list(self.default_targets)} "
                              f"are not among {LAYER_TYPES} or not named in its modules")
-        if set(self.heads) != set(TASK_KINDS) or self.block.kind not in BLOCK_KINDS:
-            raise ValueError(f"family {self.name}: heads must cover {TASK_KINDS}, block.kind be one of {BLOCK_KINDS}")
+        if not self.heads or set(self.heads) - set(TASK_KINDS) or self.block.kind not in BLOCK_KINDS:
+            raise ValueError(f"family {self.name}: heads must be some of {TASK_KINDS}, block.kind one of "
+                             f"{BLOCK_KINDS}")
+
+    @property
+    def is_decoder(self) -> bool:
+        """A causal language model: stage 1 on causal blocks, perplexity instead of GLUE."""
+        return self.block.kind == "causal"
 
     # ------------------------------------------------------------------------------------------ module names
     @cached_property
@@ -168,7 +178,10 @@ class Family:
         import transformers
 
         if kind not in self.heads:
-            raise KronError(f"the {self.name} family has no head for {kind!r}; it has {', '.join(self.heads)}")
+            what = ("a decoder (causal language model): it is measured by kron eval ppl, not fine-tuned on "
+                    "GLUE or SQuAD" if self.is_decoder else
+                    "an encoder: language modelling (kron eval ppl) needs a decoder family such as gpt2 or llama")
+            raise KronError(f"the {self.name} family has no {kind} head: {type_name(self)} is {what}")
         return getattr(transformers, self.heads[kind])
 
     def head_model_class(self, kind: str, config) -> type:
@@ -178,16 +191,26 @@ class Family:
         return mapping[type(config)] if mapping is not None else cls
 
     def require_block(self, kind: str = "pairs") -> Block:
-        """Stage 1's packing; only pair blocks are built so far."""
+        """The packing a caller builds, checked against the family's (a GLUE pair on a decoder is refused)."""
         if self.block.kind != kind:
-            raise KronError(f"stage 1 packs {kind} blocks; the {self.name} family needs {self.block.kind} blocks, "
-                            "which kron does not build yet")
+            raise KronError(f"this step packs {kind} blocks; the {self.name} family needs {self.block.kind} blocks "
+                            f"({type_name(self)} is {'a decoder' if self.is_decoder else 'an encoder'})")
         return self.block
+
+    def base_model_class(self):
+        """The transformers Auto class a teacher of this family is built or loaded with."""
+        import transformers
+
+        return getattr(transformers, self.base_class)
 
 
 def _relative(pattern: str) -> re.Pattern:
     """A pattern relative to the model: it matches under any wrapper prefix (`bert.`, `model.distilbert.`)."""
     return re.compile(rf"(?:.*\.)?(?:{pattern})")
+
+
+def type_name(family: Family) -> str:
+    return f"model type {family.model_type!r}"
 
 
 def task_kind(task) -> str:
@@ -281,7 +304,81 @@ ELECTRA = Family(
     arch_keys=(*_BERT_KEYS, "embedding_size"),
 )
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, DISTILBERT, ELECTRA)}
+# ------------------------------------------------------------------------------------------------- decoders
+# GPT-2's c_attn is one Conv1D (in x out: d x 3d) computing q, k and v together; it is factored as ONE 3d x d
+# matrix (layer type attn_qkv), as it is stored: one Kronecker product keeps the fused GEMM and the checkpoint
+# layout, at the cost of q, k and v sharing factor shapes (docs/decoders.md).
+_GPT2_LAYER = r"h\.\d+\."
+GPT2 = Family(
+    name="GPT-2", model_type="gpt2",
+    modules={
+        "embedding": r"wte",
+        "position_embedding": r"wpe",
+        "attn_qkv": _GPT2_LAYER + r"attn\.c_attn",
+        "attn_out": _GPT2_LAYER + r"attn\.c_proj",
+        "ffn_in": _GPT2_LAYER + r"mlp\.c_fc",
+        "ffn_out": _GPT2_LAYER + r"mlp\.c_proj",
+        "head": r"lm_head|score|qa_outputs|classifier|multiple_choice_head\.summary",
+    },
+    random_configs={
+        "gpt2": {},  # GPT2Config's defaults: GPT-2 small (124M), vocabulary 50257
+        "gpt2-tiny": {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 128, "vocab_size": 30522,
+                      "n_positions": 128, "pad_token_id": 0},
+    },
+    arch_keys=("n_embd", "n_layer", "n_head", "n_inner", "vocab_size"),
+    module_kinds=(CONV1D, EMBEDDING, LINEAR),
+    default_targets=("embedding", "attn_qkv", "attn_out", "ffn_in", "ffn_out"),
+    heads=DECODER_HEADS,
+    block=Block("causal", token_types=False),
+    capture=CaptureSpec(layers_attr="n_layer", attention=_GPT2_LAYER + r"attn"),
+    base_class="AutoModelForCausalLM",
+)
+
+# Llama, Mistral, Qwen2 and Qwen3 (SmolLM is a Llama) share module names: q/k/v/o (k and v narrower under
+# grouped-query attention), a gated FFN gate/up/down, embed_tokens, and an lm_head tied to it or not
+# (tie_word_embeddings). An untied lm_head stays dense like every head (--targets 'lm_head|...' factors it).
+_LLAMA_LAYER = r"layers\.\d+\."
+_LLAMA_LAYOUT = {
+    "embedding": r"embed_tokens",
+    "attn_q": _LLAMA_LAYER + r"self_attn\.q_proj",
+    "attn_k": _LLAMA_LAYER + r"self_attn\.k_proj",
+    "attn_v": _LLAMA_LAYER + r"self_attn\.v_proj",
+    "attn_out": _LLAMA_LAYER + r"self_attn\.o_proj",
+    "ffn_gate": _LLAMA_LAYER + r"mlp\.gate_proj",
+    "ffn_in": _LLAMA_LAYER + r"mlp\.up_proj",
+    "ffn_out": _LLAMA_LAYER + r"mlp\.down_proj",
+    "head": r"lm_head|score|qa_outputs",
+}
+_TINY_DECODER = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "vocab_size": 30522, "max_position_embeddings": 128,
+                 "pad_token_id": 0, "bos_token_id": 101, "eos_token_id": 102}  # MiniLM's [CLS] and [SEP]
+
+
+def _llama_like(name: str, model_type: str, random_configs: Mapping[str, Mapping[str, Any]]) -> Family:
+    return Family(
+        name=name, model_type=model_type, modules=_LLAMA_LAYOUT, random_configs=random_configs,
+        arch_keys=("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                   "intermediate_size", "vocab_size"),
+        default_targets=("embedding", "attn_q", "attn_k", "attn_v", "attn_out", "ffn_gate", "ffn_in", "ffn_out"),
+        heads=DECODER_HEADS, block=Block("causal", token_types=False),
+        capture=CaptureSpec(attention=_LLAMA_LAYER + r"self_attn"), base_class="AutoModelForCausalLM")
+
+
+LLAMA = _llama_like("Llama", "llama", {
+    # Llama 3.2 1B's shape (1.24B parameters, tied embeddings, 8 key/value heads)
+    "llama-1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+                 "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256, "max_position_embeddings": 131072,
+                 "rope_theta": 500000.0, "tie_word_embeddings": True, "bos_token_id": 128000,
+                 "eos_token_id": 128001},
+    "llama-tiny": {**_TINY_DECODER, "tie_word_embeddings": False},
+})
+MISTRAL = _llama_like("Mistral", "mistral", {"mistral-tiny": {**_TINY_DECODER, "tie_word_embeddings": False}})
+QWEN2 = _llama_like("Qwen2", "qwen2", {"qwen2-tiny": {**_TINY_DECODER, "tie_word_embeddings": True}})
+QWEN3 = _llama_like("Qwen3", "qwen3", {"qwen3-tiny": {**_TINY_DECODER, "head_dim": 16,
+                                                      "tie_word_embeddings": True}})
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, DISTILBERT, ELECTRA, GPT2, LLAMA, MISTRAL,
+                                                         QWEN2, QWEN3)}
 
 
 # ------------------------------------------------------------------------------------------------- look-ups

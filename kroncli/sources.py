@@ -111,9 +111,13 @@ def _quiet_transformers() -> None:
 
 
 def model_class(config):
-    """The transformers class named by config.architectures (heads kept), else AutoModel."""
+    """The transformers class named by config.architectures (heads kept), else AutoModel. A decoder family's model
+    loads with its language-model head whatever it was saved as (a GPT2Model folder gets the head tied to wte)."""
     import transformers
 
+    family = families.find(config)
+    if family is not None and family.base_class != "AutoModel":
+        return family.base_model_class()
     for arch in getattr(config, "architectures", None) or []:
         cls = getattr(transformers, arch, None)
         if cls is not None:
@@ -130,7 +134,7 @@ def load_model(source: ModelSource, seed: int = 0):
     if source.kind == "random":
         torch.manual_seed(seed)
         config = families.random_config(source.requested.split(":", 1)[1])
-        model = transformers.AutoModel.from_config(config)
+        model = model_class(config).from_config(config)
         tok_path = _minilm_path() if config.vocab_size == 30522 else None
     else:
         from .integrity import check_folder

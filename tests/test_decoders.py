@@ -1,0 +1,153 @@
+"""Decoder families (issue 29): GPT-2 and the Llama family (Llama, Mistral, Qwen2, Qwen3) on tiny random configs.
+
+Kronecker layers against the dense weights they stand for (GPT-2's Conv1D in its in x out layout, grouped-query
+k/v), the LM head tied to the Kronecker word embedding, causal stage 1, perplexity, export and bad input.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from kroncli import families
+from kroncli.cli import app
+
+from conftest import one_line_error
+
+runner = CliRunner()
+DECODERS = ("gpt2", "llama", "qwen2")  # tiny configs: GPT-2 (tied, Conv1D), Llama (untied, GQA), Qwen2 (tied, GQA)
+
+
+def tiny(model_type: str, vocab: int = 96):
+    family = families.FAMILIES[model_type]
+    config = family.random_config(f"{model_type}-tiny")
+    config.vocab_size = vocab
+    torch.manual_seed(0)
+    return family.base_model_class().from_config(config).eval()
+
+
+def invoke(*args) -> dict:
+    res = runner.invoke(app, [*map(str, args), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def exact_kronecker(model, seed: int = 1):
+    """Give every default target an exact Kronecker weight (in the module's own layout) and return the choices that
+    reproduce it: the factored model must then compute what the dense one does."""
+    from kroncli.kron.search import Choice
+    from kroncli.surgery import find_targets
+
+    g = torch.Generator().manual_seed(seed)
+    choices = []
+    for t in find_targets(model):
+        m, n = t.shape
+        module = model.get_submodule(t.name)
+        if t.kind == "embedding":  # V x d = (V x d/f) (x) (1 x f)
+            m1, n1 = m, n // 4
+        else:
+            m1, n1 = 2, 4
+        a = torch.randn(m1, n1, generator=g)
+        b = torch.randn(m // m1, n // n1, generator=g) / (n ** 0.5)
+        weight = torch.kron(a, b)
+        kind = families.module_kind(module)
+        with torch.no_grad():
+            module.weight.copy_(weight.t() if kind.weight == "in_out" else weight)
+        choices.append(Choice(t.name, t.kind, t.layer_type, m, n, m1, n1, 1, 0, m * n, 0, 0.0))
+    return choices
+
+
+@pytest.mark.parametrize("model_type", DECODERS)
+def test_kronecker_layers_compute_the_dense_weights_they_factor(model_type):
+    """Conv1D (in x out) and Linear (out x in, k/v narrower under GQA) targets with exact Kronecker weights: the
+    factored model's logits equal the dense model's, and every factor reproduces its module's matrix."""
+    from kroncli.kron.layers import KroneckerLinear
+    from kroncli.surgery import apply_choices
+
+    model = tiny(model_type)
+    choices = exact_kronecker(model)
+    types = {c.layer_type for c in choices}
+    assert types == set(families.FAMILIES[model_type].default_targets)
+    dense = {c.name: families.module_kind(model.get_submodule(c.name)).matrix(model.get_submodule(c.name)).clone()
+             for c in choices}
+    ids = torch.tensor([[3, 17, 42, 5, 88, 9], [1, 2, 3, 4, 5, 6]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        apply_choices(model, choices)
+        got = model(input_ids=ids).logits
+    for c in choices:
+        layer = model.get_submodule(c.name)
+        assert layer.init_rel_error < 1e-5, c.name
+        if isinstance(layer, KroneckerLinear):
+            torch.testing.assert_close(layer.dense_weight(), dense[c.name], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_gpt2_attention_is_factored_as_one_fused_qkv_matrix():
+    model = tiny("gpt2")
+    from kroncli.surgery import find_targets
+
+    qkv = [t for t in find_targets(model) if t.layer_type == "attn_qkv"]
+    assert [t.shape for t in qkv] == [(192, 64)] * 2  # 3d x d: c_attn's in x out weight, transposed
+
+
+@pytest.mark.parametrize("model_type", ("gpt2", "qwen2"))
+def test_the_tied_lm_head_reads_the_kronecker_embedding_without_a_dense_table(model_type):
+    from kroncli.kron.layers import KroneckerEmbedding, KroneckerTiedDecoder
+    from kroncli.surgery import apply_choices
+
+    model = tiny(model_type, vocab=120)
+    apply_choices(model, exact_kronecker(model))
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    assert isinstance(emb, KroneckerEmbedding) and isinstance(head, KroneckerTiedDecoder)
+    assert not any(p.shape == (120, 64) for p in model.parameters())  # no V x d parameter is left
+    ids = torch.tensor([[4, 8, 15, 16, 23, 42]])
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+        torch.testing.assert_close(out.logits, out.hidden_states[-1] @ emb.dense_weight().t(), rtol=1e-4, atol=1e-5)
+
+
+def test_an_untied_llama_head_stays_a_dense_linear():
+    from torch import nn
+
+    from kroncli.surgery import apply_choices
+
+    model = tiny("llama")
+    apply_choices(model, exact_kronecker(model))
+    assert type(model.get_output_embeddings()) is nn.Linear
+
+
+@pytest.mark.parametrize("name", ("gpt2-tiny", "llama-tiny", "qwen2-tiny"))
+def test_kron_factorize_a_tiny_decoder(name, tmp_path):
+    import kroncli
+
+    ws = tmp_path / "ws"
+    made = invoke("factorize", "--random-init", name, "--ratio", 1.5, "-w", ws)
+    assert made["compression"] >= 1.5
+    student = kroncli.load_student(ws)
+    assert type(student).__name__.endswith(("LMHeadModel", "ForCausalLM"))
+    with torch.no_grad():
+        assert student(input_ids=torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, 30522)
+
+
+def test_a_saved_gpt2_model_loads_as_a_language_model(tmp_path):
+    """A GPT2Model folder (no head) is a teacher with the LM head tied to wte: decoders always get their head."""
+    from transformers import GPT2Config, GPT2Model
+
+    from kroncli import sources
+
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=64, n_positions=32, n_embd=32, n_layer=1, n_head=4)).save_pretrained(tmp_path)
+    model, _ = sources.load_model(sources.resolve(str(tmp_path)))
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    assert model.lm_head.weight is model.transformer.wte.weight
+
+
+def test_random_configs_by_name_have_the_published_shapes():
+    gpt2, llama = families.random_config("gpt2"), families.random_config("llama-1b")
+    assert (gpt2.n_embd, gpt2.n_layer, gpt2.vocab_size) == (768, 12, 50257)
+    assert (llama.hidden_size, llama.num_hidden_layers, llama.num_key_value_heads, llama.vocab_size) == \
+        (2048, 16, 8, 128256) and llama.tie_word_embeddings
