@@ -323,7 +323,7 @@ GPT2 = Family(
     random_configs={
         "gpt2": {},  # GPT2Config's defaults: GPT-2 small (124M), vocabulary 50257
         "gpt2-tiny": {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 128, "vocab_size": 30522,
-                      "n_positions": 128, "pad_token_id": 0},
+                      "n_positions": 128, "pad_token_id": 0, "bos_token_id": 101, "eos_token_id": 102},
     },
     arch_keys=("n_embd", "n_layer", "n_head", "n_inner", "vocab_size"),
     module_kinds=(CONV1D, EMBEDDING, LINEAR),
@@ -373,7 +373,10 @@ LLAMA = _llama_like("Llama", "llama", {
     "llama-tiny": {**_TINY_DECODER, "tie_word_embeddings": False},
 })
 MISTRAL = _llama_like("Mistral", "mistral", {"mistral-tiny": {**_TINY_DECODER, "tie_word_embeddings": False}})
-QWEN2 = _llama_like("Qwen2", "qwen2", {"qwen2-tiny": {**_TINY_DECODER, "tie_word_embeddings": True}})
+# transformers loads the tokenizer of a qwen2 folder as Qwen2Tokenizer whatever its tokenizer_config says, which
+# adds <|endoftext|> (id 30522) to MiniLM's vocabulary: the tiny Qwen2 has a row for it
+QWEN2 = _llama_like("Qwen2", "qwen2", {"qwen2-tiny": {**_TINY_DECODER, "vocab_size": 30523,
+                                                      "tie_word_embeddings": True}})
 QWEN3 = _llama_like("Qwen3", "qwen3", {"qwen3-tiny": {**_TINY_DECODER, "head_dim": 16,
                                                       "tie_word_embeddings": True}})
 

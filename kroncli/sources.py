@@ -135,7 +135,8 @@ def load_model(source: ModelSource, seed: int = 0):
         torch.manual_seed(seed)
         config = families.random_config(source.requested.split(":", 1)[1])
         model = model_class(config).from_config(config)
-        tok_path = _minilm_path() if config.vocab_size == 30522 else None
+        # MiniLM's tokenizer when its 30522 ids fit (a tiny Qwen2 has one more, see families.QWEN2)
+        tok_path = _minilm_path() if config.vocab_size in (30522, 30523) else None
     else:
         from .integrity import check_folder
 

@@ -130,7 +130,7 @@ def test_kron_factorize_a_tiny_decoder(name, tmp_path):
     student = kroncli.load_student(ws)
     assert type(student).__name__.endswith(("LMHeadModel", "ForCausalLM"))
     with torch.no_grad():
-        assert student(input_ids=torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, 30522)
+        assert student(input_ids=torch.tensor([[5, 6, 7]])).logits.shape == (1, 3, student.config.vocab_size)
 
 
 def test_a_saved_gpt2_model_loads_as_a_language_model(tmp_path):
@@ -151,3 +151,117 @@ def test_random_configs_by_name_have_the_published_shapes():
     assert (gpt2.n_embd, gpt2.n_layer, gpt2.vocab_size) == (768, 12, 50257)
     assert (llama.hidden_size, llama.num_hidden_layers, llama.num_key_value_heads, llama.vocab_size) == \
         (2048, 16, 8, 128256) and llama.tie_word_embeddings
+
+
+# ------------------------------------------------------------------------------------------- causal stage 1
+
+WORDS = "the a cat dog sat ran on under mat tree big small red blue house river sings reads word token".split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (12,), generator=g)) for _ in range(120)]
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gpt2_ws(tmp_path_factory):
+    """kron factorize --random-init gpt2-tiny (read-only: tests copy it)."""
+    ws = tmp_path_factory.mktemp("gpt2") / "ws"
+    invoke("factorize", "--random-init", "gpt2-tiny", "--ratio", 2, "-w", ws)
+    return ws
+
+
+def test_causal_blocks_are_the_running_text_without_special_tokens():
+    from kroncli.data.corpus import pack_causal
+
+    lines = [[5, 6, 7], [8, 9], [10, 11, 12, 13]]
+    assert pack_causal(lines, 4).tolist() == [[5, 6, 7, 8], [9, 10, 11, 12]]
+    assert pack_causal(lines, 4, eos_id=0).tolist() == [[5, 6, 7, 0], [8, 9, 0, 10], [11, 12, 13, 0]]
+
+
+def test_attention_losses_leave_out_the_keys_after_each_query():
+    """Scores above the diagonal are hidden by the causal mask: a difference there is no loss, one below is."""
+    from kroncli.distill.losses import attention_kl, attention_mse
+
+    torch.manual_seed(0)
+    t = torch.randn(2, 4, 5, 5)
+    future = t + torch.ones(5, 5).triu(1) * 3.0
+    assert float(attention_mse(future, t, causal=True)) == 0.0
+    assert float(attention_kl(future, t, causal=True)) < 1e-6
+    assert float(attention_mse(future, t)) > 0.0  # an encoder's loss counts them
+    past = t + torch.eye(5) * 3.0
+    assert float(attention_mse(past, t, causal=True)) == pytest.approx(9.0 * 5 / 15)  # 5 of 15 visible pairs
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    # with padding: batch 1 sees 6 real pairs (3 on the diagonal), batch 2 the 15 (5 on it)
+    assert float(attention_mse(past, t, mask, causal=True)) == pytest.approx(9.0 * (3 + 5) / (6 + 15))
+
+
+def test_capture_of_a_grouped_query_decoder_gives_every_query_head_and_the_same_output():
+    from kroncli.distill import Capture
+
+    model = tiny("llama")
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    ids = torch.tensor([[3, 17, 42, 5, 88, 9]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+        got = Capture(model)(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert got.causal and [a.shape for a in got.attentions] == [(1, 4, 6, 6)] * 2
+    torch.testing.assert_close(got.logits, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_type", DECODERS)
+def test_a_causal_distill_step_lowers_the_loss(model_type):
+    import copy
+
+    from kroncli.stages.distill import CAUSAL_WEIGHTS, DEFAULT_WEIGHTS, make_step
+    from kroncli.surgery import apply_choices
+    from kroncli.kron.search import Choice
+    from kroncli.surgery import find_targets
+
+    teacher = tiny(model_type)
+    student = copy.deepcopy(teacher)
+    choices = [Choice(t.name, t.kind, t.layer_type, *t.shape, *((t.shape[0], t.shape[1] // 4) if t.kind == "embedding"
+                                                              else (2, 4)), 1, 0, 0, 0, 0.0)
+               for t in find_targets(student)]
+    apply_choices(student, choices)
+    student.train()
+    step = make_step(teacher, {**DEFAULT_WEIGHTS, **CAUSAL_WEIGHTS}, "scores", None, temperature=2.0)
+    ids = torch.randint(0, 96, (4, 16), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    torch.manual_seed(0)
+    before, terms = step(student, batch)
+    first = float(before.detach())
+    assert set(terms) == {"embedding_mse", "attention_mse", "hidden_mse", "logit_kd", "total"}
+    before.backward()
+    opt.step()
+    torch.manual_seed(0)
+    after, _ = step(student, batch)
+    assert float(after.detach()) < first
+
+
+def test_kron_distill_on_a_decoder_resumes_as_one_run(gpt2_ws, corpus, tmp_path):
+    """Causal stage 1 through the CLI (logit KD on by default), interrupted after 4 of 8 steps and resumed: the
+    weights are those of the uninterrupted run, bit for bit."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from conftest import own_copy
+
+    run = ("--corpus", corpus, "--batch-size", 4, "--max-seq-len", 16, "--lr", "3e-3", "--max-steps", 8,
+           "--save-every", 4, "--keep", 5)
+    full, part = own_copy(gpt2_ws, tmp_path / "full"), own_copy(gpt2_ws, tmp_path / "part")
+    done = invoke("distill", "-w", full, *run)
+    assert done["steps"] == 8 and "logit_kd" in done["terms"]
+    invoke("distill", "-w", part, *run)
+    shutil.rmtree(part / "checkpoints" / "distill" / "step_8")
+    assert invoke("distill", "-w", part, *run, "--resume")["steps"] == 8
+    a, b = load_file(full / "student" / "model.safetensors"), load_file(part / "student" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    manifest = json.loads((full / "manifest.json").read_text())
+    assert manifest["stages"]["distill"]["pairs"] is False

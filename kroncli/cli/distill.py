@@ -42,6 +42,8 @@ def distill_cmd(
     pairs: Annotated[bool, typer.Option("--pairs/--no-pairs", help="Pack text as [CLS] A [SEP] B [SEP] "
                                         "(BERT's pre-training and GLUE's pair layout) or as one segment.")]
     = True,
+    temperature: Annotated[float, typer.Option(help="Temperature of logit_kd, a decoder's next-token distillation "
+                                                    "(every position).")] = 1.0,
     json_out: JsonOpt = False,
     **train,
 ) -> None:
@@ -49,18 +51,26 @@ def distill_cmd(
 
     Example: kron distill --workspace runs/m19 --corpus wiki.txt --max-steps 2000
 
+    A decoder (GPT-2, Llama, Qwen) distils on contiguous causal blocks, logit KD added to the default losses.
+
     On a GPU lease of fixed length: kron distill -w runs/m19 --corpus text/ --max-minutes 7 --mixed-precision bf16
     """
+    from ..distill.losses import check_temperature
     from ..stages.distill import DEFAULT_WEIGHTS, DistillOptions, run_distill
     from ..train_config import TrainConfig, check_training_values
     if attention not in ("scores", "probs"):
         raise KronError(f"--attention {attention!r}: choose scores or probs")
+    try:
+        check_temperature(temperature)
+    except ValueError as e:
+        raise KronError(f"{e} (--temperature), e.g. 1") from None
     if train["max_steps"] is None and train["epochs"] is None and train["max_minutes"] is None:
         train["epochs"] = 1.0
     ws = Workspace(workspace)
     cfg = TrainConfig(stage="distill", **train)
     opts = DistillOptions(corpus=corpus, max_seq_len=max_seq_len, weights=parse_weights(weight, DEFAULT_WEIGHTS),
-                          attention=attention, teacher=teacher, layer_map=layer_map, pairs=pairs)
+                          attention=attention, teacher=teacher, layer_map=layer_map, pairs=pairs,
+                          temperature=temperature)
     check_training_values({**vars(cfg), **vars(opts)})
     log = main_process_log
     with _maybe_lock(ws):

@@ -6,7 +6,8 @@ Lines are tokenised once, joined into one stream and cut into blocks of `max_seq
 packing), so no compute is spent on padding. By default a block has two segments, [CLS] A [SEP] B [SEP], split
 at the line boundary nearest its middle, the layout of BERT's pre-training and of every GLUE pair task: a
 student distilled only on one-segment blocks never sees a mid-sequence [SEP] or segment-B tokens before stage
-2. The collate derives token_type_ids from the [SEP]s. The result is cached in the workspace keyed by the
+2. The collate derives token_type_ids from the [SEP]s. A decoder's blocks (`causal`) are the running text itself:
+no [CLS]/[SEP], lines joined by the tokenizer's end-of-text token when it has one. The result is cached in the workspace keyed by the
 sources' names, sizes and modification times, the tokenizer and the length.
 """
 
@@ -150,10 +151,11 @@ def _dataset_lines(name: str) -> list[str]:
     return [t.strip() for t in ds[col] if isinstance(t, str) and t.strip()]
 
 
-def _fingerprint(sources: list[str], files: list[Path], tokenizer, max_seq_len: int, pairs: bool) -> str:
+def _fingerprint(sources: list[str], files: list[Path], tokenizer, max_seq_len: int, pairs: bool,
+                 causal: bool = False) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([sources, max_seq_len, getattr(tokenizer, "name_or_path", ""),
-                         len(tokenizer)] + (["pairs"] if pairs else [])).encode())
+                         len(tokenizer)] + (["pairs"] if pairs else []) + (["causal"] if causal else [])).encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -201,6 +203,20 @@ def pack(ids: list[list[int]], max_seq_len: int, cls_id: int, sep_id: int, pairs
     return rows
 
 
+def pack_causal(ids: list[list[int]], max_seq_len: int, eos_id: int | None = None) -> torch.Tensor:
+    """Contiguous blocks of exactly max_seq_len tokens for a decoder: the lines as one stream (an `eos_id` after
+    each, GPT-2's document separator, when the tokenizer has one), no special tokens added, the tail dropped."""
+    if max_seq_len < 2:
+        raise KronError(f"--max-seq-len {max_seq_len} leaves nothing to predict; pass at least 8")
+    tail = [eos_id] if eos_id is not None else []
+    stream = [t for line in ids for t in (*line, *tail)]
+    n = len(stream) // max_seq_len
+    if n == 0:
+        raise KronError(f"the corpus has {len(stream)} tokens, fewer than one block of --max-seq-len {max_seq_len}; "
+                        "add text or lower --max-seq-len")
+    return torch.tensor(stream[: n * max_seq_len], dtype=torch.int32).view(n, max_seq_len)
+
+
 def token_types(ids: torch.Tensor, sep_id: int) -> torch.Tensor:
     """Segment ids from the [SEP]s: 0 up to and including the first [SEP], 1 after it (BERT's convention)."""
     is_sep = (ids == sep_id).long()
@@ -222,15 +238,15 @@ def _cached(cache: Path) -> torch.Tensor | None:
 
 
 def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path | None,
-                pairs: bool = True, log: Callable[[str], None] | None = None) -> torch.Tensor:
+                pairs: bool = True, log: Callable[[str], None] | None = None, causal: bool = False) -> torch.Tensor:
     """(N, max_seq_len) int32 token ids, from the cache when the sources have not changed. `log` gets the warnings
-    about the text (files that are not UTF-8)."""
+    about the text (files that are not UTF-8). `causal`: a decoder's contiguous blocks (`pack_causal`)."""
     if not sources:
         raise KronError("no corpus given; pass --corpus FILE_OR_FOLDER (one sentence or document per line)")
     if tokenizer is None:
         raise KronError("the student has no tokenizer; re-run kron factorize on a model folder that has one")
     files = corpus_files(sources)
-    key = _fingerprint(sources, files or [], tokenizer, max_seq_len, pairs)
+    key = _fingerprint(sources, files or [], tokenizer, max_seq_len, pairs and not causal, causal)
     cache = cache_dir / f"corpus-{key}.pt" if cache_dir else None
     if cache and cache.exists():
         packed = _cached(cache)
@@ -240,7 +256,8 @@ def load_corpus(sources: list[str], tokenizer, max_seq_len: int, cache_dir: Path
     if not lines:
         raise KronError(f"the corpus ({', '.join(sources)}) is empty; give files with text in them")
     ids = tokenizer(lines, add_special_tokens=False, truncation=False)["input_ids"]
-    packed = pack(ids, max_seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id, pairs)
+    packed = pack_causal(ids, max_seq_len, tokenizer.eos_token_id) if causal else \
+        pack(ids, max_seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id, pairs)
     if cache:
         buf = io.BytesIO()
         torch.save(packed, buf)

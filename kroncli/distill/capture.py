@@ -150,6 +150,7 @@ class Captured:
     output: Any = None
     attention_kind: str | None = None
     attention_mask: torch.Tensor | None = None  # the 2D (batch, seq) input mask, when one was given
+    causal: bool = False  # a decoder's: a query attends only to keys at or before it (the losses honour it)
 
     @property
     def num_layers(self) -> int:
@@ -314,5 +315,6 @@ class Capture:
             output=out,
             attention_kind=self.attention,
             attention_mask=inputs.get("attention_mask"),
+            causal=bool(getattr(families.find(getattr(self.model, "config", None)), "is_decoder", False)),
         )
 

@@ -14,7 +14,9 @@ Conventions:
 - Masking: with a 2D ``(batch, seq)`` attention mask (1 = real token, 0 = padding), `embedding_mse` and
   `hidden_mse` average only over real tokens (x hidden), and `attention_mse` averages only over real
   query x real key pairs (x heads). Padded positions are excluded, not zeroed-and-counted, so the loss value does
-  not depend on how much padding a batch has. Without a mask every position counts.
+  not depend on how much padding a batch has. Without a mask every position counts. A decoder's attention
+  (`causal=True`, set by `Capture` from the model family) also leaves out every query x later-key pair: the causal
+  mask hides them from the model, so their scores are never used and are no target.
 - Teacher tensors are targets: they are detached, and inference-mode tensors (a teacher run under
   ``torch.inference_mode()``) are cloned into normal tensors so autograd may save them.
 - `logit_kd` is ``KL(softmax(t/T) || softmax(s/T)) * T^2``, averaged over rows (``batchmean``); logits with more
@@ -67,12 +69,20 @@ def _token_weight(mask: Tensor | None) -> Tensor | None:
     return None if mask is None else mask[..., None]
 
 
-def _pair_weight(mask: Tensor | None) -> Tensor | None:
-    """(batch, seq) mask -> (batch, 1, seq_q, seq_k) weight: 1 where both query and key are real tokens."""
-    if mask is None:
+def _pair_weight(mask: Tensor | None, causal: bool = False, like: Tensor | None = None) -> Tensor | None:
+    """(batch, seq) mask -> (batch, 1, seq_q, seq_k) weight: 1 where both query and key are real tokens and, with
+    `causal`, the key is not after the query (`like`: an attention tensor, for the shape and device)."""
+    if mask is None and not causal:
         return None
-    m = mask.float()
-    return m[:, None, :, None] * m[:, None, None, :]
+    weight = None
+    if mask is not None:
+        m = mask.float()
+        weight = m[:, None, :, None] * m[:, None, None, :]
+    if causal:
+        seq_q, seq_k = like.shape[-2:]
+        lower = torch.ones(seq_q, seq_k, device=like.device).tril(seq_k - seq_q)[None, None]
+        weight = lower if weight is None else weight.to(like.device) * lower
+    return weight
 
 
 def _layers(x: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -131,24 +141,30 @@ def hidden_nmse(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask
     return sum((_relative(a - b, b, w) for a, b in zip(s, map(_target, t))), torch.zeros((), device=s[0].device))
 
 
-def attention_mse(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
+def attention_mse(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask: Tensor | None = None,
+                  causal: bool = False) -> Tensor:
     """Sum over layers of the MSE between attention maps (batch, heads, seq, seq).
 
-    With a (batch, seq) mask, each layer's MSE averages only over real-query x real-key pairs (and heads).
+    With a (batch, seq) mask, each layer's MSE averages only over real-query x real-key pairs (and heads); with
+    `causal`, only over keys at or before their query.
     """
     s, t = _layers(s), _layers(t)
     _check_pairs(s, t, "attention_mse")
-    w = _pair_weight(mask)
+    w = _pair_weight(mask, causal, s[0])
     return sum((_masked_mean_sq(a - _target(b), w) for a, b in zip(s, t)), torch.zeros((), device=s[0].device))
 
 
-def _attention_kl_layer(s: Tensor, t: Tensor, mask: Tensor | None) -> Tensor:
+def _attention_kl_layer(s: Tensor, t: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
     """One layer's KL(teacher || student) between attention distributions, from pre-softmax scores."""
     s, t = _up(s), _up(_target(t))
-    if mask is None:
+    if mask is None and not causal:
         return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="sum", log_target=True) / (
             s.numel() // s.shape[-1])
+    if mask is None:
+        mask = torch.ones(s.shape[0], s.shape[-1], device=s.device)
     keys = mask.to(device=s.device).bool()[:, None, None, :]  # (batch, 1, 1, seq_k): padded keys get no weight
+    if causal:  # and later keys none either
+        keys = keys & _pair_weight(None, True, s).bool()
     floor = torch.finfo(s.dtype).min
     log_ps = F.log_softmax(s.masked_fill(~keys, floor), -1)
     log_pt = F.log_softmax(t.masked_fill(~keys, floor), -1)
@@ -158,7 +174,8 @@ def _attention_kl_layer(s: Tensor, t: Tensor, mask: Tensor | None) -> Tensor:
     return rows.sum() / (queries.sum() * s.shape[1]).clamp_min(1.0)
 
 
-def attention_kl(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
+def attention_kl(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mask: Tensor | None = None,
+                 causal: bool = False) -> Tensor:
     """Sum over layers of KL(teacher || student) between the attention distributions (MiniLM's attention transfer).
 
     Inputs are pre-softmax scores (batch, heads, seq, seq), as `Capture` records them. With a (batch, seq) mask the
@@ -170,7 +187,7 @@ def attention_kl(s: Tensor | Sequence[Tensor], t: Tensor | Sequence[Tensor], mas
     """
     s, t = _layers(s), _layers(t)
     _check_pairs(s, t, "attention_kl")
-    return sum((_attention_kl_layer(a, b, mask) for a, b in zip(s, t)), torch.zeros((), device=s[0].device))
+    return sum((_attention_kl_layer(a, b, mask, causal) for a, b in zip(s, t)), torch.zeros((), device=s[0].device))
 
 
 def _rows(logits: Tensor, mask: Tensor | None) -> Tensor:
@@ -318,7 +335,8 @@ def _attention_term(fn, scores_only: bool = False):
         if scores_only and s.attention_kind != "scores":
             raise ValueError(f"{name} needs pre-softmax scores: use Capture(model, attention='scores')")
         idx = dl.teacher_layers(len(s.attentions), len(t.attentions))
-        return fn(s.attentions, [t.attentions[j] for j in idx], _mask(s, batch) if dl.mask_padding else None)
+        return fn(s.attentions, [t.attentions[j] for j in idx], _mask(s, batch) if dl.mask_padding else None,
+                  causal=s.causal)
     return apply
 
 

@@ -20,7 +20,10 @@ from .common import (check_same_architecture, require_student, shapes_fingerprin
 
 # The paper sums the intermediate losses unweighted; stage 1 has no logits.
 DEFAULT_WEIGHTS = {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0}
-STAGE1_LOSSES = (*INTERMEDIATE_LOSSES, "mlm")
+STAGE1_LOSSES = (*INTERMEDIATE_LOSSES, "mlm", "logit_kd")
+# A decoder's stage 1 also matches the next-token distribution at every position (KnGPT2's logit KD), unless
+# --weight logit_kd=0; an encoder's stage 1 has no LM logits to match (mlm trains its head on labels instead).
+CAUSAL_WEIGHTS = {"logit_kd": 1.0}
 
 
 @dataclass
@@ -32,6 +35,7 @@ class DistillOptions:
     teacher: str | None = None
     layer_map: str | None = None  # "uniform" for a shallower student
     pairs: bool = True  # two-segment blocks [CLS] A [SEP] B [SEP] (BERT's pre-training layout)
+    temperature: float = 1.0  # of logit_kd (a decoder's next-token distributions)
 
 
 class PackedCorpus(torch.utils.data.Dataset):
@@ -122,11 +126,12 @@ def check_layer_map(text: str | None, teacher_config, student_config) -> None:
                         f"(0..{t - 1}) per student layer, e.g. {example}--layer-map uniform") from None
 
 
-def make_step(teacher, weights: dict, attention: str, layer_map: str | None, masker: MaskingCollate | None = None):
+def make_step(teacher, weights: dict, attention: str, layer_map: str | None, masker: MaskingCollate | None = None,
+              temperature: float = 1.0):
     """A `step_fn` for the loop: (MLM masking,) one teacher forward under inference_mode, one student forward."""
     t_capture = Capture(teacher, attention=attention)
     try:
-        loss = DistillLoss(weights, layer_map=parse_layer_map(layer_map))
+        loss = DistillLoss(weights, layer_map=parse_layer_map(layer_map), temperature=temperature)
     except ValueError as e:
         raise KronError(str(e)) from None
     s_captures = {}
@@ -159,12 +164,30 @@ def check_stage1_weights(weights: dict) -> None:
         raise KronError(str(e)) from None
 
 
+def stage1_weights(family: families.Family, weights: dict) -> dict:
+    """The weights stage 1 trains with for this family: a decoder adds logit KD by default; an encoder has no LM
+    logits for it, a decoder no masked-LM head for mlm."""
+    if family.is_decoder:
+        weights = {**CAUSAL_WEIGHTS, **weights}
+    wrong = "mlm" if family.is_decoder else "logit_kd"
+    if weights.get(wrong):
+        why = ("a decoder predicts the next token: its stage 1 matches the teacher's with logit_kd" if family.is_decoder
+               else "an encoder's stage 1 has no language-model logits to match (use mlm for its masked-LM head)")
+        raise KronError(f"--weight {wrong}: the {family.name} family's stage 1 has no {wrong} term; {why}")
+    check_stage1_weights(weights)
+    return weights
+
+
 def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     check_stage1_weights(opts.weights)
     folder = require_student(ws)
     kron_cfg = read_kron_config(folder)
+    family = families.family_of(folder)
+    opts.weights = stage1_weights(family, opts.weights)
+    causal = family.is_decoder
+    block = family.require_block("causal" if causal else "pairs")
+    opts.pairs = opts.pairs and not causal  # a decoder's blocks are running text
     student = load_student(folder)
-    block = families.family_of(student.config).require_block("pairs")
     if opts.weights.get("mlm") and student.get_output_embeddings() is None:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")
@@ -181,22 +204,25 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     except (OSError, ValueError):
         tokenizer = None
     log(corpus_line(opts.corpus, ws))
-    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs, log=log)
+    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs, log=log,
+                      causal=causal)
     positions = families.max_positions(student.config)
     if positions and ids.shape[1] > positions:
         raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's {positions} positions")
     log(f"corpus: {ids.shape[0]:,} sequences of {ids.shape[1]} tokens")
     masker = MaskingCollate(tokenizer, token_types=block.token_types) if opts.weights.get("mlm") else None
     teacher.eval().requires_grad_(False)
-    step = make_step(teacher, opts.weights, opts.attention, layers, masker)
+    step = make_step(teacher, opts.weights, opts.attention, layers, masker, opts.temperature)
     round_no, earlier = next_round(ws, cfg, log)
     log(f"{cfg.stage}: training starts (a loss line every {cfg.log_every} steps)")
     # the teacher follows the student onto accelerate's device inside the loop
     summary = train(cfg, student, PackedCorpus(ids), PackedCollate(tokenizer.sep_token_id, block.token_types),
                     _on_device(step, teacher),
                     ws.stage_checkpoints(cfg.stage), ws.metrics_csv(cfg.stage),
-                    {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs},
+                    {**shapes_fingerprint(folder), "data": {"max_seq_len": opts.max_seq_len, "pairs": opts.pairs,
+                                                            **({"causal": True} if causal else {})},
                      "settings": {"weight": opts.weights, "attention": opts.attention,  # a resumed run keeps them
+                                  **({"temperature": opts.temperature} if causal else {}),
                                   "layer_map": parse_layer_map(layers),
                                   "teacher": source.requested}},
                     progress=progress, log=log)
