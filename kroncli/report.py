@@ -66,7 +66,9 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
             for (task, split), grp in latest.groupby(["task", "split"]):
                 split = str(split)
                 metrics = dict(zip(grp["metric"], grp["value"]))
-                if split.startswith("ood:"):
+                if task == "ppl":  # kron eval ppl: a decoder's perplexity on a held-out text file
+                    row[f"ppl {split}"] = metrics.get("perplexity")
+                elif split.startswith("ood:"):
                     row[f"ood {task} {split[4:]}"] = metrics.get("accuracy")
                 elif str(task).lower().startswith("squad"):
                     for m in ("exact", "f1", "exact_match", "em"):

@@ -265,3 +265,51 @@ def test_kron_distill_on_a_decoder_resumes_as_one_run(gpt2_ws, corpus, tmp_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     manifest = json.loads((full / "manifest.json").read_text())
     assert manifest["stages"]["distill"]["pairs"] is False
+
+
+# ------------------------------------------------------------------------------------------------ perplexity
+
+def test_perplexity_matches_a_hand_computed_value():
+    import math
+
+    import torch.nn.functional as F
+
+    from kroncli.evaluation.perplexity import perplexity
+
+    model = tiny("gpt2")
+    ids = torch.randint(0, 96, (20,), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        def nll(chunk):  # summed next-token loss of one forward over `chunk`
+            return float(F.cross_entropy(model(input_ids=chunk[None]).logits[0, :-1], chunk[1:], reduction="sum"))
+
+        whole = perplexity(model, ids, max_length=32, stride=16)
+        assert whole["tokens"] == 19 and whole["perplexity"] == pytest.approx(math.exp(nll(ids) / 19), rel=1e-5)
+        chunks = perplexity(model, ids, max_length=8, stride=8)  # disjoint windows 0:8, 8:16, 16:20
+        want = (nll(ids[0:8]) + nll(ids[8:16]) + nll(ids[16:20])) / 17
+        assert chunks["tokens"] == 17 and chunks["perplexity"] == pytest.approx(math.exp(want), rel=1e-5)
+        # stride 4, window 8: windows 0:8 (scores 1..7), 4:12 (8..11), 8:16 (12..15), 12:20 (16..19)
+        logits = [model(input_ids=ids[b:b + 8][None]).logits[0] for b in (0, 4, 8, 12)]
+        total = float(F.cross_entropy(logits[0][:-1], ids[1:8], reduction="sum"))
+        for w, b in zip(logits[1:], (4, 8, 12)):
+            total += float(F.cross_entropy(w[3:-1], ids[b + 4:b + 8], reduction="sum"))
+        slid = perplexity(model, ids, max_length=8, stride=4)
+        assert slid["tokens"] == 19 and slid["perplexity"] == pytest.approx(math.exp(total / 19), rel=1e-5)
+
+
+def test_kron_eval_ppl_writes_both_models_and_the_report_shows_them(gpt2_ws, corpus, tmp_path):
+    import pandas as pd
+
+    from conftest import own_copy
+
+    ws = own_copy(gpt2_ws, tmp_path)
+    out = invoke("eval", "ppl", "-w", ws, "--data", corpus, "--max-length", 32, "--stride", 16,
+                 "--max-new-tokens", 4, "--prompt", "the cat sat")
+    assert [r["model"] for r in out["results"]] == ["teacher", "student"]
+    for r in out["results"]:
+        assert r["perplexity"] > 1 and r["tokens"] > 100
+        assert [g["prompt"] for g in r["generations"]] == ["the cat sat"] and len(r["generations"][0]["tokens"]) == 4
+    rows = pd.read_csv(ws / "metrics" / "eval.csv")
+    assert set(zip(rows.model, rows.task, rows.metric)) >= {("student", "ppl", "perplexity"),
+                                                             ("teacher", "ppl", "perplexity")}
+    res = runner.invoke(app, ["report", str(ws), "--format", "csv"])
+    assert res.exit_code == 0 and f"ppl {corpus.name}" in res.stdout

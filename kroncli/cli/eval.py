@@ -5,12 +5,13 @@ from __future__ import annotations
 import typer
 
 from .eval_glue import glue_cmd, ood_cmd
+from .eval_ppl import ppl_cmd
 from .eval_speed import speed_cmd
 from .eval_squad import squad_cmd
 
 eval_app = typer.Typer(
     name="eval",
-    help="Evaluate a workspace's models: GLUE dev/test, SQuAD, out-of-distribution, speed and size.\n\n"
+    help="Evaluate a workspace's models: GLUE dev/test, SQuAD, out-of-distribution, perplexity (decoders), speed and size.\n\n"
          "Example: kron eval glue --workspace runs/m19 --task mrpc",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -19,3 +20,4 @@ eval_app.command("glue")(glue_cmd)
 eval_app.command("ood")(ood_cmd)
 eval_app.command("squad")(squad_cmd)
 eval_app.command("speed")(speed_cmd)
+eval_app.command("ppl")(ppl_cmd)

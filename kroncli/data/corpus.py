@@ -203,13 +203,26 @@ def pack(ids: list[list[int]], max_seq_len: int, cls_id: int, sep_id: int, pairs
     return rows
 
 
+def causal_stream(ids: list[list[int]], eos_id: int | None = None) -> list[int]:
+    """Tokenised lines as one stream of running text, each followed by `eos_id` when there is one."""
+    tail = [eos_id] if eos_id is not None else []
+    return [t for line in ids for t in (*line, *tail)]
+
+
+def text_stream(files: list[str], tokenizer, log: Callable[[str], None] | None = None) -> list[int]:
+    """The text files' lines as one token stream, as a decoder's stage 1 reads them (kron eval ppl scores it)."""
+    lines = _read_lines(corpus_files(files) or [], log)
+    if not lines:
+        raise KronError(f"{', '.join(files)} holds no text")
+    return causal_stream(tokenizer(lines, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)
+
+
 def pack_causal(ids: list[list[int]], max_seq_len: int, eos_id: int | None = None) -> torch.Tensor:
     """Contiguous blocks of exactly max_seq_len tokens for a decoder: the lines as one stream (an `eos_id` after
     each, GPT-2's document separator, when the tokenizer has one), no special tokens added, the tail dropped."""
     if max_seq_len < 2:
         raise KronError(f"--max-seq-len {max_seq_len} leaves nothing to predict; pass at least 8")
-    tail = [eos_id] if eos_id is not None else []
-    stream = [t for line in ids for t in (*line, *tail)]
+    stream = causal_stream(ids, eos_id)
     n = len(stream) // max_seq_len
     if n == 0:
         raise KronError(f"the corpus has {len(stream)} tokens, fewer than one block of --max-seq-len {max_seq_len}; "
