@@ -43,6 +43,9 @@ def read_export(folder: str | Path) -> dict:
         meta = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise KronError(f"cannot read {path} ({e}); re-run kron export") from None
+    if meta.get("causal_lm"):
+        raise KronError(f"{folder} is a language model (a decoder export); kron predict runs task models: load it with "
+                        "transformers' AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)")
     if meta.get("export_format_version") != EXPORT_FORMAT_VERSION or meta.get("format") not in ("onnx", "hf"):
         raise KronError(f"{path} is not a kron export this version reads (format {meta.get('format')!r}, "
                         f"version {meta.get('export_format_version')}); re-run kron export")

@@ -313,3 +313,58 @@ def test_kron_eval_ppl_writes_both_models_and_the_report_shows_them(gpt2_ws, cor
                                                              ("teacher", "ppl", "perplexity")}
     res = runner.invoke(app, ["report", str(ws), "--format", "csv"])
     assert res.exit_code == 0 and f"ppl {corpus.name}" in res.stdout
+
+
+# ---------------------------------------------------------------------------------------------------- export
+
+def every_layer_factored(model_type: str, ws):
+    """A workspace (kron factorize --random-init <tiny>) whose student has every default target factored, rank 1,
+    nearest-Kronecker initialised (the shape search of a tiny model factors little but its vocabulary table)."""
+    from kroncli import sources
+    from kroncli.kron.search import Choice
+    from kroncli.student import save_student
+    from kroncli.surgery import apply_choices, find_targets
+
+    invoke("factorize", "--random-init", f"{model_type}-tiny", "--ratio", 1.5, "-w", ws)
+    model, tok = sources.load_model(sources.ModelSource(f"random:{model_type}-tiny", None, "random"))
+    choices = [Choice(t.name, t.kind, t.layer_type, *t.shape, *((t.shape[0], t.shape[1] // 4) if t.kind == "embedding"
+                                                              else (2, 4)), 1, 0, 0, 0, 0.0)
+               for t in find_targets(model)]
+    save_student(apply_choices(model, choices), choices, ws / "student", tok)
+    return ws
+
+
+@pytest.mark.parametrize("model_type", DECODERS)
+def test_hf_export_loads_with_kronecker_layers_and_generates_as_kron_does(model_type, tmp_path):
+    """AutoModelForCausalLM(trust_remote_code) gets Kronecker modules (and the tied Kronecker head) and generate()
+    matches kron's model token for token; the dense export and ONNX (GPT-2) match too."""
+    import kroncli
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ws = every_layer_factored(model_type, tmp_path / "ws")
+    student = kroncli.load_student(ws).eval()
+    out = tmp_path / f"hf-{model_type}"  # remote code is cached by folder name: one per family
+    hf = invoke("export", "-w", ws, "--format", "hf", "--out", out)
+    assert hf["kron_layers"] > 0 and hf["parity"]["generation_equal"]
+    shipped = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert type(shipped).__name__ == f"Kron{type(student).__name__}"
+    kinds = {type(m).__name__ for m in shipped.modules()}
+    assert {"KroneckerLinear", "KroneckerEmbedding"} <= kinds
+    assert ("KroneckerTiedDecoder" in kinds) == bool(student.config.tie_word_embeddings)
+    tok = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    ids = tok("the cat sat on the", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    gen = dict(attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=8, pad_token_id=0)
+    with torch.no_grad():
+        assert shipped.generate(ids, **gen).tolist() == student.generate(ids, **gen).tolist()
+    if model_type != "gpt2":
+        return
+    dense = invoke("export", "-w", ws, "--format", "hf", "--dense", "--out", tmp_path / "dense")
+    assert dense["parity"]["max_abs_diff"] <= 1e-4
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "dense").eval()
+    assert type(plain) is type(student) and plain.lm_head.weight is plain.transformer.wte.weight
+    with torch.no_grad():
+        assert plain.generate(ids, **gen).tolist() == student.generate(ids, **gen).tolist()
+    onnx = invoke("export", "-w", ws, "--format", "onnx", "--out", tmp_path / "onnx")
+    assert onnx["parity"]["max_abs_diff"] <= onnx["parity"]["tolerance"]
+    res = runner.invoke(app, ["predict", str(tmp_path / "onnx"), "hello"])
+    one_line_error(res, "language model", "AutoModelForCausalLM")

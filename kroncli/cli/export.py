@@ -14,8 +14,11 @@ from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors
 @handle_errors
 def export_cmd(
     workspace: WorkspaceOpt,
-    task: Annotated[str, typer.Option(help="GLUE task whose fine-tuned student is exported (mrpc, sst2, ...).")],
-    out: Annotated[str, typer.Option("--out", "-o", help="Folder to write (must not exist, unless --force).")],
+    task: Annotated[Optional[str], typer.Option(help="GLUE task whose fine-tuned student is exported (mrpc, sst2, "
+                                                     "...); a decoder's workspace takes none (its student LM).")]
+    = None,
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Folder to write (must not exist, unless "
+                                                                   "--force).")] = None,
     format: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or hf (transformers folder).")]
     = "onnx",
     quantize: Annotated[Optional[str], typer.Option(help="int8: dynamic int8 quantisation of the ONNX graph, "
@@ -47,12 +50,14 @@ def export_cmd(
         emit_json(res)
         return
     kind = "dense" if not res["kronecker"] else "Kronecker"
-    typer.echo(f"wrote {res['out']}: {res['task']} {kind} {res['format']}{' int8' if res['quantize'] else ''} "
+    typer.echo(f"wrote {res['out']}: {res['task'] or 'language model'} {kind} {res['format']}{' int8' if res['quantize'] else ''} "
            f"({', '.join(res['files'])}) in {res['seconds']:.1f}s")
     if "parity" in res:
         p = res["parity"]
-        typer.echo(f"onnxruntime vs PyTorch: max |logit diff| {p['max_abs_diff']:.2e} (tolerance {p['tolerance']:.0e}, "
-               f"{p['pairs']} sentence pairs)")
+        what = f"{p['pairs']} sentence pairs" if "pairs" in p else \
+            f"{p.get('texts', p.get('prompts'))} texts" + (", greedy generation equal" if p.get("generation_equal") else "")
+        typer.echo(f"{'onnxruntime' if res['format'] == 'onnx' else 'reloaded folder'} vs PyTorch: max |logit diff| "
+                   f"{p['max_abs_diff']:.2e} (tolerance {p['tolerance']:.0e}, {what})")
     if "dense_vs_kron_max_abs_diff" in res:
         typer.echo(f"dense vs Kronecker: max |logit diff| {res['dense_vs_kron_max_abs_diff']:.2e}")
     b = res.get("bytes") or {}

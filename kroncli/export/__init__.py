@@ -4,6 +4,7 @@
     kron export -w WS --task mrpc --format onnx --quantize int8 --out d   # dynamic int8 on the factors
     kron export -w WS --task mrpc --format hf --out deploy/m-hf           # remote-code Kronecker model
     kron export -w WS --task mrpc --format hf --dense --out deploy/m-hf   # plain dense checkpoint
+    kron export -w WS --format hf --out deploy/g8                        # a decoder: the student LM (causal.py)
 
 Every folder carries kron_export.json (kroncli.predict.EXPORT_JSON), which `kron predict` reads. The folder is
 written atomically (a failed export leaves nothing, or the previous folder with --force).
@@ -24,7 +25,7 @@ QUANTIZE = ("int8",)
 @dataclass
 class ExportOptions:
     workspace: str
-    task: str
+    task: str | None  # None: a decoder's student (a language model has no task)
     format: str = "onnx"
     out: str | None = None
     quantize: str | None = None
@@ -75,6 +76,57 @@ def _max_abs_diff(a, b, tokenizer, task, max_seq_len: int) -> float:
         return float((a(**feed).logits - b(**feed).logits).abs().max())
 
 
+def _is_decoder(ws, opts: ExportOptions) -> bool:
+    """Whether the workspace's student is a decoder (exported without --task); --task on one, or none on an encoder,
+    is one line."""
+    from .. import families
+
+    family = families.find(ws.student_dir)
+    decoder = bool(family and family.is_decoder)
+    if decoder and opts.task:
+        raise KronError(f"the workspace's student is a {family.name} decoder, a language model with no task; drop "
+                        f"--task {opts.task} to export it")
+    if not decoder and not opts.task:
+        raise KronError("--task TASK is required: an encoder exports the student fine-tuned on that task (mrpc, "
+                        "sst2, ...)")
+    if decoder and opts.quantize:
+        raise KronError("--quantize int8 is for task models; export a decoder without it")
+    return decoder
+
+
+def export_decoder(ws, opts: ExportOptions, log=lambda msg: None) -> dict:
+    """A decoder's student as an hf folder or ONNX forward pass (kroncli/export/causal.py), written atomically."""
+    from ..predict import EXPORT_FORMAT_VERSION, EXPORT_JSON
+    from ..stages.common import require_student
+    from ..workspace import atomic_dir, atomic_write_json, versions
+    from .causal import write_decoder
+
+    if opts.format == "onnx":
+        from .onnx_export import require_onnx
+
+        require_onnx()
+    t0 = time.perf_counter()
+    from .. import families
+    from ..student import load_student
+
+    folder = require_student(ws)
+    model = load_student(folder).float().eval()
+    tokenizer = _tokenizer(folder)
+    seq_len = opts.max_seq_len or families.max_positions(model.config) or 1024
+    meta = {"export_format_version": EXPORT_FORMAT_VERSION, "format": opts.format, "task": None, "causal_lm": True,
+            "max_seq_len": seq_len, "kronecker": not opts.dense, "pad_id": tokenizer.pad_token_id,
+            "source": str(folder), "kroncli_version": versions().get("kroncli", "unknown")}
+    result = {"out": opts.out, "format": opts.format, "task": None, "causal_lm": True, "kronecker": not opts.dense,
+              "quantize": None, "max_seq_len": seq_len}
+    with atomic_dir(Path(opts.out)) as tmp:
+        result.update(write_decoder(opts, model, tokenizer, tmp, meta, log))
+        atomic_write_json(tmp / EXPORT_JSON, meta)
+        files = sorted(p.name for p in tmp.iterdir())
+    result["files"] = files
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    return result
+
+
 def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     """Write the export folder; returns the JSON summary."""
     from ..data.glue import default_data_dir, normalize_task
@@ -84,9 +136,11 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     from ..workspace import Workspace, atomic_dir, atomic_write_json, versions
 
     check_options(opts)
-    task = normalize_task(opts.task)
     ws = Workspace(opts.workspace)
     require_workspace(ws)
+    if _is_decoder(ws, opts):
+        return export_decoder(ws, opts, log)
+    task = normalize_task(opts.task)
     if not has_model(ws, task, "student"):
         raise KronError(f"no fine-tuned {model_task(task).name} student in {ws.root} ({model_dir(ws, task, 'student')} "
                         f"missing); run {finetune_hint(ws, task, 'student')}")

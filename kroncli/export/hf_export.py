@@ -45,24 +45,56 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
+def _original_kinds(model: nn.Module) -> dict[str, families.ModuleKind]:
+    """The module type each module of the architecture has before factoring (GPT-2's are Conv1D), from an empty copy
+    built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        ref = type(model)(copy.deepcopy(model.config))
+    return {name: k for name, m in ref.named_modules() if (k := families.module_kind(m)) is not None}
+
+
+def _dense_linear(m: KroneckerLinear, kind: families.ModuleKind | None) -> nn.Module:
+    """The nn.Linear, or the Conv1D (in x out: the transpose) the architecture had, equal to `m`."""
+    weight = m.dense_weight()
+    if kind is not None and kind.weight == "in_out":
+        new = kind.resolve()(m.out_features, m.in_features)
+        new.to(m.a.dtype)
+        new.weight.copy_(weight.t())
+    else:
+        new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, dtype=m.a.dtype)
+        new.weight.copy_(weight)
+    if m.bias is not None:
+        new.bias.copy_(m.bias)
+    return new
+
+
 @torch.no_grad()
 def densify(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every Kronecker module replaced by the nn.Linear / nn.Embedding it equals."""
+    """A copy of `model` with every Kronecker module replaced by the nn.Linear / Conv1D / nn.Embedding it equals."""
     model = copy.deepcopy(model)
+    kinds = _original_kinds(model)
+    tied = isinstance(model.get_output_embeddings(), KroneckerTiedDecoder) if hasattr(
+        model, "get_output_embeddings") else False
     for name, m in list(model.named_modules()):
         if isinstance(m, KroneckerLinear):
-            new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, dtype=m.a.dtype)
-            new.weight.copy_(m.dense_weight())
-            if m.bias is not None:
-                new.bias.copy_(m.bias)
+            new = _dense_linear(m, kinds.get(name))
         elif isinstance(m, KroneckerEmbedding):
             new = nn.Embedding(m.num_embeddings, m.embedding_dim, padding_idx=m.padding_idx, dtype=m.a.dtype)
             new.weight.copy_(m.dense_weight())
         elif isinstance(m, KroneckerTiedDecoder):
-            raise KronError("a tied Kronecker decoder (masked-LM head) cannot be exported; export a task model")
+            if not families.find(model.config) or not families.find(model.config).is_decoder:
+                raise KronError("a tied Kronecker decoder (masked-LM head) cannot be exported; export a task model")
+            continue  # a decoder's tied LM head: re-tied to the dense table below
         else:
             continue
         _swap(model, name, new)
+    if tied:  # an ordinary tied head: the Linear shares the dense embedding's weight, as save_pretrained expects
+        emb, old = model.get_input_embeddings(), model.get_output_embeddings()
+        head = nn.Linear(emb.embedding_dim, emb.num_embeddings, bias=old.bias is not None, dtype=emb.weight.dtype)
+        head.weight = emb.weight
+        if old.bias is not None:
+            head.bias = old.bias
+        model.set_output_embeddings(head)
     return model
 
 
@@ -71,7 +103,8 @@ def write_hf(model: nn.Module, tokenizer, out: Path) -> dict:
     from safetensors.torch import save_model
 
     family = families.family_of(model.config)
-    arch, expected = type(model), family.head_model_class("classification", model.config)
+    kind = "causal_lm" if family.is_decoder else "classification"
+    arch, expected = type(model), family.head_model_class(kind, model.config)
     if arch is not expected:
         raise KronError(f"--format hf ships modelling code for {expected.__name__} ({family.name}), not "
                         f"{arch.__name__}; use --format onnx, or --format hf --dense for a plain checkpoint")
@@ -80,8 +113,9 @@ def write_hf(model: nn.Module, tokenizer, out: Path) -> dict:
     cfg.pop("_attn_implementation_autoset", None)
     base_config, model_type = type(model.config).__name__, f"kron_{family.model_type}"
     cfg.update(model_type=model_type, architectures=[f"Kron{arch.__name__}"], kron_layers=layers,
+               kron_tied_head=isinstance(model.get_output_embeddings(), KroneckerTiedDecoder),
                auto_map={"AutoConfig": f"configuration_kron.Kron{base_config}",
-                         "AutoModelForSequenceClassification": f"modeling_kron.Kron{arch.__name__}"})
+                         family.heads[kind]: f"modeling_kron.Kron{arch.__name__}"})
     (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True, default=str) + "\n")
     save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
     filled = {"BASE_CONFIG": base_config, "MODEL_TYPE": model_type, "BASE_MODEL": arch.__name__}

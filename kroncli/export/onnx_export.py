@@ -45,14 +45,14 @@ def input_names(tokenizer) -> list[str]:
 
 
 class _Logits(torch.nn.Module):
-    """Positional inputs -> logits (what the ONNX graph computes)."""
+    """Positional inputs -> logits (what the ONNX graph computes); `extra` keyword arguments for every call."""
 
-    def __init__(self, model, names):
+    def __init__(self, model, names, **extra):
         super().__init__()
-        self.model, self.names = model, list(names)
+        self.model, self.names, self.extra = model, list(names), extra
 
     def forward(self, *args):
-        return self.model(**dict(zip(self.names, args))).logits
+        return self.model(**dict(zip(self.names, args)), **self.extra).logits
 
 
 def encode_pairs(tokenizer, pairs, is_pair: bool, max_seq_len: int, names) -> dict[str, np.ndarray]:
@@ -62,8 +62,10 @@ def encode_pairs(tokenizer, pairs, is_pair: bool, max_seq_len: int, names) -> di
     return {n: np.asarray(enc[n], dtype=np.int64) for n in names}
 
 
-def export_onnx(model, tokenizer, path: Path, is_pair: bool = True, max_seq_len: int = 128) -> list[str]:
-    """Write `path` (a single .onnx file); returns the graph's input names."""
+def export_onnx(model, tokenizer, path: Path, is_pair: bool = True, max_seq_len: int = 128,
+                causal: bool = False) -> list[str]:
+    """Write `path` (a single .onnx file); returns the graph's input names. `causal`: a decoder's forward pass,
+    without the KV cache (logits for every position: dynamic sequence axis)."""
     require_onnx()
     names = input_names(tokenizer)
     if hasattr(model, "set_attn_implementation"):
@@ -75,13 +77,14 @@ def export_onnx(model, tokenizer, path: Path, is_pair: bool = True, max_seq_len:
     sample = encode_pairs(tokenizer, PARITY_PAIRS[:2], is_pair, max_seq_len, names)
     args = tuple(torch.from_numpy(sample[n]) for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes["logits"] = {0: "batch"}
+    axes["logits"] = {0: "batch", 1: "sequence"} if causal else {0: "batch"}
     import warnings
 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # eval(): the exporter restores the wrapper's mode, and with it the model's (dropout on)
-        torch.onnx.export(_Logits(model, names).eval(), args, str(path), input_names=names, output_names=["logits"],
+        wrapper = _Logits(model, names, **({"use_cache": False} if causal else {}))
+        torch.onnx.export(wrapper.eval(), args, str(path), input_names=names, output_names=["logits"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False, do_constant_folding=True)
     return names
 

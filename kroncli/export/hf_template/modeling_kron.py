@@ -1,9 +1,11 @@
-"""A sequence classifier whose matrices are sums of Kronecker products, as written by `kron export`.
+"""A model whose matrices are sums of Kronecker products, as written by `kron export`.
 
-The model family's own transformers class (BertForSequenceClassification, DistilBertForSequenceClassification,
-...: BASE_MODEL, written by kron export) with the modules named in `config.kron_layers` swapped for Kronecker ones.
+The model family's own transformers class (BertForSequenceClassification, GPT2LMHeadModel, LlamaForCausalLM, ...:
+BASE_MODEL, written by kron export) with the modules named in `config.kron_layers` swapped for Kronecker ones; with
+`config.kron_tied_head` the LM head reads the Kronecker word embedding (no dense V x d table is built).
 Self-contained (torch + transformers only): load it with
-    AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)
+    AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True)   # a task model
+    AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)                 # a decoder
 Row-major convention: kron(A, B)[i1*m2 + i2, j1*n2 + j2] = A[i1, j1] * B[i2, j2], so for x with n1*n2
 features, X = x.view(n1, n2) and (A (x) B) x = vec(A @ X @ B^T). The dense A (x) B is never built in forward.
 """
@@ -96,6 +98,20 @@ class KroneckerEmbedding(nn.Module):
         return out.reshape(*ids.shape, self.embedding_dim)
 
 
+class KroneckerTiedDecoder(nn.Module):
+    """logits = h E^T for E the KroneckerEmbedding: with H = h.view(d/f, f), logits_v = sum_k A[v, k] . (H B_k^T)."""
+
+    def __init__(self, embedding):
+        super().__init__()
+        self.embedding = [embedding]  # a list keeps it out of this module's parameters (it is tied)
+
+    def forward(self, hidden):
+        emb = self.embedding[0]
+        h = hidden.reshape(*hidden.shape[:-1], emb.embedding_dim // emb.f, emb.f)
+        proj = torch.einsum("...pq,kq->...kp", h, emb.b).reshape(*hidden.shape[:-1], -1)
+        return proj @ emb.a.t()
+
+
 def _swap(model, name, new):
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, new)
@@ -103,6 +119,7 @@ def _swap(model, name, new):
 
 class KronModel(getattr(transformers, BASE_MODEL)):
     config_class = KronConfig
+    _tied_weights_keys = None  # a tied head reads the Kronecker factors itself (KroneckerTiedDecoder)
 
     def __init__(self, config):
         super().__init__(config)
@@ -115,6 +132,8 @@ class KronModel(getattr(transformers, BASE_MODEL)):
                 new = KroneckerLinear(spec["m1"], spec["n1"], spec["m2"], spec["n2"], spec["rank"],
                                       bias=spec.get("bias", True))
             _swap(self, name, new)
+        if getattr(config, "kron_tied_head", False):
+            self.set_output_embeddings(KroneckerTiedDecoder(self.get_input_embeddings()))
 
     def _init_weights(self, module):
         if isinstance(module, (KroneckerLinear, KroneckerEmbedding)):
