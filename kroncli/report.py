@@ -110,9 +110,12 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     student["gain_retention"] = _retention(glue_scores, floor="majority")
     speed = _read_csv(ws.speed_csv)
     if speed is not None and "speedup" in speed:
-        last = speed[speed["model"] == "student"].groupby(["batch", "seq_len"]).last()
-        for (batch, seq), r in last.iterrows():
-            student[f"speedup b{batch}x{seq}"] = r["speedup"]
+        student_rows = speed[speed["model"] == "student"]
+        phase = student_rows["phase"] if "phase" in student_rows else pd.Series("", index=student_rows.index)
+        for prefix, rows in (("speedup", student_rows[phase != "generate"]),  # a decoder's generate rows apart
+                             ("gen speedup", student_rows[phase == "generate"])):
+            for (batch, seq), r in rows.groupby(["batch", "seq_len"]).last().iterrows():
+                student[f"{prefix} b{batch}x{seq}"] = r["speedup"]
     return [student] + ([teacher] if have_teacher else [])
 
 

@@ -368,3 +368,36 @@ def test_hf_export_loads_with_kronecker_layers_and_generates_as_kron_does(model_
     assert onnx["parity"]["max_abs_diff"] <= onnx["parity"]["tolerance"]
     res = runner.invoke(app, ["predict", str(tmp_path / "onnx"), "hello"])
     one_line_error(res, "language model", "AutoModelForCausalLM")
+
+
+# ------------------------------------------------------------------------------------------------ eval speed
+
+def test_eval_speed_of_a_decoder_times_prefill_and_generation(gpt2_ws, tmp_path):
+    import pandas as pd
+
+    from conftest import own_copy
+
+    ws = own_copy(gpt2_ws, tmp_path)
+    out = invoke("eval", "speed", "-w", ws, "--batch", "1,2", "--seq-len", 16, "--repeats", 2, "--warmup", 1,
+                 "--new-tokens", 4, "--device", "cpu")
+    rows = {(r["role"], r["batch"], r["phase"]): r for r in out["results"]}
+    assert set(rows) == {(m, b, p) for m in ("teacher", "student") for b in (1, 2) for p in ("prefill", "generate")}
+    for (role, b, phase), r in rows.items():
+        assert r["latency_ms"] > 0 and r["new_tokens"] == (4 if phase == "generate" else 0)
+        want = b * (4 if phase == "generate" else 16) / (r["latency_ms"] / 1e3)
+        assert r["tokens_s"] == pytest.approx(want)
+        assert (r["peak_mem_mib"] is None) == (phase == "generate")
+    assert "generate" in out["method"]
+    csv = pd.read_csv(ws / "metrics" / "speed.csv")
+    assert set(csv.phase) == {"prefill", "generate"}
+    res = runner.invoke(app, ["report", str(ws), "--format", "csv"])
+    assert "gen speedup b2x16" in res.stdout and "speedup b2x16" in res.stdout
+
+
+def test_the_generate_wrapper_adds_exactly_the_asked_tokens():
+    from kroncli.evaluation.speed.timing import Generating
+
+    model = tiny("llama")
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert Generating(model, 5)(input_ids=ids, attention_mask=torch.ones_like(ids)).shape == (1, 8)

@@ -32,6 +32,9 @@ def speed_cmd(
         "--onnx", metavar="DIR", help="A folder written by kron export --format onnx (fp32, --quantize int8, "
                                       "--dense): timed in onnxruntime beside the PyTorch models, CPU rows. "
                                       "Repeatable.", show_default=False)] = None,
+    new_tokens: Annotated[int, typer.Option(help="A decoder: tokens each timed greedy generate() adds with the KV "
+                                                  "cache (generate rows beside the prefill rows; 0: prefill only).")]
+    = 32,
     json_out: JsonOpt = False,
 ) -> None:
     """Size, latency, throughput and peak memory of the student and its teacher, measured side by side.
@@ -44,7 +47,7 @@ def speed_cmd(
     """
     from ..evaluation.speed import SpeedOptions, run_speed
     opts = SpeedOptions(batches=batch, seq_len=seq_len, model=model, repeats=repeats, warmup=warmup,
-                        threads=threads, device=device, onnx=tuple(onnx or ()))
+                        threads=threads, device=device, onnx=tuple(onnx or ()), new_tokens=new_tokens)
     console = human_console(json_out)
 
     def log(message: str) -> None:
@@ -96,7 +99,8 @@ def print_report(result: dict, console) -> None:
         if r["other_load"] > threshold:
             speedup = f"[yellow]{speedup}*[/]"
         speedup = Text.from_markup(speedup)  # the consoles print plain text unless asked (cli/common.py)
-        table.add_row(r["device"], str(r["batch"]), r["model"], f"{r['latency_ms']:.2f}",
+        label = r["model"] + (f" gen {r['new_tokens']}" if r.get("phase") == "generate" else "")
+        table.add_row(r["device"], str(r["batch"]), label, f"{r['latency_ms']:.2f}",
                       f"{r['throughput_seq_s']:,.1f}", f"{r['tokens_s']:,.0f}", speedup,
                       _num(r["peak_mem_mib"], ",.1f"))
     console.print(table)
@@ -106,6 +110,8 @@ def print_report(result: dict, console) -> None:
     console.print(f"latency: {method['latency']}", style="dim", highlight=False)
     if method.get("onnx"):
         console.print(f"onnx: {method['onnx']}", style="dim", highlight=False)
+    if method.get("generate"):
+        console.print(f"generate: {method['generate']}", style="dim", highlight=False)
     for dev, text in method["memory"].items():
         console.print(f"peak memory ({dev}): {text}", style="dim", highlight=False)
     for w in result["warnings"]:

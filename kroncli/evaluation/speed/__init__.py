@@ -53,7 +53,8 @@ from .memory import finish_cpu_memory_worker, start_cpu_memory_worker
 from .models import (EXPORT_EXPECTED, ModelRef, check_seq_len, export_label, export_vocab_size, load_ref,  # noqa: F401
                      model_config, onnx_weights, resolve_exports, resolve_models, weights_on_disk)
 from .report import CSV_COLUMNS, CSV_NAME, append_rows, load_warnings, rename_old_columns  # noqa: F401
-from .timing import GPU_MEMORY_METHOD, LATENCY_METHOD, MIB, gpu_peak_memory, make_inputs, time_interleaved
+from .timing import (GENERATE_METHOD, GPU_MEMORY_METHOD, LATENCY_METHOD, MIB, Generating, gpu_peak_memory,
+                     make_inputs, time_interleaved)
 
 ONNX_METHOD = ("onnxruntime {version} CPUExecutionProvider, intra_op_num_threads {threads} (the torch thread count), "
                "inter_op_num_threads 1, intra-op spinning off, default graph optimisations; same token ids and "
@@ -70,6 +71,7 @@ class SpeedOptions:
     threads: int | None = None
     device: str = "auto"
     onnx: tuple[str, ...] = ()  # exported ONNX folders timed beside teacher and student (CPU)
+    new_tokens: int = 32  # a decoder: tokens each timed generate() adds (0: prefill only)
 
 
 # ----------------------------------------------------------------------------------------------- input checks
@@ -131,7 +133,8 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
     student_ref, teacher_ref = resolve_models(ws, opts.model)
     metrics_csv.check(ws.speed_csv)  # a damaged speed.csv is refused before minutes of timing
     configs = {"student": model_config(student_ref), "teacher": model_config(teacher_ref)}
-    check_seq_len(opts.seq_len, configs)
+    decoder = _is_decoder(configs["student"])
+    check_seq_len(opts.seq_len + (opts.new_tokens if decoder else 0), configs)
     vocab_sizes = [int(c.vocab_size) for c in configs.values()]
     vocab_sizes += [v for v in (export_vocab_size(ref.requested) for ref, _ in exports) if v]
     vocab_size = min(vocab_sizes)
@@ -157,7 +160,8 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
         about = {**info, **onnx_info}
         bar = progress_factory or _no_progress
         with bar("timing", len(devices) * len(batches)) as advance:
-            rows = time_rows(models, onnx_models, about, devices, batches, opts, vocab_size, threads, advance)
+            rows = time_rows(models, onnx_models, about, devices, batches, opts, vocab_size, threads, advance,
+                             decoder)
         del models, onnx_models
         gc.collect()
         memory_method = {}
@@ -178,7 +182,7 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
         "seq_len": opts.seq_len, "repeats": opts.repeats, "warmup": opts.warmup, "threads": threads,
         "gpu": torch.cuda.get_device_name(0) if "cuda" in devices else None,
         "torch": torch.__version__, "models": info, "exports": list(onnx_info.values()),
-        "compression": compression, "method": method(opts, exports, memory_method, threads),
+        "compression": compression, "method": method(opts, exports, memory_method, threads, decoder),
         "other_load": max(r["other_load"] for r in rows), "other_load_threshold": THRESHOLD,
         "warnings": warnings, "csv": str(csv_path), "results": rows,
     }
@@ -192,6 +196,8 @@ def check_options(opts: SpeedOptions) -> tuple[list[int], list[str], list[tuple[
             raise KronError(f"{flag} {value} must be at least {low}")
     if opts.threads is not None and opts.threads < 1:
         raise KronError(f"--threads {opts.threads} must be at least 1")
+    if opts.new_tokens < 0:
+        raise KronError(f"--new-tokens {opts.new_tokens} must be 0 (prefill only) or more")
     devices = resolve_devices(opts.device)
     exports = resolve_exports(opts.onnx or ())
     if exports:
@@ -233,9 +239,31 @@ def export_info(ref: ModelRef, meta: dict) -> dict:
             "source": meta.get("source")}
 
 
+def _is_decoder(config) -> bool:
+    from ...families import find
+
+    family = find(config)
+    return bool(family and family.is_decoder)
+
+
+def _generate_rows(models: dict, about: dict, inputs: dict, opts: SpeedOptions, sync, base: dict) -> list[dict]:
+    """A decoder's generated tokens per second with the KV cache, teacher and student interleaved."""
+    gen = {role: Generating(m, opts.new_tokens) for role, m in models.items()}
+    times = time_interleaved(gen, inputs, opts.repeats, opts.warmup, sync)
+    med = {key: statistics.median(t) for key, t in times.items()}
+    b = inputs["input_ids"].shape[0]
+    return [{**base, "model": about[key]["label"], "latency_ms": med[key] * 1e3,
+             "throughput_seq_s": b / med[key], "tokens_s": b * opts.new_tokens / med[key],
+             "speedup": med["teacher"] / med[key], "params": about[key]["params"], "size_mib": about[key]["size_mib"],
+             "peak_mem_mib": None, "role": key, "latency_ms_min": min(times[key]) * 1e3,
+             "latency_ms_max": max(times[key]) * 1e3, "phase": "generate", "new_tokens": opts.new_tokens}
+            for key in gen]
+
+
 def time_rows(models: dict, onnx_models: dict, about: dict, devices: list[str], batches: list[int],
-              opts: SpeedOptions, vocab_size: int, threads: int, advance) -> list[dict]:
-    """One row per device, batch size and model (ONNX on the CPU only), all models timed on the same inputs."""
+              opts: SpeedOptions, vocab_size: int, threads: int, advance, decoder: bool = False) -> list[dict]:
+    """One row per device, batch size and model (ONNX on the CPU only), all models timed on the same inputs; a
+    decoder's forward rows are its prefill, and generate rows follow (`_generate_rows`)."""
     import torch
 
     rows: list[dict] = []
@@ -272,7 +300,15 @@ def time_rows(models: dict, onnx_models: dict, about: dict, devices: list[str], 
                     "role": "onnx" if onnx else key, "latency_ms_min": min(times[key]) * 1e3,
                     "latency_ms_max": max(times[key]) * 1e3,
                     **({"export": about[key]["folder"]} if onnx else {}),
+                    **({"phase": "prefill", "new_tokens": 0} if decoder else {}),
                 })
+            if decoder and opts.new_tokens:
+                with Contention() as load:
+                    rows += _generate_rows(models, about, inputs, opts, sync,
+                                           {"timestamp": stamp, "device": device, "batch": b, "seq_len": opts.seq_len,
+                                            "threads": threads, "other_load": 0.0})
+                for r in rows[-len(models):]:
+                    r["other_load"] = load.other
             advance(1)
             del inputs
         if cuda:
@@ -298,18 +334,20 @@ def cpu_memory(refs: dict, exports, about: dict, rows: list[dict], batches: list
         method = res["method"]
         about[key]["cpu_weights_rss_mib"] = res["weights_mib"]
         for row in rows:  # key: the role of teacher and student rows, the label of ONNX rows
-            if row["device"] == "cpu" and key in (row["role"], row["model"]):
+            if row["device"] == "cpu" and key in (row["role"], row["model"]) and row.get("phase") != "generate":
                 row["peak_mem_mib"] = res["peak_mib"][str(row["batch"])]
     return method
 
 
-def method(opts: SpeedOptions, exports, memory_method: dict, threads: int) -> dict:
+def method(opts: SpeedOptions, exports, memory_method: dict, threads: int, decoder: bool = False) -> dict:
     """How each figure was measured, for the result (see the module docstring)."""
     out = {"latency": LATENCY_METHOD.format(repeats=opts.repeats, warmup=opts.warmup,
                                             who="teacher, student and exports" if exports else "teacher and student"),
            "memory": memory_method, "size": "student: model.safetensors bytes; teacher: its weight files, or fp32 "
                                             "tensor bytes for a random init"
                                             + ("; exports: .onnx file bytes" if exports else "")}
+    if decoder and opts.new_tokens:
+        out["generate"] = GENERATE_METHOD.format(new_tokens=opts.new_tokens, repeats=opts.repeats, warmup=opts.warmup)
     if exports:
         import onnxruntime
 

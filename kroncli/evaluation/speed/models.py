@@ -209,9 +209,10 @@ def load_ref(ref: ModelRef):
         model = load_student(ref.path)
     elif ref.kind == "random":  # as sources.load_model builds it
         torch.manual_seed(0)
-        import transformers
+        from ...sources import model_class
 
-        model = transformers.AutoModel.from_config(model_config(ref))
+        config = model_config(ref)
+        model = model_class(config).from_config(config)  # a decoder with its LM head, for generate()
     else:
         try:
             model = model_class(model_config(ref)).from_pretrained(ref.path)

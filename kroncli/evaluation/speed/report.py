@@ -11,6 +11,7 @@ from ...workspace import Workspace
 CSV_NAME = "speed.csv"  # Workspace.speed_csv
 CSV_COLUMNS = ("timestamp", "model", "device", "batch", "seq_len", "latency_ms", "throughput_seq_s", "tokens_s",
                "speedup", "params", "size_mib", "peak_mem_mib", "threads", "other_load")
+DECODER_COLUMNS = ("phase", "new_tokens")  # a decoder's rows: prefill (one forward) or generate (KV cache)
 OLD_CSV_NAMES = {"size_mb": "size_mib", "peak_mem_mb": "peak_mem_mib"}  # older files: the same unit, misnamed
 
 
@@ -56,5 +57,5 @@ def append_rows(ws: Workspace, rows: list[dict]) -> Path:
     csv_path = ws.speed_csv
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     rename_old_columns(csv_path)
-    metrics_csv.append(csv_path, [{k: r[k] for k in CSV_COLUMNS} for r in rows])
+    metrics_csv.append(csv_path, [{k: r[k] for k in (*CSV_COLUMNS, *DECODER_COLUMNS) if k in r} for r in rows])
     return csv_path

@@ -66,3 +66,20 @@ def gpu_peak_memory(model, inputs: dict) -> float:
         model(**inputs)
     torch.cuda.synchronize()
     return (weights + torch.cuda.max_memory_allocated() - before) / MIB
+
+
+GENERATE_METHOD = ("a decoder: prefill = the forward above over the whole (batch, seq_len) prompt; generate = greedy "
+                   "generate() of exactly {new_tokens} new tokens after that prompt with the KV cache, median of "
+                   "{repeats} after {warmup} warm-up, teacher and student interleaved; tokens/s = batch x new "
+                   "tokens / time")
+
+
+class Generating:
+    """A decoder called like a model in `time_interleaved`, but generating `new_tokens` greedy tokens (KV cache)."""
+
+    def __init__(self, model, new_tokens: int):
+        self.model, self.new_tokens = model, new_tokens
+
+    def __call__(self, **inputs):
+        return self.model.generate(**inputs, do_sample=False, max_new_tokens=self.new_tokens,
+                                   min_new_tokens=self.new_tokens, use_cache=True, pad_token_id=0)
