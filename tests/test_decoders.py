@@ -401,3 +401,61 @@ def test_the_generate_wrapper_adds_exactly_the_asked_tokens():
     ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         assert Generating(model, 5)(input_ids=ids, attention_mask=torch.ones_like(ids)).shape == (1, 8)
+
+
+# ------------------------------------------------------------------------------------------------- bad input
+
+@pytest.fixture(scope="module")
+def bert_ws(tmp_path_factory):
+    ws = tmp_path_factory.mktemp("bert") / "ws"
+    invoke("factorize", "--random-init", "tiny", "--ratio", 3, "-w", ws)
+    return ws
+
+
+def snapshot(ws) -> dict:
+    """Every file of the workspace with its bytes: what a refused command must leave as it was."""
+    return {p.relative_to(ws): p.read_bytes() for p in sorted(ws.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+BAD = [
+    ("gpt2", ["finetune", "--task", "mrpc", "--max-steps", "1"], "no classification head"),
+    ("gpt2", ["finetune", "--task", "mrpc", "--teacher-only", "--max-steps", "1"], "is a decoder"),
+    ("gpt2", ["finetune", "--task", "squad", "--teacher-only", "--max-steps", "1"], "no question_answering head"),
+    ("gpt2", ["eval", "glue", "--task", "mrpc"], "kron eval ppl"),
+    ("gpt2", ["distill", "--corpus", "CORPUS", "--weight", "mlm=1", "--max-steps", "1"], "no mlm term"),
+    ("gpt2", ["export", "--task", "mrpc", "--format", "hf", "--out", "OUT"], "drop --task mrpc"),
+    ("gpt2", ["eval", "ppl", "--data", "CORPUS", "--max-length", "32", "--stride", "64"], "--stride 64"),
+    ("gpt2", ["eval", "ppl", "--data", "CORPUS", "--max-length", "4096"], "exceeds the model's 128 positions"),
+    ("bert", ["eval", "ppl", "--data", "CORPUS"], "needs a decoder family"),
+    ("bert", ["distill", "--corpus", "CORPUS", "--weight", "logit_kd=1", "--max-steps", "1"], "no logit_kd term"),
+    ("bert", ["export", "--format", "hf", "--out", "OUT"], "--task TASK is required"),
+]
+
+
+@pytest.mark.parametrize("which,args,needle", BAD, ids=[f"{w}-{' '.join(a[:2])}-{n[:12]}" for w, a, n in BAD])
+def test_bad_input_is_one_line_and_leaves_the_workspace_as_it_was(which, args, needle, gpt2_ws, bert_ws, corpus,
+                                                                   tmp_path, request):
+    from conftest import own_copy
+
+    ws = own_copy(gpt2_ws if which == "gpt2" else bert_ws, tmp_path)
+    before = snapshot(ws)
+    args = [str(corpus) if a == "CORPUS" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    res = runner.invoke(app, [*args[:2], "-w", str(ws), *args[2:]] if args[0] == "eval" else
+                        [args[0], "-w", str(ws), *args[1:]])
+    one_line_error(res, needle)
+    assert snapshot(ws) == before and not (tmp_path / "out").exists()
+
+
+def test_a_corpus_shorter_than_one_block_is_refused_and_nothing_is_lost(gpt2_ws, tmp_path):
+    from conftest import own_copy
+
+    ws = own_copy(gpt2_ws, tmp_path)
+    short = tmp_path / "short.txt"
+    short.write_text("only a few words here\n")
+    before = snapshot(ws)
+    res = runner.invoke(app, ["distill", "-w", str(ws), "--corpus", str(short), "--max-seq-len", "32",
+                              "--max-steps", "2"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert [ln for ln in res.output.splitlines() if ln.startswith("error:")] == [
+        next(ln for ln in res.output.splitlines() if "fewer than one block of --max-seq-len 32" in ln)]
+    assert snapshot(ws) == before

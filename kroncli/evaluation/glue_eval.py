@@ -280,6 +280,9 @@ def _discover(ws: Workspace, opts: GlueOptions) -> tuple[list[Task], list[dict]]
 def _plan(ws: Workspace, opts: GlueOptions) -> tuple[list[_Job], list[dict]]:
     """Every check before the first prediction: tasks, models, label counts, data, an eval.csv rows can join."""
     require_workspace(ws)
+    from ..stages.common import require_head
+
+    require_head(ws, "classification")  # a decoder's workspace: one line, not "no fine-tuned model"
     metrics_csv.check(ws.eval_csv)
     check_options(opts.model, opts.batch_size)
     _check_split(opts)

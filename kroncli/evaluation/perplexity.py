@@ -112,9 +112,7 @@ def evaluate_ppl(ws: Workspace, opts: PplOptions, log=lambda msg: None) -> dict:
     from ..stages.common import require_student
     from ..workspace import now
 
-    folder = require_student(ws)
-    family = families.family_of(folder)
-    family.head_class("causal_lm")  # an encoder: one line before anything loads
+    folder = require_student(ws, "causal_lm")  # an encoder: one line before anything loads
     config = __import__("transformers").AutoConfig.from_pretrained(folder)
     positions = families.max_positions(config)
     max_length = opts.max_length or positions or 1024

@@ -57,12 +57,24 @@ def shapes_fingerprint(folder: Path) -> dict:
     return {"architecture": cfg["architecture"], "shapes": digest}
 
 
-def require_student(ws: Workspace) -> Path:
+def require_student(ws: Workspace, head: str | None = None) -> Path:
     """The workspace's student folder, at the start of every command that trains or measures it; the manifest,
     which such a command records its stage in when it ends, is read now, so that a damaged one stops it before it
-    writes anything."""
+    writes anything. `head`: the task kind the command needs (families.TASK_KINDS), refused now for a family that
+    has none (a GLUE task on a decoder, perplexity on an encoder)."""
     if not ws.root.exists():
         raise KronError(f"workspace {ws.root} does not exist; create it with kron factorize MODEL --workspace "
                         f"{ws.root}")
     ws.read_manifest()
-    return student_dir(ws.root)
+    folder = student_dir(ws.root)
+    if head is not None:
+        families.family_of(folder).head_class(head)
+    return folder
+
+
+def require_head(ws: Workspace, head: str) -> None:
+    """`require_student`'s head check alone, for a command that may run without a general student (eval glue on
+    task folders): a workspace whose student/ is a decoder is refused a task head."""
+    family = families.find(ws.student_dir)
+    if family is not None:
+        family.head_class(head)

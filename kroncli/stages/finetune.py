@@ -158,7 +158,7 @@ def _fits_positions(config, opts: FinetuneOptions) -> None:
 def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     """Fine-tune the dense teacher on the task; saved as tasks/<task>/teacher."""
     task = normalize_task(opts.task)
-    require_student(ws)
+    require_student(ws, families.task_kind(task))
     source = teacher_source(ws, opts.teacher)
     log(f"{task.name}: loading the teacher {source.requested}")
     base, _ = sources.load_model(source)
@@ -353,7 +353,7 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     check_student_options(opts)
 
     task = normalize_task(opts.task)
-    require_student(ws)
+    require_student(ws, families.task_kind(task))
     rehearsal = _rehearsal_sources(ws, opts) if opts.rehearse else None
     start = init_student_dir(ws, task, opts.init_from)
     source = normalize_task(opts.init_from) if opts.init_from else None

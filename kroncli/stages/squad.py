@@ -180,7 +180,7 @@ def _eval_fn(opts: SquadOptions, dev_ex, dev_set, tokenizer):
 def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     """Fine-tune the dense teacher with a span head; saved as tasks/squad[_v2]/teacher."""
     name = task_name(opts.version)
-    require_student(ws)
+    require_student(ws, "question_answering")
     source = teacher_source(ws, opts.teacher)
     base, _ = sources.load_model(source)
     tokenizer = _load_tokenizer(ws.student_dir)
@@ -250,7 +250,7 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     from transformers import AutoModelForQuestionAnswering
 
     name = task_name(opts.version)
-    require_student(ws)
+    require_student(ws, "question_answering")
     teacher_path = squad_model_dir(ws, opts.version, "teacher")
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {name} teacher in {ws.root}; run {_teacher_hint(ws, opts.version)} first")
