@@ -57,7 +57,7 @@ def recipe_tasks(recipe: Recipe, ws: Workspace | None = None) -> list[Task]:
 
 
 def _recipe_task(entry, ws: Workspace | None) -> Task:
-    from .data.own import files_from_mapping
+    from .data.task_files import files_from_mapping
     from .stages.finetune import classifier_labels
 
     if isinstance(entry, str):
