@@ -25,7 +25,8 @@ QUANTIZE = ("int8",)
 @dataclass
 class ExportOptions:
     workspace: str
-    task: str | None  # None: a decoder's student (a language model has no task)
+    task: object  # a Task (data.tasks.resolve_task at the CLI edge), a name resolved against the workspace, or
+                  # None: a decoder's student (a language model has no task)
     format: str = "onnx"
     out: str | None = None
     quantize: str | None = None
@@ -85,7 +86,7 @@ def _is_decoder(ws, opts: ExportOptions) -> bool:
     decoder = bool(family and family.is_decoder)
     if decoder and opts.task:
         raise KronError(f"the workspace's student is a {family.name} decoder, a language model with no task; drop "
-                        f"--task {opts.task} to export it")
+                        f"--task {getattr(opts.task, 'name', opts.task)} to export it")
     if not decoder and not opts.task:
         raise KronError("--task TASK is required: an encoder exports the student fine-tuned on that task (mrpc, "
                         "sst2, ...)")
@@ -129,7 +130,8 @@ def export_decoder(ws, opts: ExportOptions, log=lambda msg: None) -> dict:
 
 def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     """Write the export folder; returns the JSON summary."""
-    from ..data.glue import default_data_dir, normalize_task
+    from ..data.glue import default_data_dir
+    from ..data.tasks import resolve_task
     from ..evaluation.glue_eval import (check_labels, finetune_hint, has_model, model_dir, model_task,
                                         require_workspace)
     from ..predict import EXPORT_FORMAT_VERSION, EXPORT_JSON, ONNX_FILE, label_names
@@ -140,7 +142,7 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     require_workspace(ws)
     if _is_decoder(ws, opts):
         return export_decoder(ws, opts, log)
-    task = normalize_task(opts.task)
+    task = resolve_task(opts.task, ws) if isinstance(opts.task, str) else opts.task
     if not has_model(ws, task, "student"):
         raise KronError(f"no fine-tuned {model_task(task).name} student in {ws.root} ({model_dir(ws, task, 'student')} "
                         f"missing); run {finetune_hint(ws, task, 'student')}")
@@ -160,7 +162,9 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     out = Path(opts.out)
     meta = {"export_format_version": EXPORT_FORMAT_VERSION, "format": opts.format, "task": mtask.name,
             "label_names": label_names(model.config) or list(mtask.names), "is_pair": mtask.is_pair,
-            "is_regression": mtask.is_regression,
+            "is_regression": mtask.is_regression, "is_multilabel": mtask.is_multilabel,
+            # the input field names a JSON line to kron predict holds: as the task's training files name them
+            "text_columns": list(getattr(mtask, "text", ()) or mtask.hub_text),
             "max_seq_len": seq_len, "kronecker": not opts.dense, "quantize": opts.quantize,
             "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token, "source": str(path),
             "kroncli_version": versions().get("kroncli", "unknown")}
