@@ -62,6 +62,9 @@ def _labelled(task: OwnTask, frame) -> bool:
 def evaluate_data(ws: Workspace, opts: DataOptions, progress: Callable | None = None) -> dict:
     """Score the task's models on each labelled split and file; rows to metrics/eval.csv."""
     require_workspace(ws)
+    from ..stages.common import require_head
+
+    require_head(ws, "classification")  # a decoder's workspace: one line, as kron eval glue
     check_options(opts.model, opts.batch_size)
     task = own_task(ws, opts.task)
     models = select_models(ws, task, opts.model)
