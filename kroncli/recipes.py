@@ -53,6 +53,7 @@ class DistillSection:
     pairs: bool = True  # [CLS] A [SEP] B [SEP] blocks; false: one segment per block
     attention: str = "scores"  # or probs
     layer_map: Optional[str] = None  # shallower student: uniform or teacher layer indices "1,3,5"
+    temperature: float = 1.0  # of logit_kd, a decoder's next-token distillation
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0

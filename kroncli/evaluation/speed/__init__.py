@@ -50,10 +50,10 @@ from ...errors import KronError
 from ...machine import THRESHOLD, Contention
 from ...workspace import Workspace, now
 from .memory import finish_cpu_memory_worker, start_cpu_memory_worker
-from .models import (EXPORT_EXPECTED, ModelRef, check_seq_len, export_label, export_vocab_size, load_ref,  # noqa: F401
-                     model_config, onnx_weights, resolve_exports, resolve_models, weights_on_disk)
+from .models import (EXPORT_EXPECTED, ModelRef, check_seq_len, export_label, export_vocab_size, is_decoder,  # noqa: F401
+                     load_ref, model_config, onnx_weights, resolve_exports, resolve_models, weights_on_disk)
 from .report import CSV_COLUMNS, CSV_NAME, append_rows, load_warnings, rename_old_columns  # noqa: F401
-from .timing import (GENERATE_METHOD, GPU_MEMORY_METHOD, LATENCY_METHOD, MIB, Generating, gpu_peak_memory,
+from .timing import (GENERATE_METHOD, GPU_MEMORY_METHOD, LATENCY_METHOD, MIB, generate_rows, gpu_peak_memory,
                      make_inputs, time_interleaved)
 
 ONNX_METHOD = ("onnxruntime {version} CPUExecutionProvider, intra_op_num_threads {threads} (the torch thread count), "
@@ -133,7 +133,7 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
     student_ref, teacher_ref = resolve_models(ws, opts.model)
     metrics_csv.check(ws.speed_csv)  # a damaged speed.csv is refused before minutes of timing
     configs = {"student": model_config(student_ref), "teacher": model_config(teacher_ref)}
-    decoder = _is_decoder(configs["student"])
+    decoder = is_decoder(configs["student"])
     check_seq_len(opts.seq_len + (opts.new_tokens if decoder else 0), configs)
     vocab_sizes = [int(c.vocab_size) for c in configs.values()]
     vocab_sizes += [v for v in (export_vocab_size(ref.requested) for ref, _ in exports) if v]
@@ -239,27 +239,6 @@ def export_info(ref: ModelRef, meta: dict) -> dict:
             "source": meta.get("source")}
 
 
-def _is_decoder(config) -> bool:
-    from ...families import find
-
-    family = find(config)
-    return bool(family and family.is_decoder)
-
-
-def _generate_rows(models: dict, about: dict, inputs: dict, opts: SpeedOptions, sync, base: dict) -> list[dict]:
-    """A decoder's generated tokens per second with the KV cache, teacher and student interleaved."""
-    gen = {role: Generating(m, opts.new_tokens) for role, m in models.items()}
-    times = time_interleaved(gen, inputs, opts.repeats, opts.warmup, sync)
-    med = {key: statistics.median(t) for key, t in times.items()}
-    b = inputs["input_ids"].shape[0]
-    return [{**base, "model": about[key]["label"], "latency_ms": med[key] * 1e3,
-             "throughput_seq_s": b / med[key], "tokens_s": b * opts.new_tokens / med[key],
-             "speedup": med["teacher"] / med[key], "params": about[key]["params"], "size_mib": about[key]["size_mib"],
-             "peak_mem_mib": None, "role": key, "latency_ms_min": min(times[key]) * 1e3,
-             "latency_ms_max": max(times[key]) * 1e3, "phase": "generate", "new_tokens": opts.new_tokens}
-            for key in gen]
-
-
 def time_rows(models: dict, onnx_models: dict, about: dict, devices: list[str], batches: list[int],
               opts: SpeedOptions, vocab_size: int, threads: int, advance, decoder: bool = False) -> list[dict]:
     """One row per device, batch size and model (ONNX on the CPU only), all models timed on the same inputs; a
@@ -304,7 +283,7 @@ def time_rows(models: dict, onnx_models: dict, about: dict, devices: list[str], 
                 })
             if decoder and opts.new_tokens:
                 with Contention() as load:
-                    rows += _generate_rows(models, about, inputs, opts, sync,
+                    rows += generate_rows(models, about, inputs, opts, sync,
                                            {"timestamp": stamp, "device": device, "batch": b, "seq_len": opts.seq_len,
                                             "threads": threads, "other_load": 0.0})
                 for r in rows[-len(models):]:

@@ -88,6 +88,14 @@ def model_config(ref: ModelRef):
             from None
 
 
+def is_decoder(config) -> bool:
+    """A decoder family's model: timed for prefill and generation."""
+    from ...families import find
+
+    family = find(config)
+    return bool(family and family.is_decoder)
+
+
 def check_seq_len(seq_len: int, configs: dict) -> None:
     from ...families import max_positions
 

@@ -4,6 +4,7 @@ collector off), and the GPU's peak memory of one forward."""
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from typing import Callable
 
@@ -83,3 +84,17 @@ class Generating:
     def __call__(self, **inputs):
         return self.model.generate(**inputs, do_sample=False, max_new_tokens=self.new_tokens,
                                    min_new_tokens=self.new_tokens, use_cache=True, pad_token_id=0)
+
+
+def generate_rows(models: dict, about: dict, inputs: dict, opts, sync, base: dict) -> list[dict]:
+    """A decoder's generated tokens per second with the KV cache, teacher and student interleaved."""
+    gen = {role: Generating(m, opts.new_tokens) for role, m in models.items()}
+    times = time_interleaved(gen, inputs, opts.repeats, opts.warmup, sync)
+    med = {key: statistics.median(t) for key, t in times.items()}
+    b = inputs["input_ids"].shape[0]
+    return [{**base, "model": about[key]["label"], "latency_ms": med[key] * 1e3,
+             "throughput_seq_s": b / med[key], "tokens_s": b * opts.new_tokens / med[key],
+             "speedup": med["teacher"] / med[key], "params": about[key]["params"], "size_mib": about[key]["size_mib"],
+             "peak_mem_mib": None, "role": key, "latency_ms_min": min(times[key]) * 1e3,
+             "latency_ms_max": max(times[key]) * 1e3, "phase": "generate", "new_tokens": opts.new_tokens}
+            for key in gen]
