@@ -459,3 +459,14 @@ def test_a_corpus_shorter_than_one_block_is_refused_and_nothing_is_lost(gpt2_ws,
     assert [ln for ln in res.output.splitlines() if ln.startswith("error:")] == [
         next(ln for ln in res.output.splitlines() if "fewer than one block of --max-seq-len 32" in ln)]
     assert snapshot(ws) == before
+
+
+def test_generation_is_cut_to_the_positions_left_after_the_prompt():
+    from kroncli.evaluation.speed import SpeedOptions, fit_new_tokens
+
+    configs = {"student": families.random_config("gpt2-tiny"), "teacher": families.random_config("gpt2-tiny")}
+    opts = SpeedOptions(seq_len=120, new_tokens=32)
+    (warning,) = fit_new_tokens(opts, configs)
+    assert opts.new_tokens == 8 and "128 positions" in warning
+    opts = SpeedOptions(seq_len=64, new_tokens=32)
+    assert fit_new_tokens(opts, configs) == [] and opts.new_tokens == 32

@@ -134,11 +134,12 @@ def run_speed(ws: Workspace, opts: SpeedOptions, progress_factory=None,
     metrics_csv.check(ws.speed_csv)  # a damaged speed.csv is refused before minutes of timing
     configs = {"student": model_config(student_ref), "teacher": model_config(teacher_ref)}
     decoder = is_decoder(configs["student"])
-    check_seq_len(opts.seq_len + (opts.new_tokens if decoder else 0), configs)
+    check_seq_len(opts.seq_len, configs)
+    warnings = fit_new_tokens(opts, configs) if decoder else []
     vocab_sizes = [int(c.vocab_size) for c in configs.values()]
     vocab_sizes += [v for v in (export_vocab_size(ref.requested) for ref, _ in exports) if v]
     vocab_size = min(vocab_sizes)
-    warnings = export_warnings(opts, exports, student_ref, teacher_ref)
+    warnings += export_warnings(opts, exports, student_ref, teacher_ref)
 
     old_threads = torch.get_num_threads()
     if opts.threads is not None:
@@ -208,6 +209,19 @@ def check_options(opts: SpeedOptions) -> tuple[list[int], list[str], list[tuple[
             raise KronError("--onnx runs on the CPU (onnxruntime's CPUExecutionProvider); pass --device cpu or "
                             "auto")
     return batches, devices, exports
+
+
+def fit_new_tokens(opts: SpeedOptions, configs: dict) -> list[str]:
+    """A decoder's generation must fit its positions after the --seq-len prompt: fewer new tokens, with a warning."""
+    from ...families import max_positions
+
+    room = min((max_positions(c) or 10**9) for c in configs.values()) - opts.seq_len
+    if opts.new_tokens <= room:
+        return []
+    asked, opts.new_tokens = opts.new_tokens, max(room, 0)
+    return [f"--new-tokens {asked} does not fit after a --seq-len {opts.seq_len} prompt (the models have "
+            f"{opts.seq_len + room} positions): generation timed with {opts.new_tokens} new tokens"
+            + (" (none: no generate rows)" if not opts.new_tokens else "")]
 
 
 def export_warnings(opts: SpeedOptions, exports, student_ref: ModelRef, teacher_ref: ModelRef) -> list[str]:
