@@ -423,6 +423,10 @@ def _factorize(recipe, ws, stage, resume, progress, log, command):
 def _distill(recipe, ws, stage, resume, progress, log, command):
     from .stages.distill import DistillOptions, run_distill
 
+    from .data.tasks import save_definition
+
+    for task in recipe_tasks(recipe, ws):  # a corpus entry task:NAME may name an own task of the recipe
+        save_definition(ws, task)
     d = recipe.distill
     cfg = from_section(TrainConfig, d, stage="distill", epochs=d.epochs if not d.max_steps else None, resume=resume)
     s = run_distill(ws, from_section(DistillOptions, d, weights=recipe_stage1_weights(recipe)), cfg, progress, log)
