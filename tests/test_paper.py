@@ -10,6 +10,7 @@ from importlib import resources
 from io import StringIO
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from kroncli.cli import app
@@ -126,3 +127,32 @@ def test_a_workspaces_mnli_scores_sit_in_the_papers_mnli_columns(tmp_path):
     student = df[df.workspace == "ws"].iloc[0]
     assert student["MNLI-m"] == 80.5 and student["MNLI-mm"] == 81.25
     assert not {"MNLI-ma", "MNLI-mi"} & set(df.columns)
+
+
+@pytest.mark.parametrize("name,paper", [("kroneckerbert8", "KroneckerBERT8"), ("kroneckerbert21", "KroneckerBERT21")])
+def test_the_kroneckerbert_recipes_use_the_papers_settings(name, paper):
+    """Table 8's student learning rate per task, epochs inside the searched ranges, the batch sizes and lengths of
+    appendix A.1, stage 1 for 3 epochs at 512 tokens with the MLM term; read from paper.json, which
+    test_every_published_figure_is_in_the_package_data_under_its_table holds to the paper."""
+    from kroncli.data.glue import normalize_task
+    from kroncli.evaluation.glue_eval import model_task
+    from kroncli.recipes import load_recipe
+    from kroncli.run import per_task, recipe_stage1_weights
+
+    data = json.loads(resources.files("kroncli.data").joinpath("paper.json").read_text())
+    lrs = next(r for r in data["rows"] if r["table"] == "Table 8" and r["model"] == paper)
+    training = data["training"]
+    recipe = load_recipe(REPO / "recipes" / f"{name}.yaml")
+    assert recipe.factorize.preset == name and recipe.teacher == "bert-base-uncased"
+    f = recipe.finetune
+    paper_tasks = {k.split(" ", 1)[1] for k in lrs if k.startswith("lr ")}
+    assert {normalize_task(t).name for t in f.tasks} == {model_task(normalize_task(t)).name for t in paper_tasks}
+    for task in paper_tasks:  # MNLI-m and MNLI-mm: the one MNLI model
+        assert per_task(f.lr_per_task, model_task(normalize_task(task)), f.lr) == lrs[f"lr {task}"], task
+        low, high = training["glue"]["cola_epochs_searched" if task == "CoLA" else "epochs_searched"]
+        assert low <= f.epochs <= high, task
+    assert (f.batch_size, f.max_seq_len) == (training["batch_size"], training["glue"]["max_seq_len"])
+    d, pre = recipe.distill, training["pretraining"]
+    assert (d.epochs, d.max_seq_len, d.batch_size, d.lr) == (pre["epochs"], pre["max_seq_len"], pre["batch_size"],
+                                                             pre["lr"])
+    assert recipe_stage1_weights(recipe) == {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0, "mlm": 1.0}
