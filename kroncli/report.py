@@ -15,8 +15,9 @@ import pandas as pd
 from .errors import KronError
 from .workspace import Workspace
 
-BASE_COLUMNS = ["workspace", "model", "table", "split", "params", "teacher_params", "compression", "size_mib"]
+BASE_COLUMNS = ["workspace", "model", "method", "table", "split", "params", "teacher_params", "compression", "size_mib"]
 MIB = 2 ** 20  # sizes in MiB, as kron eval speed gives them
+DEFAULT_METHOD = "kronecker"  # a student whose kron.json names no `method` (every workspace before there were others)
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
@@ -63,7 +64,8 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     fact = manifest.get("stages", {}).get("factorize", {})
     teacher_params = manifest.get("teacher", {}).get("params")
     weights = ws.student_dir / "model.safetensors"
-    student = {"workspace": label, "model": "student", "params": fact.get("student_params"),
+    student = {"workspace": label, "model": "student", "method": student_method(ws),
+               "params": fact.get("student_params"),
                "teacher_params": teacher_params, "compression": fact.get("compression"),
                "size_mib": weights.stat().st_size / MIB if weights.is_file() else None}
     teacher = {"workspace": label, "model": "teacher", "params": teacher_params,
@@ -123,7 +125,27 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
         last = speed[speed["model"] == "student"].groupby(["batch", "seq_len"]).last()
         for (batch, seq), r in last.iterrows():
             student[f"speedup b{batch}x{seq}"] = r["speedup"]
+    if speed is not None and "latency_ms" in speed:  # what `kron report --plot` puts scores against
+        for model, row in (("student", student), ("teacher", teacher)):
+            last = speed[speed["model"] == model].groupby(["batch", "seq_len"]).last()
+            for (batch, seq), r in last.iterrows():
+                row[f"{LATENCY}b{batch}x{seq}"] = r["latency_ms"]
     return [student] + ([teacher] if have_teacher else [])
+
+
+LATENCY = "latency_ms "  # column prefix: "latency_ms b1x128"
+
+
+def student_method(ws: Workspace) -> str:
+    """How the student was made: its kron.json's `method` (kron factorize --method), else kronecker."""
+    from .integrity import read_json_object
+
+    path = ws.student_dir / "kron.json"
+    try:
+        method = read_json_object(path).get("method") if path.is_file() else None
+    except KronError:  # damaged: the report still gets its row; loading the student says what is wrong
+        method = None
+    return str(method or DEFAULT_METHOD)
 
 
 def _retention(scores: dict[str, dict[str, float]], floor: str | None = None) -> float | None:
