@@ -27,14 +27,31 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     return read(path, tolerant=True)
 
 
-def _primary(task: str) -> str:
+def _primary(task: str, own: dict | None = None) -> str:
     from .data.glue import normalize_task
     from .metrics import primary_metric
 
+    if own and str(task) in own:
+        return own[str(task)].primary
     try:
         return primary_metric(normalize_task(task))
     except KronError:
         return "f1"  # SQuAD and friends
+
+
+def _own_tasks(ws: Workspace) -> dict:
+    """The workspace's own-data tasks by name (their primary metric and metric list), skipping a damaged one."""
+    from .data.tasks import stored_task
+
+    out = {}
+    for path in sorted(ws.tasks_dir.glob("*/task.json")):
+        try:
+            task = stored_task(ws, path.parent.name)
+        except KronError:
+            continue
+        if task is not None:
+            out[task.name] = task
+    return out
 
 
 def _latest(evals: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -71,6 +88,7 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     teacher = {"workspace": label, "model": "teacher", "params": teacher_params,
                "teacher_params": teacher_params, "compression": 1.0, "size_mib": None}
     evals = _read_csv(ws.eval_csv)
+    own = _own_tasks(ws)
     have_teacher = False
     # "majority": the majority-class floor that `kron eval glue` and stage 2 record; it gets no row of its own
     glue_scores: dict[str, dict[str, float]] = {"student": {}, "teacher": {}, "majority": {}}
@@ -82,16 +100,22 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
                 metrics = dict(zip(grp["metric"], grp["value"]))
                 if split.startswith("ood:"):
                     row[f"ood {task} {split[4:]}"] = metrics.get("accuracy")
+                elif split.startswith("data:"):  # kron eval data --data FILE: the task's primary metric on it
+                    row[f"{task} {split[5:]}"] = metrics.get(_primary(task, own))
                 elif str(task).lower().startswith("squad"):
                     for m in ("exact", "f1", "exact_match", "em"):
                         if m in metrics:
                             row[f"{task} {m}"] = metrics[m]
                 elif split.startswith(("dev", "validation")):
                     key = _column(str(task), split)
-                    score = metrics.get(_primary(task))
+                    score = metrics.get(_primary(task, own))
                     if score is not None:
                         row[key] = score
                         glue_scores[model][key] = score
+                    if str(task) in own and model != "majority":  # own tasks: a column per metric
+                        for m in own[str(task)].metrics:
+                            if m != _primary(task, own) and m in metrics:
+                                row[f"{task} {m}"] = metrics[m]
             if model == "teacher" and len(latest):
                 have_teacher = True
     # tasks trained but never run through `kron eval glue`: the dev score stage 2 logged at its end
@@ -100,24 +124,25 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
         task, ev = info.get("task"), info.get("eval") or {}
         if model is None or not task or not info.get("done") or str(task).lower().startswith("squad"):
             continue
-        score = ev.get(_primary(task))
+        score = ev.get(_primary(task, own))
         if score is not None and task not in glue_scores[model]:
             (student if model == "student" else teacher)[task] = score
             glue_scores[model][task] = score
             have_teacher = have_teacher or model == "teacher"
-        floor = (info.get("majority") or {}).get(_primary(task))
+        floor = (info.get("majority") or {}).get(_primary(task, own))
         if floor is not None:
             glue_scores["majority"].setdefault(task, floor)
         # a student started from another task's (--init-from) whose training set held some dev inputs: both
         # models on the dev examples that training never saw (see data/overlap.py); beside, not in the averages
         unseen = info.get("eval_unseen") or {}
         for who, row in (("student", student), ("teacher", teacher)):
-            value = (unseen.get(who) or {}).get(_primary(task))
+            value = (unseen.get(who) or {}).get(_primary(task, own))
             if value is not None:
                 row[f"{task} unseen"] = value
     for model, row in (("student", student), ("teacher", teacher)):
-        if glue_scores[model]:
-            row["glue_avg"] = sum(glue_scores[model].values()) / len(glue_scores[model])
+        glue = {t: v for t, v in glue_scores[model].items() if t not in own}
+        if glue:  # own tasks have their own columns, outside the GLUE average (retention covers them)
+            row["glue_avg"] = sum(glue.values()) / len(glue)
     student["retention"] = _retention(glue_scores)
     student["gain_retention"] = _retention(glue_scores, floor="majority")
     speed = _read_csv(ws.speed_csv)

@@ -14,7 +14,8 @@ from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors
 @handle_errors
 def export_cmd(
     workspace: WorkspaceOpt,
-    task: Annotated[str, typer.Option(help="GLUE task whose fine-tuned student is exported (mrpc, sst2, ...).")],
+    task: Annotated[str, typer.Option(help="Task whose fine-tuned student is exported: a GLUE task (mrpc, sst2, "
+                                           "...) or an own-data task's name.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder to write (must not exist, unless --force).")],
     format: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or hf (transformers folder).")]
     = "onnx",
