@@ -356,7 +356,7 @@ def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage, ignore: tuple[s
         now = {f"factorize.{k}": v for k, v in now.items()}
     else:
         return None
-    change = first_change(old, now, lambda k: k.split(" ")[0].split(".")[-1] in ignore)
+    change = first_change(old, now, lambda k: _last_part(k) in ignore)
     return f"{change[0]}: {change[1]!r} -> {change[2]!r}" if change else None
 
 
@@ -402,7 +402,8 @@ def plan_settings(recipe: Recipe, stage: Stage) -> dict:
 
 
 def _last_part(key: str) -> str:
-    return key.split(" ")[0].split(".")[-1]  # "finetune.lr (mrpc)" -> "lr"
+    """A setting's short name: "finetune.lr (mrpc)" -> "lr"."""
+    return key.split(" ")[0].split(".")[-1]
 
 
 def dry_run(recipe: Recipe, ws: Workspace, plan: list[Stage]) -> list[dict]:

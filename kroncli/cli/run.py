@@ -71,12 +71,12 @@ def _print_plan(recipe: str, spec, ws: Workspace, plan, json_out: bool) -> None:
     error, a missing teacher or corpus is not (it is what the plan says to get)."""
     from rich.text import Text
 
-    from ..run import dry_run
+    from ..run import _last_part, dry_run
 
     rows = dry_run(spec, ws, plan)
     table = Table("stage", "state", "settings", "needs")
     for r in rows:
-        settings = ", ".join(f"{k.split(' ')[0].split('.')[-1]}={v}" for k, v in r["settings"].items())
+        settings = ", ".join(f"{_last_part(k)}={v}" for k, v in r["settings"].items())
         state = f"{r['state']} (differs)" if r["differs"] else r["state"]
         table.add_row(Text(r["stage"]), Text(state), Text(settings), Text("; ".join(r["needs"]) or "-"))
     console = human_console(json_out)
