@@ -265,6 +265,15 @@ def test_dry_run_plans_without_the_teacher_or_the_corpus(tmp_path, monkeypatch):
     assert not (tmp_path / "kb21").exists()
 
 
+def test_dry_run_table_cuts_no_setting(tmp_path, minilm_path):
+    """A long setting (MiniLM's targets regex) folds onto further lines instead of ending in "…"."""
+    rec = Path(__file__).resolve().parents[1] / "recipes" / "minilm-19x-mrpc.yaml"
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "m19"), "--set", f"teacher={minilm_path}",
+                              "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.stdout and "embedding_rank=16" in res.stdout
+
+
 def tiny_recipe(tmp_path, teacher, steps=30):
     require_glue("MRPC/train.tsv", "MRPC/dev.tsv")
     corpus = tmp_path / "corpus.txt"

@@ -69,12 +69,13 @@ def run_cmd(
 def _print_plan(recipe: str, spec, ws: Workspace, plan, json_out: bool) -> None:
     """`--dry-run`: the stages, their state and settings, and what each still needs; a recipe mistake is still an
     error, a missing teacher or corpus is not (it is what the plan says to get)."""
+    from rich.table import Column
     from rich.text import Text
 
     from ..run import _last_part, dry_run
 
     rows = dry_run(spec, ws, plan)
-    table = Table("stage", "state", "settings", "needs")
+    table = Table("stage", "state", *(Column(c, overflow="fold") for c in ("settings", "needs")))  # no cell cut
     for r in rows:
         settings = ", ".join(f"{_last_part(k)}={v}" for k, v in r["settings"].items())
         state = f"{r['state']} (differs)" if r["differs"] else r["state"]
