@@ -315,6 +315,16 @@ def _file_of(files: TaskFiles, split: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def check_files(task: "OwnTask") -> None:
+    """Every file the task was defined on is still there with the same content (before any model loads)."""
+    for split, _ in task.hashes:
+        path = _file_of(task.files, split)
+        if path is None:
+            raise KronError(f"task {task.name}: its {split} file {task.files.source(split)} is gone; restore it, or "
+                            "define the task again under another --task name")
+        _check_hash(task, split)
+
+
 def _check_hash(task: "OwnTask", split: str) -> None:
     want = dict(task.hashes).get(split)
     path = _file_of(task.files, split)

@@ -11,7 +11,7 @@ from ..errors import KronError
 from ..integrity import read_json_object
 from ..workspace import Workspace, atomic_write_json
 from .glue import TASKS, VARIANTS, Task, find_task
-from .own import OwnTask, define, differences, from_definition
+from .own import OwnTask, check_files, define, differences, from_definition
 from .task_files import TaskFiles
 from .squad import SquadTask, find_squad_task
 
@@ -51,7 +51,11 @@ def resolve_task(name: str, ws: Workspace | None = None, files: TaskFiles | None
         return task
     if files is not None and any(v is not None for k, v in vars(files).items() if k != "split_seed"):
         raise KronError(f"--task {name}: the own-data options need --train FILE (or --dataset NAME)")
-    task = stored_task(ws, name) or find_any_task(name)
+    stored = stored_task(ws, name)
+    if stored is not None:
+        check_files(stored)
+        return stored
+    task = find_any_task(name)
     if task is None:
         raise unknown_task(name)
     return task
