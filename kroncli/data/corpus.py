@@ -68,7 +68,7 @@ def _open_binary(path: Path):
 
 
 def _looks_like_path(s: str) -> bool:
-    return bool(Path(s).suffix) or s.startswith((".", "/", "~")) or s.count("/") > 1
+    return bool(Path(s).suffix) or s.startswith((".", "/", "~")) or s.count("/") > 1 or s.endswith("/")  # corpus/
 
 
 def corpus_files(sources: list[str]) -> list[Path] | None:
