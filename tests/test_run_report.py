@@ -50,11 +50,12 @@ def test_recipe_errors_name_the_key(tmp_path, content, needle):
 
 
 def test_per_task_values_match_any_spelling_of_the_task():
+    from kroncli.data.glue import normalize_task as t
     from kroncli.run import per_task
 
-    assert per_task({"sts-b": 5, "cola": 20}, "stsb", 0) == 5
-    assert per_task({"STSB": 5}, "sts-b", 0) == 5
-    assert per_task({"cola": 20}, "mrpc", 3) == 3
+    assert per_task({"sts-b": 5, "cola": 20}, t("stsb"), 0) == 5
+    assert per_task({"STSB": 5}, t("sts-b"), 0) == 5
+    assert per_task({"cola": 20}, t("mrpc"), 3) == 3
 
 
 def test_recipe_weights_adjust_each_tasks_defaults_and_skip_logit_kd_on_regression():
@@ -70,18 +71,20 @@ def test_recipe_weights_adjust_each_tasks_defaults_and_skip_logit_kd_on_regressi
 
 
 def test_weights_per_task_go_on_top_of_the_recipes_weights():
+    from kroncli.data.glue import normalize_task
     from kroncli.run import task_weights
 
     f = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "minilm-19x-mrpc.yaml", [
         "finetune.weights={attention_mse: 0.02, logit_kd: 5}",
         "finetune.weights_per_task={STS-B: {logit_mse: 5}, cola: {attention_mse: 0.1}}"]).finetune
-    assert task_weights(f, "stsb") == {"embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0,
-                                       "logit_mse": 5.0, "supervised": 1.0}
-    assert task_weights(f, "mrpc") == {"embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0,
-                                       "logit_kd": 5.0, "supervised": 1.0}
-    assert task_weights(f, "CoLA")["attention_mse"] == 0.1 and task_weights(f, "CoLA")["logit_kd"] == 5.0
+    assert task_weights(f, normalize_task("stsb")) == {"embedding_mse": 1.0, "attention_mse": 0.02,
+                                                       "hidden_mse": 1.0, "logit_mse": 5.0, "supervised": 1.0}
+    assert task_weights(f, normalize_task("mrpc")) == {"embedding_mse": 1.0, "attention_mse": 0.02,
+                                                       "hidden_mse": 1.0, "logit_kd": 5.0, "supervised": 1.0}
+    cola = task_weights(f, normalize_task("CoLA"))
+    assert cola["attention_mse"] == 0.1 and cola["logit_kd"] == 5.0
     f.weights, f.weights_per_task = None, {}
-    assert task_weights(f, "mrpc") is None  # the task's own defaults
+    assert task_weights(f, normalize_task("mrpc")) is None  # the task's own defaults
 
 
 def test_recipe_that_does_not_parse(tmp_path):
@@ -136,7 +139,7 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
         res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / f"t{i}")])
         assert res.exit_code == 2 and needle in res.output, res.output
         assert not (tmp_path / f"t{i}" / "manifest.json").exists()
-    for i, (per_task, needle) in enumerate([({"colaa": 3}, "finetune.augment_per_task: unknown GLUE task 'colaa'"),
+    for i, (per_task, needle) in enumerate([({"colaa": 3}, "finetune.augment_per_task: unknown task 'colaa'"),
                                             ({"cola": -2}, "--augment -2")]):
         rec = write_recipe(tmp_path / f"p{i}.yaml", random_init="tiny",
                            finetune={"tasks": ["mrpc"], "augment_per_task": per_task})
@@ -160,7 +163,7 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     ({"finetune": {"tasks": ["mrpc"], "weights_per_task": {"mrpc": {"hiden_mse": 1}}}},
      "recipe key finetune.weights_per_task.mrpc: unknown loss name(s) ['hiden_mse']"),
     ({"finetune": {"tasks": ["mrpc"], "weights_per_task": {"mrcp": {"hidden_mse": 1}}}},
-     "recipe key finetune.weights_per_task: unknown GLUE task 'mrcp'"),
+     "recipe key finetune.weights_per_task: unknown task 'mrcp'"),
     ({"distill": {"weights": {"logit_kd": 1}}}, "recipe key distill.weights: stage 1 has no loss 'logit_kd'"),
     ({"distill": {"weights": {"embedding_mse": 0, "attention_mse": 0, "hidden_mse": 0}}},
      "recipe key distill.weights: all stage-1 loss weights are zero"),
