@@ -328,3 +328,11 @@ def test_a_saved_datasetdict_is_a_task_and_its_text_a_stage1_corpus(tmp_path, ti
     assert (ws / "cache" / "task-saved.txt").read_text().splitlines() == rows["text"]
     res = kron("eval", "data", "-w", ws, "--task", "nothing")
     assert res.exit_code == 2 and "has no own-data task 'nothing' (tasks: saved)" in res.output
+
+
+def test_a_hub_dataset_offline_is_one_line_saying_what_to_pass(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(KronError) as e:
+        define("reviews", TaskFiles(dataset="stanfordnlp/imdb", dataset_config="plain_text"))
+    assert "stanfordnlp/imdb:plain_text[train]: the Hugging Face hub is unreachable (offline)" in str(e.value)
+    assert "save_to_disk" in str(e.value)
