@@ -15,8 +15,9 @@ import pandas as pd
 from .errors import KronError
 from .workspace import Workspace
 
-BASE_COLUMNS = ["workspace", "model", "params", "teacher_params", "compression", "size_mib"]
+BASE_COLUMNS = ["workspace", "model", "method", "table", "split", "params", "teacher_params", "compression", "size_mib"]
 MIB = 2 ** 20  # sizes in MiB, as kron eval speed gives them
+DEFAULT_METHOD = "kronecker"  # a student whose kron.json names no `method` (every workspace before there were others)
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
@@ -58,6 +59,18 @@ def _latest(evals: pd.DataFrame, model: str) -> pd.DataFrame:
     return sub.groupby(["task", "split", "metric"], as_index=False).last()
 
 
+def _column(task: str, split: str) -> str:
+    """A dev score's column: the task's name; MNLI's two dev sets under their GLUE names, MNLI-m and MNLI-mm (the
+    paper's columns too)."""
+    from .evaluation.predictions import _MNLI_FILES
+
+    if split in ("dev", "validation"):
+        return task
+    if task.upper().startswith("MNLI") and split in _MNLI_FILES:
+        return _MNLI_FILES[split]
+    return f"{task}-{split.split('_')[-1][:2]}"
+
+
 def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     """The student row (and the teacher row, when a task teacher was evaluated) of one workspace."""
     ws = Workspace(path)
@@ -68,7 +81,8 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     fact = manifest.get("stages", {}).get("factorize", {})
     teacher_params = manifest.get("teacher", {}).get("params")
     weights = ws.student_dir / "model.safetensors"
-    student = {"workspace": label, "model": "student", "params": fact.get("student_params"),
+    student = {"workspace": label, "model": "student", "method": student_method(ws),
+               "params": fact.get("student_params"),
                "teacher_params": teacher_params, "compression": fact.get("compression"),
                "size_mib": weights.stat().st_size / MIB if weights.is_file() else None}
     teacher = {"workspace": label, "model": "teacher", "params": teacher_params,
@@ -95,7 +109,7 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
                         if m in metrics:
                             row[f"{task} {m}"] = metrics[m]
                 elif split.startswith(("dev", "validation")):
-                    key = task if split in ("dev", "validation") else f"{task}-{split.split('_')[-1][:2]}"
+                    key = _column(str(task), split)
                     score = metrics.get(_primary(task, own))
                     if score is not None:
                         row[key] = score
@@ -141,7 +155,30 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
                              ("gen speedup", student_rows[phase == "generate"])):
             for (batch, seq), r in rows.groupby(["batch", "seq_len"]).last().iterrows():
                 student[f"{prefix} b{batch}x{seq}"] = r["speedup"]
+    if speed is not None and "latency_ms" in speed:  # what `kron report --plot` puts scores against
+        for model, row in (("student", student), ("teacher", teacher)):
+            rows = speed[speed["model"] == model]
+            if "phase" in rows:  # a decoder's latency is its prefill's
+                rows = rows[rows["phase"] != "generate"]
+            last = rows.groupby(["batch", "seq_len"]).last()
+            for (batch, seq), r in last.iterrows():
+                row[f"{LATENCY}b{batch}x{seq}"] = r["latency_ms"]
     return [student] + ([teacher] if have_teacher else [])
+
+
+LATENCY = "latency_ms "  # column prefix: "latency_ms b1x128"
+
+
+def student_method(ws: Workspace) -> str:
+    """How the student was made: its kron.json's `method` (kron factorize --method), else kronecker."""
+    from .integrity import read_json_object
+
+    path = ws.student_dir / "kron.json"
+    try:
+        method = read_json_object(path).get("method") if path.is_file() else None
+    except KronError:  # damaged: the report still gets its row; loading the student says what is wrong
+        method = None
+    return str(method or DEFAULT_METHOD)
 
 
 def _retention(scores: dict[str, dict[str, float]], floor: str | None = None) -> float | None:
@@ -159,8 +196,10 @@ def _retention(scores: dict[str, dict[str, float]], floor: str | None = None) ->
 
 
 def paper_rows() -> list[dict]:
+    """Every published figure of the paper (kroncli/data/paper.json): a row per model and table, the `table` column
+    naming it (Table 2 GLUE test, Table 4 dev, ...), `split` saying what was scored."""
     data = json.loads(resources.files("kroncli.data").joinpath("paper.json").read_text())
-    return [{"workspace": "paper", **{k: v for k, v in r.items() if k != "table"}} for r in data["rows"]]
+    return [{"workspace": "paper", **r} for r in data["rows"]]
 
 
 def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -187,7 +226,9 @@ def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], Non
     if paper:
         rows += paper_rows()
     df = pd.DataFrame(rows)
-    for col in ("params", "teacher_params"):  # whole numbers, also beside the paper's rows (which lack some)
+    whole = {k for r in rows for k, v in r.items() if isinstance(v, int) and not isinstance(v, bool)}
+    whole -= {k for r in rows for k, v in r.items() if isinstance(v, float)}
+    for col in {"params", "teacher_params", *whole}:  # whole numbers, also beside rows that lack them (NaN)
         if col in df:
             df[col] = pd.to_numeric(df[col]).round().astype("Int64")
     lead = [c for c in BASE_COLUMNS if c in df]
@@ -195,8 +236,13 @@ def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], Non
 
 
 def cell(value) -> str:
-    """A report value as text: empty for a missing one, floats with two decimals, whole numbers as they are."""
-    return "" if pd.isna(value) else (f"{value:,.2f}" if isinstance(value, float) else str(value))
+    """A report value as text: empty for a missing one, floats with two decimals (under 0.01, three significant
+    digits: a learning rate of 1e-05 is not 0.00), whole numbers as they are."""
+    if pd.isna(value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:,.2f}"
+    return str(value)
 
 
 def _wide(df: pd.DataFrame, title: str):

@@ -169,9 +169,39 @@ def select(all_stages: list[Stage], until: str | None, only: str | None) -> list
     return all_stages
 
 
-def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> None:
+class Needs:
+    """What the planned stages still lack. A real run raises the first missing input (the teacher, a corpus, a GLUE
+    file); a dry run (`collect`) records it against the stages that read it and goes on, so the plan prints whole.
+    Recipe mistakes (a bad value, an impossible ratio) are errors either way."""
+
+    def __init__(self, collect: bool = False):
+        self.collect = collect
+        self.by_stage: dict[str, list[str]] = {}
+
+    def check(self, stage_names: list[str], what: str, check: Callable, *args):
+        """`check(*args)`'s result; its KronError raised, or (collecting) noted for `stage_names`, in full for the
+        first and as `what` (see the first) for the others; None returned."""
+        try:
+            return check(*args)
+        except KronError as e:
+            if not self.collect or not stage_names:
+                raise
+            first, *others = stage_names
+            self.by_stage.setdefault(first, []).append(str(e))
+            for name in others:
+                self.by_stage.setdefault(name, []).append(f"{what} (see {first})")
+            return None
+
+
+def _readers(planned: list[Stage], kinds: tuple[str, ...], task: Task | None = None) -> list[str]:
+    """The planned stages of these kinds (those of `task` only, given one): the ones a missing input holds up."""
+    return [s.name for s in planned if s.kind in kinds and (task is None or s.task.name == task.name)]
+
+
+def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None, needs: Needs | None = None) -> None:
     """Fail before any stage: the teacher, the data and the ratio that the planned stages need (all by default),
-    so that `--until factorize` does not ask for a corpus it will not read."""
+    so that `--until factorize` does not ask for a corpus it will not read. Given collecting `needs` (a dry run),
+    missing inputs and done stages made with other settings are noted there instead."""
     from .data.corpus import corpus_files
     from .data.glue import load_split
     from .factorize import _validate
@@ -180,20 +210,25 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
 
     recipe_tasks(recipe, ws)  # own tasks' files read and checked against the workspace's definitions
     planned = stages(recipe) if plan is None else plan
+    needs = needs or Needs()
     kinds = {s.kind for s in planned}
     check_init_from(recipe, ws, planned)  # first: the done stages' settings are compared through its task names
-    check_done_stages(recipe, ws)
+    if not needs.collect:
+        check_done_stages(recipe, ws)
     factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
     if not factorized:  # every later stage starts from the factorized student
-        source = sources.resolve(recipe.teacher, recipe.random_init)
+        teacher_readers = _readers(planned, ("factorize", "distill", "teacher")) or [s.name for s in planned]
+        source = needs.check(teacher_readers, f"the teacher {recipe.teacher}", sources.resolve, recipe.teacher,
+                             recipe.random_init)
         opts = _factorize_options(recipe)
         _validate(opts)
-        if recipe.factorize.ratio or recipe.factorize.max_params:
+        if source and (recipe.factorize.ratio or recipe.factorize.max_params):
             _check_ratio(recipe, opts, source)
     if "distill" in kinds:
         _recipe_key("distill.weights", check_stage1_weights, recipe_stage1_weights(recipe))
     if recipe.distill.corpus and "distill" in kinds:
-        _recipe_key("distill.corpus", _with_data_dir_hint, recipe, corpus_files, recipe.distill.corpus)
+        needs.check(["distill"], "the corpus", _recipe_key, "distill.corpus", _with_data_dir_hint, recipe,
+                    corpus_files, recipe.distill.corpus)
         check_training_values(vars(recipe.distill), lambda key: f"recipe key distill.{key}")
         if recipe.distill.attention not in ("scores", "probs"):
             raise KronError(f"recipe key distill.attention: {recipe.distill.attention!r}: choose scores or probs")
@@ -213,7 +248,8 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
             _recipe_key(f"finetune.unlabelled_from.{key}", check_student_options,
                         FinetuneOptions(task=t, unlabelled_from=extra))
             for src in extra:  # a source missing from the data folder fails now, not after the stages before it
-                _with_data_dir_hint(recipe, load_split, src, "train", recipe.data_dir)
+                needs.check(_readers(planned, ("finetune",), t), f"{src.name}'s data", _with_data_dir_hint, recipe,
+                            load_split, src, "train", recipe.data_dir)
         weights = task_weights(f, t)
         if weights is not None:
             keys = ["finetune.weights"] if f.weights else []
@@ -227,7 +263,8 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
                                                   augment_ngram=f.augment_ngram, rehearse=f.rehearse,
                                                   rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
-            _recipe_key("finetune.rehearse_corpus", corpus_files, f.rehearse_corpus)
+            needs.check(_readers(planned, ("finetune",)), "the rehearsal corpus", _recipe_key,
+                        "finetune.rehearse_corpus", corpus_files, f.rehearse_corpus)
     if "eval-glue" in kinds:  # a task scored but never fine-tuned would fail after every other stage had run
         from .evaluation.glue_eval import model_task
 
@@ -245,10 +282,16 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
                                 f"{', '.join(sorted(tuned)) or 'none (define it as a mapping in finetune.tasks)'}")
     glue_tasks = _each(s.task for s in planned if s.task)
     if glue_tasks and recipe.data_dir and not Path(recipe.data_dir).expanduser().is_dir():
-        raise KronError(f"the recipe's data_dir {recipe.data_dir} is not a directory; pass kron run --data-dir DIR, "
-                        "the folder holding GLUE's task folders (MRPC/, CoLA/, ...)")
-    for task in glue_tasks:
-        _with_data_dir_hint(recipe, load_split, task, task.eval_splits[0], recipe.data_dir)  # says what to pass
+        needs.check([s.name for s in planned if s.task], "the GLUE folder", _no_data_dir, recipe)
+    else:
+        for task in glue_tasks:  # says what to pass
+            needs.check(_readers(planned, ("teacher", "finetune"), task), f"{task.name} data", _with_data_dir_hint,
+                        recipe, load_split, task, task.eval_splits[0], recipe.data_dir)
+
+
+def _no_data_dir(recipe: Recipe) -> None:
+    raise KronError(f"the recipe's data_dir {recipe.data_dir} is not a directory; pass kron run --data-dir DIR, "
+                    "the folder holding GLUE's task folders (MRPC/, CoLA/, ...)")
 
 
 # finetune-section keys that only the teacher stage reads, and the per-task ones (compared resolved, per task)
@@ -313,7 +356,7 @@ def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage, ignore: tuple[s
         now = {f"factorize.{k}": v for k, v in now.items()}
     else:
         return None
-    change = first_change(old, now, lambda k: k.split(" ")[0].split(".")[-1] in ignore)
+    change = first_change(old, now, lambda k: _last_part(k) in ignore)
     return f"{change[0]}: {change[1]!r} -> {change[2]!r}" if change else None
 
 
@@ -324,15 +367,63 @@ BUDGET_KEYS = ("max_steps", "epochs", "teacher_epochs")
 def check_done_stages(recipe: Recipe, ws: Workspace) -> None:
     """A training stage done (or half done) with other settings than the recipe's is not skipped or resumed in
     silence: the run stops."""
+    for stage, how, change in done_stage_changes(recipe, ws):
+        raise KronError(f"stage {stage.name} in {ws.root} is {how} with other settings ({change}); use a new "
+                        "--workspace, or the value it was made with")
+
+
+def done_stage_changes(recipe: Recipe, ws: Workspace):
+    """(stage, "done" | "half done (checkpoints)", "key: old -> new") for each training stage the workspace holds
+    made with other settings than the recipe's."""
     for stage in stages(recipe):
         state = "eval" if stage.kind.startswith("eval") else status(ws, stage)
         if state not in ("done", "resume"):
             continue
         change = changed_setting(recipe, ws, stage, BUDGET_KEYS if state == "resume" else ())
         if change:
-            how = "done" if state == "done" else "half done (checkpoints)"
-            raise KronError(f"stage {stage.name} in {ws.root} is {how} with other settings ({change}); use a new "
-                            "--workspace, or the value it was made with")
+            yield stage, "done" if state == "done" else "half done (checkpoints)", change
+
+
+# shown in a dry run's plan whatever their value (with those the recipe sets off kron's defaults), by last key part
+PLAN_KEYS = {"teacher", "random_init", "preset", "ratio", "max_params", "corpus", "epochs", "max_steps", "lr",
+             "batch_size", "max_seq_len", "teacher_lr", "teacher_epochs", "weights", "glue", "data", "speed_batch",
+             "speed_seq_len"}
+
+
+def plan_settings(recipe: Recipe, stage: Stage) -> dict:
+    """A stage's settings as a dry run shows them, by recipe key: the usual ones (PLAN_KEYS) and any other the
+    recipe sets off kron's defaults."""
+    now = stage_settings(recipe, stage)
+    if stage.kind == "distill":
+        now["distill.corpus"] = recipe.distill.corpus
+    default = stage_settings(Recipe(), stage)
+    return {k: v for k, v in now.items() if v not in (None, [], {})
+            and (_last_part(k) in PLAN_KEYS or v != default.get(k))}
+
+
+def _last_part(key: str) -> str:
+    """A setting's short name: "finetune.lr (mrpc)" -> "lr"."""
+    return key.split(" ")[0].split(".")[-1]
+
+
+def dry_run(recipe: Recipe, ws: Workspace, plan: list[Stage]) -> list[dict]:
+    """The plan without running it: each stage's state, settings and what it still needs (a missing input; for a
+    done stage made with other settings, the difference a real run stops at). Only recipe mistakes are errors."""
+    needs = Needs(collect=True)
+    validate(recipe, ws, plan, needs)
+    planned = {s.name for s in plan}
+    rows = [{"stage": s.name, "state": status(ws, s, recipe), "differs": None, "settings": plan_settings(recipe, s),
+             "needs": list(needs.by_stage.get(s.name, []))} for s in plan]
+    for stage, how, change in done_stage_changes(recipe, ws):
+        stop = (f"{how} with other settings ({change}); a run stops here: use a new --workspace, or the value it "
+                "was made with")
+        if stage.name in planned:
+            row = next(r for r in rows if r["stage"] == stage.name)
+            row["differs"] = change
+            row["needs"].insert(0, stop)
+        elif rows:  # not planned, but a run of this plan still stops at it
+            rows[0]["needs"].insert(0, f"stage {stage.name} is {stop}")
+    return rows
 
 
 def _recipe_key(key: str, check: Callable, *args):
@@ -423,6 +514,10 @@ def _factorize(recipe, ws, stage, resume, progress, log, command):
 def _distill(recipe, ws, stage, resume, progress, log, command):
     from .stages.distill import DistillOptions, run_distill
 
+    from .data.tasks import save_definition
+
+    for task in recipe_tasks(recipe, ws):  # a corpus entry task:NAME may name an own task of the recipe
+        save_definition(ws, task)
     d = recipe.distill
     cfg = from_section(TrainConfig, d, stage="distill", epochs=d.epochs if not d.max_steps else None, resume=resume)
     s = run_distill(ws, from_section(DistillOptions, d, weights=recipe_stage1_weights(recipe)), cfg, progress, log)

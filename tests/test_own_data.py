@@ -307,3 +307,32 @@ def test_a_recipe_takes_an_own_task_as_a_mapping(tmp_path, tiny_teacher):
     res = kron("run", path, "-w", tmp_path / "ws2")
     assert res.exit_code == 2 and "finetune.tasks[0]" in res.output and "'nope'" in res.output
     assert not (tmp_path / "ws2").exists()
+
+
+def test_a_saved_datasetdict_is_a_task_and_its_text_a_stage1_corpus(tmp_path, tiny_teacher):
+    import datasets
+
+    rows = {"text": [f"word{i} and more words" for i in range(16)], "label": ["a", "b"] * 8}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows),
+                          "validation": datasets.Dataset.from_dict({k: v[:4] for k, v in rows.items()})}
+                         ).save_to_disk(str(tmp_path / "saved"))
+    task = define("saved", TaskFiles(dataset=str(tmp_path / "saved")))
+    assert len(task.load("train")) == 16 and len(task.load("dev")) == 4 and task.label_names == ("a", "b")
+    ws = tmp_path / "ws"
+    assert kron("factorize", tiny_teacher, "--ratio", "4", "-w", ws).exit_code == 0
+    res = kron("finetune", "-w", ws, "--task", "saved", "--dataset", tmp_path / "saved", "--teacher-only",
+               "--max-steps", "1", "--max-seq-len", "32")
+    assert res.exit_code == 0, res.output
+    res = kron("distill", "-w", ws, "--corpus", "task:saved", "--max-steps", "1", "--max-seq-len", "16")
+    assert res.exit_code == 0, res.output
+    assert (ws / "cache" / "task-saved.txt").read_text().splitlines() == rows["text"]
+    res = kron("eval", "data", "-w", ws, "--task", "nothing")
+    assert res.exit_code == 2 and "has no own-data task 'nothing' (tasks: saved)" in res.output
+
+
+def test_a_hub_dataset_offline_is_one_line_saying_what_to_pass(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(KronError) as e:
+        define("reviews", TaskFiles(dataset="stanfordnlp/imdb", dataset_config="plain_text"))
+    assert "stanfordnlp/imdb:plain_text[train]: the Hugging Face hub is unreachable (offline)" in str(e.value)
+    assert "save_to_disk" in str(e.value)

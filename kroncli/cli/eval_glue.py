@@ -107,9 +107,10 @@ def ood_cmd(
 
     Example: kron eval ood --workspace runs/m19 --task rte --data hans.tsv --label-map entailment=0,non-entailment=1
     """
+    from ..data.glue import normalize_task
     from ..evaluation.ood import OodOptions, evaluate_ood
     ws = Workspace(workspace)
-    opts = OodOptions(task=task, data=data, label_map=label_map, collapse=collapse, text_columns=text_columns,
+    opts = OodOptions(task=normalize_task(task), data=data, label_map=label_map, collapse=collapse, text_columns=text_columns,
                       label_column=label_column, data_split=data_split, model=model, data_dir=data_dir, dev=dev,
                       batch_size=batch_size, max_seq_len=max_seq_len)
     out = evaluate_ood(ws, opts, progress_factory(show_progress(json_out)))

@@ -41,10 +41,13 @@ def export_cmd(
 
     Example: kron export -w runs/kb19 --task mrpc --format onnx --out deploy/kb19-mrpc
     """
+    from ..data.tasks import resolve_task
     from ..export import ExportOptions, export
+    from ..workspace import Workspace
 
+    spec = resolve_task(task, Workspace(workspace)) if Workspace(workspace).is_workspace() else task
     log = (lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False))
-    res = export(ExportOptions(workspace, task, format, out, quantize, dense, force, data_dir, eval_limit,
+    res = export(ExportOptions(workspace, spec, format, out, quantize, dense, force, data_dir, eval_limit,
                                max_seq_len), log=log)
     if json_out:
         emit_json(res)

@@ -175,7 +175,7 @@ def _squad(version: int, spec, **a) -> None:
         train["epochs"] = 2.0
     cfg = TrainConfig(stage=f"{'teacher' if teacher_only else 'finetune'}-{name}",
                       lr=a["lr"] if a["lr"] is not None else (3e-5 if teacher_only else 1e-4), **train)
-    opts = SquadOptions(task=name, version=version, data_dir=a["data_dir"], train_file=a["train_file"],
+    opts = SquadOptions(task=spec, data_dir=a["data_dir"], train_file=a["train_file"],
                         dev_file=a["dev_file"], max_seq_len=a["max_seq_len"] or 384, doc_stride=a["doc_stride"],
                         teacher_only=teacher_only, temperature=a["temperature"], layer_map=a["layer_map"],
                         teacher=a["teacher"], eval_batch_size=a["eval_batch_size"],

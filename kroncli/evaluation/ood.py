@@ -42,7 +42,7 @@ SHOW = 5  # unmapped label values named in an error
 
 @dataclass
 class OodOptions:
-    task: str
+    task: Task  # parsed at the CLI edge
     data: str
     label_map: str | None = None  # "VALUE=LABEL,..." data label value -> model label (name or id)
     collapse: str | None = None  # "LABEL=LABEL,..." model prediction -> model label, before scoring
