@@ -225,7 +225,7 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None, nee
         if source and (recipe.factorize.ratio or recipe.factorize.max_params):
             _check_ratio(recipe, opts, source)
     if "distill" in kinds:
-        _recipe_key("distill.weights", check_stage1_weights, recipe_stage1_weights(recipe))
+        _recipe_key("distill.weights", check_stage1_weights, recipe_stage1_weights(recipe), recipe_family(recipe, ws))
     if recipe.distill.corpus and "distill" in kinds:
         needs.check(["distill"], "the corpus", _recipe_key, "distill.corpus", _with_data_dir_hint, recipe,
                     corpus_files, recipe.distill.corpus)
@@ -547,6 +547,18 @@ def _names(tasks):
     if tasks is None:
         return None
     return [t.name for t in tasks] if isinstance(tasks, list) else tasks.name
+
+
+def recipe_family(recipe: Recipe, ws: Workspace):
+    """The model family of the recipe's student (a decoder's stage 1 takes other losses): the factorized student's,
+    else the teacher's when it is a random init or a local folder (None for a hub name)."""
+    from . import families
+
+    if families.find(ws.student_dir):
+        return families.find(ws.student_dir)
+    if recipe.random_init:
+        return families.random_inits().get(recipe.random_init)
+    return families.find(recipe.teacher) if recipe.teacher else None
 
 
 def recipe_stage1_weights(recipe: Recipe) -> dict[str, float]:

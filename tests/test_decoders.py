@@ -422,12 +422,12 @@ BAD = [
     ("gpt2", ["finetune", "--task", "mrpc", "--teacher-only", "--max-steps", "1"], "is a decoder"),
     ("gpt2", ["finetune", "--task", "squad", "--teacher-only", "--max-steps", "1"], "no question_answering head"),
     ("gpt2", ["eval", "glue", "--task", "mrpc"], "kron eval ppl"),
-    ("gpt2", ["distill", "--corpus", "CORPUS", "--weight", "mlm=1", "--max-steps", "1"], "no mlm term"),
-    ("gpt2", ["export", "--task", "mrpc", "--format", "hf", "--out", "OUT"], "drop --task mrpc"),
+    ("gpt2", ["distill", "--corpus", "CORPUS", "--weight", "mlm=1", "--max-steps", "1"], "no loss 'mlm' (GPT-2 is a decoder)"),
+    ("gpt2", ["export", "--task", "mrpc", "--format", "hf", "--out", "OUT"], "a language model with no task; drop --task"),
     ("gpt2", ["eval", "ppl", "--data", "CORPUS", "--max-length", "32", "--stride", "64"], "--stride 64"),
     ("gpt2", ["eval", "ppl", "--data", "CORPUS", "--max-length", "4096"], "exceeds the model's 128 positions"),
     ("bert", ["eval", "ppl", "--data", "CORPUS"], "needs a decoder family"),
-    ("bert", ["distill", "--corpus", "CORPUS", "--weight", "logit_kd=1", "--max-steps", "1"], "no logit_kd term"),
+    ("bert", ["distill", "--corpus", "CORPUS", "--weight", "logit_kd=1", "--max-steps", "1"], "stage 1 has no loss 'logit_kd'"),
     ("bert", ["export", "--format", "hf", "--out", "OUT"], "--task TASK is required"),
 ]
 
@@ -470,3 +470,19 @@ def test_generation_is_cut_to_the_positions_left_after_the_prompt():
     assert opts.new_tokens == 8 and "128 positions" in warning
     opts = SpeedOptions(seq_len=64, new_tokens=32)
     assert fit_new_tokens(opts, configs) == [] and opts.new_tokens == 32
+
+
+def test_a_decoder_recipe_takes_logit_kd_and_refuses_mlm_before_any_stage(tmp_path):
+    """kron run checks stage 1's losses against the teacher's family: logit_kd is a decoder's, mlm is not."""
+    from kroncli import sources
+
+    teacher = tmp_path / "gpt2"
+    model, tok = sources.load_model(sources.ModelSource("random:gpt2-tiny", None, "random"))
+    model.save_pretrained(teacher)
+    tok.save_pretrained(teacher)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"teacher: {teacher}\nfactorize:\n  ratio: 2\ndistill:\n  corpus: [{tmp_path}/none.txt]\n"
+                      "  weights: {logit_kd: 2, mlm: 1}\n")
+    res = runner.invoke(app, ["run", str(recipe), "-w", str(tmp_path / "ws")])
+    one_line_error(res, "recipe key distill.weights: stage 1 has no loss 'mlm' (GPT-2 is a decoder)")
+    assert not (tmp_path / "ws").exists()

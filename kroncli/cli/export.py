@@ -45,7 +45,8 @@ def export_cmd(
     from ..export import ExportOptions, export
     from ..workspace import Workspace
 
-    spec = resolve_task(task, Workspace(workspace)) if Workspace(workspace).is_workspace() else task
+    # no --task: a decoder's student (export() says so for an encoder)
+    spec = resolve_task(task, Workspace(workspace)) if task and Workspace(workspace).is_workspace() else task
     log = (lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False))
     res = export(ExportOptions(workspace, spec, format, out, quantize, dense, force, data_dir, eval_limit,
                                max_seq_len), log=log)

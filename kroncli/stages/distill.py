@@ -20,9 +20,10 @@ from .common import (check_same_architecture, require_student, shapes_fingerprin
 
 # The paper sums the intermediate losses unweighted; stage 1 has no logits.
 DEFAULT_WEIGHTS = {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0}
-STAGE1_LOSSES = (*INTERMEDIATE_LOSSES, "mlm", "logit_kd")
+STAGE1_LOSSES = (*INTERMEDIATE_LOSSES, "mlm")
 # A decoder's stage 1 also matches the next-token distribution at every position (KnGPT2's logit KD), unless
-# --weight logit_kd=0; an encoder's stage 1 has no LM logits to match (mlm trains its head on labels instead).
+# --weight logit_kd=0; it has no masked-LM head for mlm, and an encoder's stage 1 no LM logits for logit_kd.
+CAUSAL_STAGE1_LOSSES = (*INTERMEDIATE_LOSSES, "logit_kd")
 CAUSAL_WEIGHTS = {"logit_kd": 1.0}
 
 
@@ -151,13 +152,16 @@ def make_step(teacher, weights: dict, attention: str, layer_map: str | None, mas
     return step
 
 
-def check_stage1_weights(weights: dict) -> None:
-    """Stage 1's loss names and weights, checked before anything loads (`kron distill`, `kron run`)."""
-    unknown = set(weights) - set(STAGE1_LOSSES)
+def check_stage1_weights(weights: dict, family: families.Family | None = None) -> None:
+    """Stage 1's loss names and weights, checked before anything loads (`kron distill`, `kron run`); a decoder
+    `family` takes logit_kd instead of mlm (an unknown family: an encoder's)."""
+    known = CAUSAL_STAGE1_LOSSES if family is not None and family.is_decoder else STAGE1_LOSSES
+    unknown = set(weights) - set(known)
     if unknown:
-        raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}; use {', '.join(STAGE1_LOSSES)}")
+        what = f" ({family.name} is a decoder)" if family is not None and family.is_decoder else ""
+        raise KronError(f"stage 1 has no loss {sorted(unknown)[0]!r}{what}; use {', '.join(known)}")
     if not any(weights.values()):
-        raise KronError(f"all stage-1 loss weights are zero; give one of {', '.join(STAGE1_LOSSES)} a weight")
+        raise KronError(f"all stage-1 loss weights are zero; give one of {', '.join(known)} a weight")
     try:
         check_weights(weights)
     except ValueError as e:
@@ -194,26 +198,19 @@ def task_corpus(ws: Workspace, corpus: list[str]) -> list[str]:
 
 
 def stage1_weights(family: families.Family, weights: dict) -> dict:
-    """The weights stage 1 trains with for this family: a decoder adds logit KD by default; an encoder has no LM
-    logits for it, a decoder no masked-LM head for mlm."""
+    """The weights stage 1 trains with for this family (a decoder adds logit KD by default), checked."""
     if family.is_decoder:
         weights = {**CAUSAL_WEIGHTS, **weights}
-    wrong = "mlm" if family.is_decoder else "logit_kd"
-    if weights.get(wrong):
-        why = ("a decoder predicts the next token: its stage 1 matches the teacher's with logit_kd" if family.is_decoder
-               else "an encoder's stage 1 has no language-model logits to match (use mlm for its masked-LM head)")
-        raise KronError(f"--weight {wrong}: the {family.name} family's stage 1 has no {wrong} term; {why}")
-    check_stage1_weights(weights)
+    check_stage1_weights(weights, family)
     return weights
 
 
 def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
-    check_stage1_weights(opts.weights)
     folder = require_student(ws)
-    corpus = task_corpus(ws, opts.corpus)
-    kron_cfg = read_kron_config(folder)
     family = families.family_of(folder)
     opts.weights = stage1_weights(family, opts.weights)
+    corpus = task_corpus(ws, opts.corpus)
+    kron_cfg = read_kron_config(folder)
     causal = family.is_decoder
     block = family.require_block("causal" if causal else "pairs")
     opts.pairs = opts.pairs and not causal  # a decoder's blocks are running text
