@@ -162,8 +162,10 @@ def load_hub(name: str, config: str | None, split: str) -> Table:
 
 
 def looks_like_path(value: str) -> bool:
-    path = Path(value)
-    return path.suffix.lower() in FILE_SUFFIXES or os.sep in value or value.startswith(".")
+    """A name that can only be a file or folder: a data suffix, a leading . / ~, or more than one `/` (a hub name
+    is `name` or `org/name`)."""
+    return (Path(value).suffix.lower() in FILE_SUFFIXES or value.startswith((".", os.sep, "~"))
+            or value.count("/") > 1)
 
 
 def read_source(data: str, split: str, quoting: str | None = None, delimiter: str | None = None) -> tuple[Table, str]:
