@@ -206,6 +206,10 @@ def stage1_weights(family: families.Family, weights: dict) -> dict:
 
 
 def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
+    try:  # the values first, before the workspace; which names stage 1 takes depends on the student's family
+        check_weights(opts.weights)
+    except ValueError as e:
+        raise KronError(str(e)) from None
     folder = require_student(ws)
     family = families.family_of(folder)
     opts.weights = stage1_weights(family, opts.weights)
