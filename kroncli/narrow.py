@@ -204,12 +204,37 @@ def _slice(model: nn.Module, name: str, tensor: torch.Tensor, keep: dict, hidden
     return tensor
 
 
-def slice_state(model: nn.Module, state: dict, hidden_idx: list[int], teacher_hidden: int) -> dict:
-    """A teacher module's state (a task head, a pooler) cut to the student's hidden dimensions (fine-tuning
-    initialises the student's head from the fine-tuned teacher's)."""
-    keep = {"hidden": torch.tensor(hidden_idx)}
-    return {k: _slice(model, k, v, keep, teacher_hidden) if k in dict(model.named_parameters()) else v
-            for k, v in state.items()}
+def _record(folder: Path) -> dict | None:
+    from .student import read_kron_config
+
+    return read_kron_config(folder).get("narrow")
+
+
+def head_state(state: dict, folder: Path) -> dict:
+    """A fine-tuned teacher's head state (classifier, pooler, span head), cut to the hidden dimensions the student in
+    `folder` kept, so that stage 2 starts the narrow student's head from the teacher's as for any other student.
+    Every axis of the teacher's hidden size is one of them (a head reads and writes hidden states only)."""
+    rec = _record(folder)
+    if not rec:
+        return state
+    idx, width = torch.tensor(rec["hidden_kept"]), rec["teacher_widths"]["hidden"]
+
+    def cut(t: torch.Tensor) -> torch.Tensor:
+        for axis, n in enumerate(t.shape):
+            if n == width:
+                t = t.index_select(axis, idx.to(t.device))
+        return t
+
+    return {k: cut(v) for k, v in state.items()}
+
+
+def teacher_module(teacher_part: nn.Module, student_part: nn.Module | None, folder: Path) -> nn.Module:
+    """The fine-tuned teacher's module (a pooler) for the student in `folder`: a copy, or for a narrow student its
+    own module loaded with the teacher's weights cut to the kept dimensions."""
+    if student_part is None or not _record(folder):
+        return copy.deepcopy(teacher_part)
+    student_part.load_state_dict(head_state(teacher_part.state_dict(), folder))
+    return student_part
 
 
 # ------------------------------------------------------------------------------------------- the student
