@@ -118,6 +118,17 @@ def test_narrow_keeps_the_dimensions_and_neurons_the_teacher_uses_most(tiny_teac
     assert torch.equal(projection.hidden.weight.argmax(0), keep["hidden"])
 
 
+def test_a_checkpoint_of_one_narrow_width_does_not_resume_another(tiny_teacher, tmp_path):
+    from kroncli.stages.common import shapes_fingerprint
+
+    prints = []
+    for width in (8, 16):
+        ws = tmp_path / f"w{width}"
+        assert run("factorize", tiny_teacher, "--method", "narrow", "--width", width, "-w", ws).exit_code == 0
+        prints.append(shapes_fingerprint(ws / "student"))
+    assert prints[0] != prints[1]
+
+
 # ------------------------------------------------------------------------------------ the pipeline, per method
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,8 @@ def shapes_fingerprint(folder: Path) -> dict:
     """What a checkpoint must match to be resumed: the factor shapes and the architecture."""
     cfg = read_kron_config(Path(folder))
     layers = {k: [v["m1"], v["n1"], v["m2"], v["n2"], v["rank"]] for k, v in cfg["layers"].items()}
+    if cfg.get("narrow"):  # a narrow student has no factored layers: its widths are its shape
+        layers["narrow"] = cfg["narrow"]["widths"]
     digest = hashlib.sha256(json.dumps(layers, sort_keys=True).encode()).hexdigest()[:16]
     return {"architecture": cfg["architecture"], "shapes": digest}
 
