@@ -39,7 +39,9 @@ def test_low_rank_linear_is_the_truncated_svd_run_as_two_products():
     torch.testing.assert_close((layer.u @ layer.v).double(), best, atol=1e-5, rtol=0)
     assert layer.init_rel_error == pytest.approx(float((s[4:] ** 2).sum() / (s ** 2).sum()) ** 0.5, rel=1e-6)
     x = torch.randn(3, 5, 20)
+    layer.dense_weight = None  # forward must not build the dense matrix
     torch.testing.assert_close(layer(x), x @ best.float().T + dense.bias, atol=1e-5, rtol=0)
+    del layer.dense_weight
     # the same factors in the Kronecker layout (A: m x 1, B: 1 x n) compute the same map
     kron = KroneckerLinear(12, 1, 1, 20, rank=4)
     kron.load_state_dict(layer.state_dict())
