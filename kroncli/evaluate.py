@@ -14,13 +14,13 @@ from .metrics import compute_metrics
 
 
 @torch.no_grad()
-def predict_logits(model, data: EncodedSplit, tokenizer, regression: bool, batch_size: int = 64,
+def predict_logits(model, data: EncodedSplit, tokenizer, float_labels: bool, batch_size: int = 64,
                    on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Logits of every example, in order; `on_batch(n)` after each batch of n examples (a progress bar)."""
     model.eval()
     device = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
-                                         collate_fn=Collate(tokenizer, regression))
+                                         collate_fn=Collate(tokenizer, float_labels))
     out = []
     for batch in loader:
         batch.pop("labels", None)
@@ -33,7 +33,7 @@ def predict_logits(model, data: EncodedSplit, tokenizer, regression: bool, batch
 def score(model, task: Task, data: EncodedSplit, tokenizer, batch_size: int = 64) -> dict:
     """Metrics (0-100), example count and examples/s on a labelled split."""
     t0 = time.perf_counter()
-    logits = predict_logits(model, data, tokenizer, task.is_regression, batch_size)
+    logits = predict_logits(model, data, tokenizer, task.float_labels, batch_size)
     seconds = time.perf_counter() - t0
     preds = logits[:, 0] if task.is_regression else logits
     result = compute_metrics(task, preds, np.asarray(data.labels))

@@ -90,14 +90,84 @@ def score_vs_compression(table: pd.DataFrame, plt):
     return fig
 
 
+MARKERS = "osD^vP<>Xh"  # one per method, in order of first appearance
+
+
+def latency_column(table: pd.DataFrame) -> str | None:
+    """The latency the score-vs-latency figure uses: the (batch, length) most rows were timed at, batch 1 first."""
+    from .report import LATENCY
+
+    cols = [c for c in table.columns if c.startswith(LATENCY)]
+    if not cols:
+        return None
+
+    def key(c):
+        batch, seq = c[len(LATENCY) + 1:].split("x")
+        return (-int(table[c].notna().sum()), int(batch) != 1, int(batch), -int(seq))
+
+    return min(cols, key=key)
+
+
+def _scored(table: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Rows with a GLUE average and `x`, the paper's left out (its averages are over all nine test-server tasks, a
+    workspace's over the dev tasks it was scored on); students without a method are kronecker."""
+    from .report import DEFAULT_METHOD
+
+    if x not in table or "glue_avg" not in table:
+        return table.iloc[:0]
+    rows = table[table["glue_avg"].notna() & table[x].notna() & (table["workspace"] != "paper")].copy()
+    rows["method"] = rows["method"].fillna(DEFAULT_METHOD) if "method" in rows else DEFAULT_METHOD
+    rows[x] = rows[x].astype(float)
+    return rows
+
+
+def score_vs(rows: pd.DataFrame, x: str, xlabel: str, plt):
+    """GLUE average against `x` (parameters, latency; log scale): one series per method (colour and marker, in the
+    legend), the teachers as black stars (one point and one label for a teacher several workspaces share), each
+    point labelled with its workspace where no other label is."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    points = []
+    students = rows[rows["model"] != "teacher"]
+    for i, (method, sub) in enumerate(students.groupby("method", sort=False)):
+        dots = ax.scatter(sub[x], sub["glue_avg"], marker=MARKERS[i % len(MARKERS)], s=50, label=method)
+        colour = dots.get_facecolor()[0]
+        points += [(r[x], r["glue_avg"], str(r["workspace"]), colour) for _, r in sub.iterrows()]
+    teachers = rows[rows["model"] == "teacher"]
+    if len(teachers):
+        shared = teachers.groupby([x, "glue_avg"], sort=False)["workspace"].apply(lambda w: ", ".join(map(str, w)))
+        ax.scatter([tx for tx, _ in shared.index], [ty for _, ty in shared.index], marker="*", s=160, color="black",
+                   label="teacher")
+        points += [(tx, ty, f"teacher ({names})", "black") for (tx, ty), names in shared.items()]
+    ax.set_xscale("log")
+    ax.margins(0.25)  # room for the labels
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("GLUE dev average")
+    ax.set_title(f"score vs {xlabel.split(' (')[0]}")
+    # beside the axes, where it covers no point and no label
+    ax.legend(fontsize=7, title="method", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              markerscale=0.7)
+    fig.tight_layout()  # the final layout first: labels are placed in its coordinates
+    place_labels(ax, points)
+    return fig
+
+
 def write_plots(table: pd.DataFrame, paths: list[str], out: Path) -> list[Path]:
-    """score vs compression, training curves, per-layer error, latency vs batch; only those with data."""
+    """score vs compression, parameters and latency; training curves, per-layer error, latency vs batch; only those
+    with data."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     written = []
 
     if "glue_avg" in table and table["glue_avg"].notna().any():
-        written.append(_save(score_vs_compression(table, plt), out / "score_vs_compression.png", plt))
+        if "compression" in table:
+            written.append(_save(score_vs_compression(table, plt), out / "score_vs_compression.png", plt))
+        latency = latency_column(table)
+        for x, name in (("params", "score_vs_params"), (latency, "score_vs_latency")):
+            rows = _scored(table, x) if x else table.iloc[:0]
+            if len(rows):
+                label = "parameters" if x == "params" else "latency (ms, batch {} x {} tokens)".format(
+                    *x.split(" b")[1].split("x"))
+                written.append(_save(score_vs(rows, x, label, plt), out / f"{name}.png", plt))
 
     curves = [(Path(p), f) for p in paths for f in sorted((Path(p) / "metrics").glob("*.csv"))
               if f.stem.startswith(("distill", "finetune"))]

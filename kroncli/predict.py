@@ -5,8 +5,11 @@ the ONNX input names and the pad id. ONNX folders run on onnxruntime with the `t
 import: a fast start); HF folders (Kronecker with remote code, or dense) run on transformers.
 
 Inputs: the TEXT arguments are one input (one sentence, or two for a pair task); without arguments every
-non-empty stdin line is one input, the two sentences of a pair separated by a tab. Output: one JSON line per
-input, {"label": name, "label_id": class id, "score": probability} or, for regression, {"score": value}. The
+non-empty stdin line is one input: the two sentences of a pair separated by a tab, or a JSON object whose fields
+are named as the task's training files named its text columns (the export's text_columns, e.g. {"subject": ...,
+"body": ...}). Output: one JSON line per input, {"label": name, "label_id": class id, "score": probability,
+"scores": {name: probability}}; for regression {"score": value}; for a multi-label task {"labels": [names whose
+probability is above 0.5], "scores": {name: probability}}. The
 names are the task model's id2label (`kron finetune` writes the names `datasets` gives GLUE's classes, e.g. MRPC's
 not_equivalent / equivalent); an export made before that carries the ids as names ("0", "1").
 """
@@ -68,10 +71,16 @@ def format_row(logits, meta: dict) -> dict:
     row = [float(v) for v in logits]
     if meta.get("is_regression"):
         return {"score": row[0]}
+    names = meta.get("label_names") or []
+    name = lambda i: names[i] if i < len(names) else str(i)  # noqa: E731
+    if meta.get("is_multilabel"):  # one sigmoid per label
+        probs = [1.0 / (1.0 + math.exp(-v)) if v > -700 else 0.0 for v in row]
+        return {"labels": [name(i) for i, p in enumerate(probs) if p > 0.5],
+                "scores": {name(i): p for i, p in enumerate(probs)}}
     probs = _softmax(row)
     best = max(range(len(probs)), key=probs.__getitem__)
-    names = meta.get("label_names") or []
-    return {"label": names[best] if best < len(names) else str(best), "label_id": best, "score": probs[best]}
+    return {"label": name(best), "label_id": best, "score": probs[best],
+            "scores": {name(i): p for i, p in enumerate(probs)}}
 
 
 class OnnxPredictor:
@@ -213,11 +222,35 @@ def _lines(lines: Iterable[str], meta: dict) -> Iterator[tuple]:
             line.encode("utf-8")
         except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates
             raise KronError(f"stdin line {number} is not valid UTF-8; convert the input, e.g. with iconv") from None
+        if line.lstrip().startswith("{"):
+            yield _json_input(line, number, meta)
+            continue
         parts = line.split("\t")
         if len(parts) != need:
             sep = "separated by one tab" if need == 2 else "without tabs"
             raise KronError(f"stdin line {number}: {_describe(meta)} ({sep}), got {len(parts)}: {line[:60]!r}")
         yield (parts[0], parts[1] if need == 2 else None)
+
+
+def _json_input(line: str, number: int, meta: dict) -> tuple:
+    """A JSON-object line: the texts under the task's text column names."""
+    cols = meta.get("text_columns") or []
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise KronError(f"stdin line {number}: not a JSON object ({e.msg}); pass one JSON object or one text a "
+                        "line") from None
+    if not isinstance(record, dict) or not cols:
+        raise KronError(f"stdin line {number}: a JSON line needs an export that names its text columns; re-run kron "
+                        "export, or pass plain text lines")
+    missing = [c for c in cols if c not in record]
+    if missing:
+        raise KronError(f"stdin line {number}: no field(s) {', '.join(map(repr, missing))} (the task reads "
+                        f"{', '.join(cols)}; the line has {', '.join(record) or 'none'})")
+    texts = [record[c] for c in cols]
+    if any(not isinstance(t, str) or not t.strip() for t in texts):
+        raise KronError(f"stdin line {number}: the field(s) {', '.join(cols)} must be non-empty strings")
+    return (texts[0], texts[1] if len(texts) > 1 else None)
 
 
 def predict_rows(runner, meta: dict, inputs: Iterable[tuple], batch_size: int = BATCH_SIZE) -> Iterator[dict]:

@@ -67,7 +67,9 @@ class DistillSection:
 
 @dataclass
 class FinetuneSection:
-    tasks: list[str] = field(default_factory=list)
+    # task names, or an own-data task as a mapping: {name: tickets, train: data/train.csv, dev: ..., text_columns:
+    # subject,body, label_column: queue, kind: ...} (the keys of data.task_files.TaskFiles), checked by kron run
+    tasks: list[Any] = field(default_factory=list)
     epochs: float = 3.0
     max_steps: Optional[int] = None
     max_minutes: Optional[float] = None  # each teacher / student stage timed to fill this; max_steps / epochs cap it
@@ -108,6 +110,7 @@ class FinetuneSection:
 @dataclass
 class EvalSection:
     glue: list[str] = field(default_factory=list)  # task names, or ["all"] for every fine-tuned task
+    data: list[str] = field(default_factory=list)  # own-data task names (kron eval data), or ["all"] for every one
     speed_batch: list[int] = field(default_factory=lambda: [1, 8])
     speed_seq_len: int = 128
     speed_repeats: int = 10

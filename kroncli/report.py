@@ -15,8 +15,9 @@ import pandas as pd
 from .errors import KronError
 from .workspace import Workspace
 
-BASE_COLUMNS = ["workspace", "model", "params", "teacher_params", "compression", "size_mib"]
+BASE_COLUMNS = ["workspace", "model", "method", "table", "split", "params", "teacher_params", "compression", "size_mib"]
 MIB = 2 ** 20  # sizes in MiB, as kron eval speed gives them
+DEFAULT_METHOD = "kronecker"  # a student whose kron.json names no `method` (every workspace before there were others)
 
 
 def _read_csv(path: Path) -> pd.DataFrame | None:
@@ -26,19 +27,48 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     return read(path, tolerant=True)
 
 
-def _primary(task: str) -> str:
+def _primary(task: str, own: dict | None = None) -> str:
     from .data.glue import normalize_task
     from .metrics import primary_metric
 
+    if own and str(task) in own:
+        return own[str(task)].primary
     try:
         return primary_metric(normalize_task(task))
     except KronError:
         return "f1"  # SQuAD and friends
 
 
+def _own_tasks(ws: Workspace) -> dict:
+    """The workspace's own-data tasks by name (their primary metric and metric list), skipping a damaged one."""
+    from .data.tasks import stored_task
+
+    out = {}
+    for path in sorted(ws.tasks_dir.glob("*/task.json")):
+        try:
+            task = stored_task(ws, path.parent.name)
+        except KronError:
+            continue
+        if task is not None:
+            out[task.name] = task
+    return out
+
+
 def _latest(evals: pd.DataFrame, model: str) -> pd.DataFrame:
     sub = evals[evals["model"] == model].sort_values("timestamp")
     return sub.groupby(["task", "split", "metric"], as_index=False).last()
+
+
+def _column(task: str, split: str) -> str:
+    """A dev score's column: the task's name; MNLI's two dev sets under their GLUE names, MNLI-m and MNLI-mm (the
+    paper's columns too)."""
+    from .evaluation.predictions import _MNLI_FILES
+
+    if split in ("dev", "validation"):
+        return task
+    if task.upper().startswith("MNLI") and split in _MNLI_FILES:
+        return _MNLI_FILES[split]
+    return f"{task}-{split.split('_')[-1][:2]}"
 
 
 def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
@@ -51,12 +81,14 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
     fact = manifest.get("stages", {}).get("factorize", {})
     teacher_params = manifest.get("teacher", {}).get("params")
     weights = ws.student_dir / "model.safetensors"
-    student = {"workspace": label, "model": "student", "params": fact.get("student_params"),
+    student = {"workspace": label, "model": "student", "method": student_method(ws),
+               "params": fact.get("student_params"),
                "teacher_params": teacher_params, "compression": fact.get("compression"),
                "size_mib": weights.stat().st_size / MIB if weights.is_file() else None}
     teacher = {"workspace": label, "model": "teacher", "params": teacher_params,
                "teacher_params": teacher_params, "compression": 1.0, "size_mib": None}
     evals = _read_csv(ws.eval_csv)
+    own = _own_tasks(ws)
     have_teacher = False
     # "majority": the majority-class floor that `kron eval glue` and stage 2 record; it gets no row of its own
     glue_scores: dict[str, dict[str, float]] = {"student": {}, "teacher": {}, "majority": {}}
@@ -68,16 +100,22 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
                 metrics = dict(zip(grp["metric"], grp["value"]))
                 if split.startswith("ood:"):
                     row[f"ood {task} {split[4:]}"] = metrics.get("accuracy")
+                elif split.startswith("data:"):  # kron eval data --data FILE: the task's primary metric on it
+                    row[f"{task} {split[5:]}"] = metrics.get(_primary(task, own))
                 elif str(task).lower().startswith("squad"):
                     for m in ("exact", "f1", "exact_match", "em"):
                         if m in metrics:
                             row[f"{task} {m}"] = metrics[m]
                 elif split.startswith(("dev", "validation")):
-                    key = task if split in ("dev", "validation") else f"{task}-{split.split('_')[-1][:2]}"
-                    score = metrics.get(_primary(task))
+                    key = _column(str(task), split)
+                    score = metrics.get(_primary(task, own))
                     if score is not None:
                         row[key] = score
                         glue_scores[model][key] = score
+                    if str(task) in own and model != "majority":  # own tasks: a column per metric
+                        for m in own[str(task)].metrics:
+                            if m != _primary(task, own) and m in metrics:
+                                row[f"{task} {m}"] = metrics[m]
             if model == "teacher" and len(latest):
                 have_teacher = True
     # tasks trained but never run through `kron eval glue`: the dev score stage 2 logged at its end
@@ -86,24 +124,25 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
         task, ev = info.get("task"), info.get("eval") or {}
         if model is None or not task or not info.get("done") or str(task).lower().startswith("squad"):
             continue
-        score = ev.get(_primary(task))
+        score = ev.get(_primary(task, own))
         if score is not None and task not in glue_scores[model]:
             (student if model == "student" else teacher)[task] = score
             glue_scores[model][task] = score
             have_teacher = have_teacher or model == "teacher"
-        floor = (info.get("majority") or {}).get(_primary(task))
+        floor = (info.get("majority") or {}).get(_primary(task, own))
         if floor is not None:
             glue_scores["majority"].setdefault(task, floor)
         # a student started from another task's (--init-from) whose training set held some dev inputs: both
         # models on the dev examples that training never saw (see data/overlap.py); beside, not in the averages
         unseen = info.get("eval_unseen") or {}
         for who, row in (("student", student), ("teacher", teacher)):
-            value = (unseen.get(who) or {}).get(_primary(task))
+            value = (unseen.get(who) or {}).get(_primary(task, own))
             if value is not None:
                 row[f"{task} unseen"] = value
     for model, row in (("student", student), ("teacher", teacher)):
-        if glue_scores[model]:
-            row["glue_avg"] = sum(glue_scores[model].values()) / len(glue_scores[model])
+        glue = {t: v for t, v in glue_scores[model].items() if t not in own}
+        if glue:  # own tasks have their own columns, outside the GLUE average (retention covers them)
+            row["glue_avg"] = sum(glue.values()) / len(glue)
     student["retention"] = _retention(glue_scores)
     student["gain_retention"] = _retention(glue_scores, floor="majority")
     speed = _read_csv(ws.speed_csv)
@@ -111,7 +150,27 @@ def workspace_rows(path: Path, label: str | None = None) -> list[dict]:
         last = speed[speed["model"] == "student"].groupby(["batch", "seq_len"]).last()
         for (batch, seq), r in last.iterrows():
             student[f"speedup b{batch}x{seq}"] = r["speedup"]
+    if speed is not None and "latency_ms" in speed:  # what `kron report --plot` puts scores against
+        for model, row in (("student", student), ("teacher", teacher)):
+            last = speed[speed["model"] == model].groupby(["batch", "seq_len"]).last()
+            for (batch, seq), r in last.iterrows():
+                row[f"{LATENCY}b{batch}x{seq}"] = r["latency_ms"]
     return [student] + ([teacher] if have_teacher else [])
+
+
+LATENCY = "latency_ms "  # column prefix: "latency_ms b1x128"
+
+
+def student_method(ws: Workspace) -> str:
+    """How the student was made: its kron.json's `method` (kron factorize --method), else kronecker."""
+    from .integrity import read_json_object
+
+    path = ws.student_dir / "kron.json"
+    try:
+        method = read_json_object(path).get("method") if path.is_file() else None
+    except KronError:  # damaged: the report still gets its row; loading the student says what is wrong
+        method = None
+    return str(method or DEFAULT_METHOD)
 
 
 def _retention(scores: dict[str, dict[str, float]], floor: str | None = None) -> float | None:
@@ -129,8 +188,10 @@ def _retention(scores: dict[str, dict[str, float]], floor: str | None = None) ->
 
 
 def paper_rows() -> list[dict]:
+    """Every published figure of the paper (kroncli/data/paper.json): a row per model and table, the `table` column
+    naming it (Table 2 GLUE test, Table 4 dev, ...), `split` saying what was scored."""
     data = json.loads(resources.files("kroncli.data").joinpath("paper.json").read_text())
-    return [{"workspace": "paper", **{k: v for k, v in r.items() if k != "table"}} for r in data["rows"]]
+    return [{"workspace": "paper", **r} for r in data["rows"]]
 
 
 def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -157,7 +218,9 @@ def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], Non
     if paper:
         rows += paper_rows()
     df = pd.DataFrame(rows)
-    for col in ("params", "teacher_params"):  # whole numbers, also beside the paper's rows (which lack some)
+    whole = {k for r in rows for k, v in r.items() if isinstance(v, int) and not isinstance(v, bool)}
+    whole -= {k for r in rows for k, v in r.items() if isinstance(v, float)}
+    for col in {"params", "teacher_params", *whole}:  # whole numbers, also beside rows that lack them (NaN)
         if col in df:
             df[col] = pd.to_numeric(df[col]).round().astype("Int64")
     lead = [c for c in BASE_COLUMNS if c in df]
@@ -165,8 +228,13 @@ def build_table(paths: list[str], paper: bool = False, skip: Callable[[str], Non
 
 
 def cell(value) -> str:
-    """A report value as text: empty for a missing one, floats with two decimals, whole numbers as they are."""
-    return "" if pd.isna(value) else (f"{value:,.2f}" if isinstance(value, float) else str(value))
+    """A report value as text: empty for a missing one, floats with two decimals (under 0.01, three significant
+    digits: a learning rate of 1e-05 is not 0.00), whole numbers as they are."""
+    if pd.isna(value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:,.2f}"
+    return str(value)
 
 
 def _wide(df: pd.DataFrame, title: str):

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import sources
-from .data.glue import Task, find_task, normalize_task
+from .data.glue import Task, find_task
+from .data.tasks import resolve_task
 from .errors import KronError
 from .recipes import Recipe
 from .train import TrainConfig, check_training_values, checkpoints, first_change
@@ -23,7 +24,7 @@ from .workspace import Workspace
 @dataclass
 class Stage:
     name: str
-    kind: str  # factorize | distill | teacher | finetune | eval-glue | eval-speed
+    kind: str  # factorize | distill | teacher | finetune | eval-glue | eval-data | eval-speed
     task: Task | None = None  # parsed once, from the recipe's spelling, in `stages`
 
 
@@ -36,15 +37,51 @@ def stages(recipe: Recipe) -> list[Stage]:
         out += [Stage(f"teacher-{name}", "teacher", task), Stage(f"finetune-{name}", "finetune", task)]
     if recipe.eval.glue:
         out.append(Stage("eval-glue", "eval-glue"))
+    if recipe.eval.data:
+        out.append(Stage("eval-data", "eval-data"))
     if recipe.eval.speed:
         out.append(Stage("eval-speed", "eval-speed"))
     return out
 
 
-def recipe_tasks(recipe: Recipe) -> list[Task]:
-    """finetune.tasks as Task objects, each task once: the recipe edge, where its spellings are parsed."""
-    tasks = [_recipe_key("finetune.tasks", normalize_task, t) for t in recipe.finetune.tasks]
-    return list({t.name: t for t in tasks}.values())
+def recipe_tasks(recipe: Recipe, ws: Workspace | None = None) -> list[Task]:
+    """finetune.tasks as Task objects, each task once: the recipe edge, where its spellings are parsed and an own
+    task's files read and checked (once per recipe object: the result is kept on it)."""
+    cached = getattr(recipe, "_tasks", None)
+    if cached is not None and (ws is None or cached[0] is not None):
+        return cached[1]
+    tasks = [_recipe_key(f"finetune.tasks[{i}]", _recipe_task, t, ws) for i, t in enumerate(recipe.finetune.tasks)]
+    tasks = list({t.name: t for t in tasks}.values())
+    recipe._tasks = (ws, tasks)
+    return tasks
+
+
+def _recipe_task(entry, ws: Workspace | None) -> Task:
+    from .data.task_files import files_from_mapping
+    from .stages.finetune import classifier_labels
+
+    if isinstance(entry, str):
+        return resolve_task(entry, ws)
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise KronError(f"expected a task name or a mapping with a name and its files (name: tickets, train: "
+                        f"train.csv, dev: dev.csv), got {entry!r}")
+    files = files_from_mapping(entry, "the task")
+    order = classifier_labels(ws) if ws is not None and ws.is_workspace() else None
+    return resolve_task(entry["name"], ws, files, label_order=order)
+
+
+def task_named(recipe: Recipe, name: str) -> Task:
+    """A task a recipe key names (init_from, unlabelled_from, eval.data, per-task keys): one of finetune.tasks under
+    any spelling, else a GLUE task."""
+    for t in recipe_tasks(recipe):
+        if _same(name, t):
+            return t
+    return resolve_task(name)
+
+
+def _same(name: str, task: Task) -> bool:
+    found = find_task(name)
+    return (found.name if found else name).lower() == task.name.lower()
 
 
 def sources_first(tasks: list[Task], init_from: dict[str, str]) -> list[Task]:
@@ -53,7 +90,7 @@ def sources_first(tasks: list[Task], init_from: dict[str, str]) -> list[Task]:
 
     def name(t):
         task = find_task(t)
-        return task.name if task else t
+        return task.name if task else getattr(t, "name", t)
 
     source = {name(k): name(v) for k, v in init_from.items()}
     ordered: list[str] = []
@@ -83,7 +120,7 @@ def check_init_from(recipe: Recipe, ws: Workspace, planned: list[Stage]) -> None
     source = {}
     for task, src in f.init_from.items():
         key = f"finetune.init_from.{task}"
-        t, s = _recipe_key(key, normalize_task, task), _recipe_key(key, normalize_task, src)
+        t, s = _recipe_key(key, task_named, recipe, task), _recipe_key(key, task_named, recipe, src)
         if t.name == s.name:
             raise KronError(f"recipe key {key}: a task cannot start from its own student; name another task")
         source[t.name] = s
@@ -132,30 +169,66 @@ def select(all_stages: list[Stage], until: str | None, only: str | None) -> list
     return all_stages
 
 
-def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> None:
+class Needs:
+    """What the planned stages still lack. A real run raises the first missing input (the teacher, a corpus, a GLUE
+    file); a dry run (`collect`) records it against the stages that read it and goes on, so the plan prints whole.
+    Recipe mistakes (a bad value, an impossible ratio) are errors either way."""
+
+    def __init__(self, collect: bool = False):
+        self.collect = collect
+        self.by_stage: dict[str, list[str]] = {}
+
+    def check(self, stage_names: list[str], what: str, check: Callable, *args):
+        """`check(*args)`'s result; its KronError raised, or (collecting) noted for `stage_names`, in full for the
+        first and as `what` (see the first) for the others; None returned."""
+        try:
+            return check(*args)
+        except KronError as e:
+            if not self.collect or not stage_names:
+                raise
+            first, *others = stage_names
+            self.by_stage.setdefault(first, []).append(str(e))
+            for name in others:
+                self.by_stage.setdefault(name, []).append(f"{what} (see {first})")
+            return None
+
+
+def _readers(planned: list[Stage], kinds: tuple[str, ...], task: Task | None = None) -> list[str]:
+    """The planned stages of these kinds (those of `task` only, given one): the ones a missing input holds up."""
+    return [s.name for s in planned if s.kind in kinds and (task is None or s.task.name == task.name)]
+
+
+def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None, needs: Needs | None = None) -> None:
     """Fail before any stage: the teacher, the data and the ratio that the planned stages need (all by default),
-    so that `--until factorize` does not ask for a corpus it will not read."""
+    so that `--until factorize` does not ask for a corpus it will not read. Given collecting `needs` (a dry run),
+    missing inputs and done stages made with other settings are noted there instead."""
     from .data.corpus import corpus_files
     from .data.glue import load_split
     from .factorize import _validate
     from .stages.distill import check_stage1_weights
     from .stages.finetune import FinetuneOptions, check_student_options
 
+    recipe_tasks(recipe, ws)  # own tasks' files read and checked against the workspace's definitions
     planned = stages(recipe) if plan is None else plan
+    needs = needs or Needs()
     kinds = {s.kind for s in planned}
     check_init_from(recipe, ws, planned)  # first: the done stages' settings are compared through its task names
-    check_done_stages(recipe, ws)
+    if not needs.collect:
+        check_done_stages(recipe, ws)
     factorized = ws.read_manifest().get("stages", {}).get("factorize", {}).get("done")
     if not factorized:  # every later stage starts from the factorized student
-        source = sources.resolve(recipe.teacher, recipe.random_init)
+        teacher_readers = _readers(planned, ("factorize", "distill", "teacher")) or [s.name for s in planned]
+        source = needs.check(teacher_readers, f"the teacher {recipe.teacher}", sources.resolve, recipe.teacher,
+                             recipe.random_init)
         opts = _factorize_options(recipe)
         _validate(opts)
-        if recipe.factorize.ratio or recipe.factorize.max_params:
+        if source and (recipe.factorize.ratio or recipe.factorize.max_params):
             _check_ratio(recipe, opts, source)
     if "distill" in kinds:
         _recipe_key("distill.weights", check_stage1_weights, recipe_stage1_weights(recipe))
     if recipe.distill.corpus and "distill" in kinds:
-        _recipe_key("distill.corpus", _with_data_dir_hint, recipe, corpus_files, recipe.distill.corpus)
+        needs.check(["distill"], "the corpus", _recipe_key, "distill.corpus", _with_data_dir_hint, recipe,
+                    corpus_files, recipe.distill.corpus)
         check_training_values(vars(recipe.distill), lambda key: f"recipe key distill.{key}")
         if recipe.distill.attention not in ("scores", "probs"):
             raise KronError(f"recipe key distill.attention: {recipe.distill.attention!r}: choose scores or probs")
@@ -166,16 +239,17 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
             check_training_values({"lr": lr}, lambda key: f"recipe key finetune.lr_per_task.{task}")
     for key in ("lr_per_task", "augment_per_task", "weights_per_task", "unlabelled_from"):
         for name in getattr(f, key):
-            _recipe_key(f"finetune.{key}", normalize_task, name)
+            _recipe_key(f"finetune.{key}", task_named, recipe, name)
     for t in _each(s.task for s in planned if s.kind == "finetune"):
         key = t.name.lower()
         check_student_options(FinetuneOptions(task=t, temperature=f.temperature))
-        extra = _recipe_key(f"finetune.unlabelled_from.{key}", unlabelled_sources, f, t)
+        extra = _recipe_key(f"finetune.unlabelled_from.{key}", unlabelled_sources, recipe, t)
         if extra:
             _recipe_key(f"finetune.unlabelled_from.{key}", check_student_options,
                         FinetuneOptions(task=t, unlabelled_from=extra))
             for src in extra:  # a source missing from the data folder fails now, not after the stages before it
-                _with_data_dir_hint(recipe, load_split, normalize_task(src), "train", recipe.data_dir)
+                needs.check(_readers(planned, ("finetune",), t), f"{src.name}'s data", _with_data_dir_hint, recipe,
+                            load_split, src, "train", recipe.data_dir)
         weights = task_weights(f, t)
         if weights is not None:
             keys = ["finetune.weights"] if f.weights else []
@@ -184,27 +258,40 @@ def validate(recipe: Recipe, ws: Workspace, plan: list[Stage] | None = None) -> 
             _recipe_key(" / ".join(keys), check_student_options, FinetuneOptions(task=t, weights=weights))
     if "finetune" in kinds:
         for augment in {f.augment, *f.augment_per_task.values()}:
-            check_student_options(FinetuneOptions(task="", augment=augment, augment_p=f.augment_p,
+            check_student_options(FinetuneOptions(task=None, augment=augment, augment_p=f.augment_p,
                                                   augment_k=f.augment_k, augment_mask=f.augment_mask,
                                                   augment_ngram=f.augment_ngram, rehearse=f.rehearse,
                                                   rehearse_weight=f.rehearse_weight))
         if f.rehearse_corpus:
-            _recipe_key("finetune.rehearse_corpus", corpus_files, f.rehearse_corpus)
+            needs.check(_readers(planned, ("finetune",)), "the rehearsal corpus", _recipe_key,
+                        "finetune.rehearse_corpus", corpus_files, f.rehearse_corpus)
     if "eval-glue" in kinds:  # a task scored but never fine-tuned would fail after every other stage had run
         from .evaluation.glue_eval import model_task
 
         tuned = {t.name for t in recipe_tasks(recipe)}  # MNLI-m, MNLI-mm and AX are scored by the MNLI models
         for t in recipe.eval.glue:
-            task = None if t.lower() == "all" else _recipe_key("eval.glue", normalize_task, t)
+            task = None if t.lower() == "all" else _recipe_key("eval.glue", resolve_task, t)
             if task and model_task(task).name not in tuned and not _has_task_model(ws, task):
                 raise KronError(f"recipe key eval.glue: {t} is not among finetune.tasks ({', '.join(f.tasks) or 'none'})"
                                 " and the workspace has no model for it; add it to finetune.tasks or drop it")
+    if "eval-data" in kinds:
+        tuned = {t.name for t in recipe_tasks(recipe) if hasattr(t, "load") and t.kind}
+        for t in recipe.eval.data:
+            if t.lower() != "all" and not any(_same(t, task) for task in recipe_tasks(recipe) if task.name in tuned):
+                raise KronError(f"recipe key eval.data: {t} is not an own-data task of finetune.tasks; name one of "
+                                f"{', '.join(sorted(tuned)) or 'none (define it as a mapping in finetune.tasks)'}")
     glue_tasks = _each(s.task for s in planned if s.task)
     if glue_tasks and recipe.data_dir and not Path(recipe.data_dir).expanduser().is_dir():
-        raise KronError(f"the recipe's data_dir {recipe.data_dir} is not a directory; pass kron run --data-dir DIR, "
-                        "the folder holding GLUE's task folders (MRPC/, CoLA/, ...)")
-    for task in glue_tasks:
-        _with_data_dir_hint(recipe, load_split, task, task.eval_splits[0], recipe.data_dir)  # says what to pass
+        needs.check([s.name for s in planned if s.task], "the GLUE folder", _no_data_dir, recipe)
+    else:
+        for task in glue_tasks:  # says what to pass
+            needs.check(_readers(planned, ("teacher", "finetune"), task), f"{task.name} data", _with_data_dir_hint,
+                        recipe, load_split, task, task.eval_splits[0], recipe.data_dir)
+
+
+def _no_data_dir(recipe: Recipe) -> None:
+    raise KronError(f"the recipe's data_dir {recipe.data_dir} is not a directory; pass kron run --data-dir DIR, "
+                    "the folder holding GLUE's task folders (MRPC/, CoLA/, ...)")
 
 
 # finetune-section keys that only the teacher stage reads, and the per-task ones (compared resolved, per task)
@@ -236,10 +323,12 @@ def stage_settings(recipe: Recipe, stage: Stage) -> dict:
                 f"finetune.lr ({key})": per_task(f.lr_per_task, stage.task, f.lr),
                 f"finetune.augment ({key})": per_task(f.augment_per_task, stage.task, f.augment),
                 f"finetune.weights ({key})": task_weights(f, stage.task),
-                f"finetune.init_from ({key})": init_source(f, stage.task),
-                f"finetune.unlabelled_from ({key})": unlabelled_sources(f, stage.task)}
+                f"finetune.init_from ({key})": _names(init_source(recipe, stage.task)),
+                f"finetune.unlabelled_from ({key})": _names(unlabelled_sources(recipe, stage.task))}
     if stage.kind == "eval-glue":
         return {"eval.glue": recipe.eval.glue}
+    if stage.kind == "eval-data":
+        return {"eval.data": recipe.eval.data}
     return {f"eval.{k}": v for k, v in vars(recipe.eval).items() if k.startswith("speed_")}
 
 
@@ -267,7 +356,7 @@ def changed_setting(recipe: Recipe, ws: Workspace, stage: Stage, ignore: tuple[s
         now = {f"factorize.{k}": v for k, v in now.items()}
     else:
         return None
-    change = first_change(old, now, lambda k: k.split(" ")[0].split(".")[-1] in ignore)
+    change = first_change(old, now, lambda k: _last_part(k) in ignore)
     return f"{change[0]}: {change[1]!r} -> {change[2]!r}" if change else None
 
 
@@ -278,15 +367,63 @@ BUDGET_KEYS = ("max_steps", "epochs", "teacher_epochs")
 def check_done_stages(recipe: Recipe, ws: Workspace) -> None:
     """A training stage done (or half done) with other settings than the recipe's is not skipped or resumed in
     silence: the run stops."""
+    for stage, how, change in done_stage_changes(recipe, ws):
+        raise KronError(f"stage {stage.name} in {ws.root} is {how} with other settings ({change}); use a new "
+                        "--workspace, or the value it was made with")
+
+
+def done_stage_changes(recipe: Recipe, ws: Workspace):
+    """(stage, "done" | "half done (checkpoints)", "key: old -> new") for each training stage the workspace holds
+    made with other settings than the recipe's."""
     for stage in stages(recipe):
         state = "eval" if stage.kind.startswith("eval") else status(ws, stage)
         if state not in ("done", "resume"):
             continue
         change = changed_setting(recipe, ws, stage, BUDGET_KEYS if state == "resume" else ())
         if change:
-            how = "done" if state == "done" else "half done (checkpoints)"
-            raise KronError(f"stage {stage.name} in {ws.root} is {how} with other settings ({change}); use a new "
-                            "--workspace, or the value it was made with")
+            yield stage, "done" if state == "done" else "half done (checkpoints)", change
+
+
+# shown in a dry run's plan whatever their value (with those the recipe sets off kron's defaults), by last key part
+PLAN_KEYS = {"teacher", "random_init", "preset", "ratio", "max_params", "corpus", "epochs", "max_steps", "lr",
+             "batch_size", "max_seq_len", "teacher_lr", "teacher_epochs", "weights", "glue", "data", "speed_batch",
+             "speed_seq_len"}
+
+
+def plan_settings(recipe: Recipe, stage: Stage) -> dict:
+    """A stage's settings as a dry run shows them, by recipe key: the usual ones (PLAN_KEYS) and any other the
+    recipe sets off kron's defaults."""
+    now = stage_settings(recipe, stage)
+    if stage.kind == "distill":
+        now["distill.corpus"] = recipe.distill.corpus
+    default = stage_settings(Recipe(), stage)
+    return {k: v for k, v in now.items() if v not in (None, [], {})
+            and (_last_part(k) in PLAN_KEYS or v != default.get(k))}
+
+
+def _last_part(key: str) -> str:
+    """A setting's short name: "finetune.lr (mrpc)" -> "lr"."""
+    return key.split(" ")[0].split(".")[-1]
+
+
+def dry_run(recipe: Recipe, ws: Workspace, plan: list[Stage]) -> list[dict]:
+    """The plan without running it: each stage's state, settings and what it still needs (a missing input; for a
+    done stage made with other settings, the difference a real run stops at). Only recipe mistakes are errors."""
+    needs = Needs(collect=True)
+    validate(recipe, ws, plan, needs)
+    planned = {s.name for s in plan}
+    rows = [{"stage": s.name, "state": status(ws, s, recipe), "differs": None, "settings": plan_settings(recipe, s),
+             "needs": list(needs.by_stage.get(s.name, []))} for s in plan]
+    for stage, how, change in done_stage_changes(recipe, ws):
+        stop = (f"{how} with other settings ({change}); a run stops here: use a new --workspace, or the value it "
+                "was made with")
+        if stage.name in planned:
+            row = next(r for r in rows if r["stage"] == stage.name)
+            row["differs"] = change
+            row["needs"].insert(0, stop)
+        elif rows:  # not planned, but a run of this plan still stops at it
+            rows[0]["needs"].insert(0, f"stage {stage.name} is {stop}")
+    return rows
 
 
 def _recipe_key(key: str, check: Callable, *args):
@@ -377,29 +514,39 @@ def _factorize(recipe, ws, stage, resume, progress, log, command):
 def _distill(recipe, ws, stage, resume, progress, log, command):
     from .stages.distill import DistillOptions, run_distill
 
+    from .data.tasks import save_definition
+
+    for task in recipe_tasks(recipe, ws):  # a corpus entry task:NAME may name an own task of the recipe
+        save_definition(ws, task)
     d = recipe.distill
     cfg = from_section(TrainConfig, d, stage="distill", epochs=d.epochs if not d.max_steps else None, resume=resume)
     s = run_distill(ws, from_section(DistillOptions, d, weights=recipe_stage1_weights(recipe)), cfg, progress, log)
     return {"steps": s["steps"], "final_loss": s["final_loss"]}
 
 
-def per_task(mapping: dict, task: Task | str, default):
+def per_task(mapping: dict, task: Task, default):
     """A per-task recipe value, whatever spelling the recipe used for the task (stsb, sts-b, STS-B)."""
-    name = normalize_task(task).name
-    return next((v for k, v in mapping.items() if normalize_task(k).name == name), default)
+    return next((v for k, v in mapping.items() if _same(k, task)), default)
 
 
-def init_source(f, task: Task | str) -> str | None:
-    """The task whose student `task`'s student starts from (recipe `finetune.init_from`), by its GLUE name."""
-    src = per_task(f.init_from, task, None)
-    return normalize_task(src).name if src else None
+def init_source(recipe: Recipe, task: Task) -> Task | None:
+    """The task whose student `task`'s student starts from (recipe `finetune.init_from`)."""
+    src = per_task(recipe.finetune.init_from, task, None)
+    return task_named(recipe, src) if src else None
 
 
-def unlabelled_sources(f, task: Task | str) -> list[str] | None:
-    """The tasks whose training inputs `task`'s student also trains on (recipe `finetune.unlabelled_from`), by their
-    GLUE names; None where the recipe names none."""
-    names = per_task(f.unlabelled_from, task, None)
-    return [normalize_task(n).name for n in names] if names else None
+def unlabelled_sources(recipe: Recipe, task: Task) -> list[Task] | None:
+    """The tasks whose training inputs `task`'s student also trains on (recipe `finetune.unlabelled_from`); None
+    where the recipe names none."""
+    names = per_task(recipe.finetune.unlabelled_from, task, None)
+    return [task_named(recipe, n) for n in names] if names else None
+
+
+def _names(tasks):
+    """Tasks as the names a manifest's recorded settings compare (one task, a list, or None)."""
+    if tasks is None:
+        return None
+    return [t.name for t in tasks] if isinstance(tasks, list) else tasks.name
 
 
 def recipe_stage1_weights(recipe: Recipe) -> dict[str, float]:
@@ -421,11 +568,11 @@ def recipe_task_weights(task, adjust: dict[str, float]) -> dict[str, float]:
     return weights
 
 
-def task_weights(f, task: Task | str) -> dict[str, float] | None:
+def task_weights(f, task: Task) -> dict[str, float] | None:
     """A task's stage-2 weights from the recipe: `weights`, then that task's `weights_per_task` on top; None (the
     task's defaults) when the recipe sets neither."""
     adjust = {**(f.weights or {}), **per_task(f.weights_per_task, task, {})}
-    return recipe_task_weights(normalize_task(task), adjust) if adjust else None
+    return recipe_task_weights(task, adjust) if adjust else None
 
 
 def _finetune(recipe, ws, stage, resume, progress, log, command):
@@ -440,8 +587,8 @@ def _finetune(recipe, ws, stage, resume, progress, log, command):
                        resume=resume)
     opts = from_section(FinetuneOptions, f, task=stage.task, data_dir=recipe.data_dir, teacher_only=teacher,
                         augment=augment, rehearse=0 if teacher else f.rehearse, weights=task_weights(f, stage.task),
-                        init_from=None if teacher else init_source(f, stage.task),
-                        unlabelled_from=None if teacher else unlabelled_sources(f, stage.task))
+                        init_from=None if teacher else init_source(recipe, stage.task),
+                        unlabelled_from=None if teacher else unlabelled_sources(recipe, stage.task))
     s = (finetune_teacher if teacher else finetune_student)(ws, opts, cfg, progress, log)
     return {"steps": s["steps"], "eval": s["eval"]}
 
@@ -453,6 +600,20 @@ def _eval_glue(recipe, ws, stage, resume, progress, log, command):
     out = evaluate_glue(ws, GlueOptions(task=",".join(recipe.eval.glue), data_dir=recipe.data_dir))
     ws.record_stage(stage.name, {"results": len(out.get("results", []))})
     return {"results": out.get("results", [])}
+
+
+def _eval_data(recipe, ws, stage, resume, progress, log, command):
+    from .evaluation.own_eval import DataOptions, evaluate_data
+
+    _replace_rows(ws, stage, ws.eval_csv, log)
+    own = [t for t in recipe_tasks(recipe) if hasattr(t, "load")]
+    names = [t.name for t in own] if any(n.lower() == "all" for n in recipe.eval.data) else \
+        [task_named(recipe, n).name for n in recipe.eval.data]
+    results = []
+    for name in names:
+        results += evaluate_data(ws, DataOptions(task=name))["results"]
+    ws.record_stage(stage.name, {"results": len(results)})
+    return {"results": results}
 
 
 def _eval_speed(recipe, ws, stage, resume, progress, log, command):
@@ -479,4 +640,4 @@ def _replace_rows(ws: Workspace, stage: Stage, csv: Path, log: Callable[[str], N
 
 
 RUNNERS = {"factorize": _factorize, "distill": _distill, "teacher": _finetune, "finetune": _finetune,
-           "eval-glue": _eval_glue, "eval-speed": _eval_speed}
+           "eval-glue": _eval_glue, "eval-data": _eval_data, "eval-speed": _eval_speed}

@@ -271,6 +271,10 @@ class Workspace:
         """tasks/<task>: a task's models (`task`: a data.glue.Task or data.squad.SquadTask, anything with .name)."""
         return self.tasks_dir / task.name.lower()
 
+    def task_definition(self, name: str) -> Path:
+        """tasks/<name>/task.json: an own-data task's files, columns and labels (data/own.py)."""
+        return self.tasks_dir / name.lower() / "task.json"
+
     def task_model_dir(self, task, which: str) -> Path:
         """tasks/<task>/<student|teacher>."""
         return self.task_dir(task) / which

@@ -134,3 +134,14 @@ def test_a_corpus_that_is_not_utf8_is_named_in_a_warning(tmp_path):
     mostly.write_bytes("déjà vu, naïve café\n".encode() * 1000 + b"\xff\n")
     said.clear()
     assert _read_lines([mostly], said.append)[-1] == "\ufffd" and said == []
+
+
+def test_a_missing_folder_written_with_a_slash_is_a_missing_folder_not_a_dataset_name(tmp_path, monkeypatch):
+    """`corpus/` (the shipped recipes' stage-1 text) that is not there was taken for a datasets name: no error until
+    stage 1 tried the hub, and a dry run said nothing was missing."""
+    from kroncli.data.corpus import corpus_files
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KronError, match="corpus file corpus does not exist"):
+        corpus_files(["corpus/"])
+    assert corpus_files(["wikitext"]) is None  # a bare name is still a datasets name

@@ -304,17 +304,17 @@ def test_unlabelled_rows_drop_the_tasks_own_inputs(tmp_path):
     from kroncli.stages.finetune import FinetuneOptions, unlabelled_rows
 
     data, planted = planted_stsb(tmp_path)
-    rows, dropped = unlabelled_rows(normalize_task("mrpc"), FinetuneOptions(task="mrpc", data_dir=str(data),
-                                                                            unlabelled_from=["stsb"]))
+    mrpc, stsb = normalize_task("mrpc"), normalize_task("stsb")
+    rows, dropped = unlabelled_rows(mrpc, FinetuneOptions(task=mrpc, data_dir=str(data), unlabelled_from=[stsb]))
     assert dropped == {"STS-B": 4} and len(rows) == 6
-    twice = FinetuneOptions(task="mrpc", data_dir=str(data), unlabelled_from=["stsb", "STS-B"])
+    twice = FinetuneOptions(task=mrpc, data_dir=str(data), unlabelled_from=[stsb, normalize_task("STS-B")])
     assert len(unlabelled_rows(normalize_task("mrpc"), twice)[0]) == 6  # a source named twice counts once
     assert (rows["label"] == -100).all() and rows["text_b"].notna().all()
     assert rows["text_a"].tolist() == load_split("stsb", "train", data)["text_a"].iloc[:6].tolist()
     for split in ("train", "dev"):
         assert not seen_mask(rows, load_split("mrpc", split, data)).any()
-    rows, _ = unlabelled_rows(normalize_task("stsb"), FinetuneOptions(task="stsb", data_dir=str(glue_dir()),
-                                                                      unlabelled_from=["mrpc"], limit=10))
+    rows, _ = unlabelled_rows(stsb, FinetuneOptions(task=stsb, data_dir=str(glue_dir()), unlabelled_from=[mrpc],
+                                                    limit=10))
     assert len(rows) <= 10 and rows["label"].isna().all()  # a regression task's missing target is NaN
 
 

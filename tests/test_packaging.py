@@ -50,3 +50,20 @@ def test_readme_setup_and_ci_install_through_the_constraints():
     ci = (REPO / ".ci" / "run").read_text()
     assert commands[1] in ci.splitlines()  # .ci/run runs exactly the README's test command
     assert "pytest" in commands[1]
+
+
+def test_every_data_file_of_the_package_is_shipped():
+    """A file the code reads at run time that package-data does not name is left out of a built wheel: paper.json
+    was, so `kron report --paper` failed on an installed (not editable) kron."""
+    from fnmatch import fnmatch
+
+    shipped = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    root = REPO / "kroncli"
+    files = [p for p in root.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+             and "__pycache__" not in p.parts]
+    assert files  # the test sees the package's data
+    for path in files:
+        package = ".".join(("kroncli", *path.parent.relative_to(root).parts))
+        owners = {pkg: pats for pkg, pats in shipped.items() if package == pkg or package.startswith(pkg + ".")}
+        assert any(fnmatch(str(path.relative_to(REPO / pkg.replace(".", "/"))), pat)
+                   for pkg, pats in owners.items() for pat in pats), f"{path.relative_to(REPO)} is not in package-data"

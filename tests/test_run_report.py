@@ -50,11 +50,12 @@ def test_recipe_errors_name_the_key(tmp_path, content, needle):
 
 
 def test_per_task_values_match_any_spelling_of_the_task():
+    from kroncli.data.glue import normalize_task as t
     from kroncli.run import per_task
 
-    assert per_task({"sts-b": 5, "cola": 20}, "stsb", 0) == 5
-    assert per_task({"STSB": 5}, "sts-b", 0) == 5
-    assert per_task({"cola": 20}, "mrpc", 3) == 3
+    assert per_task({"sts-b": 5, "cola": 20}, t("stsb"), 0) == 5
+    assert per_task({"STSB": 5}, t("sts-b"), 0) == 5
+    assert per_task({"cola": 20}, t("mrpc"), 3) == 3
 
 
 def test_recipe_weights_adjust_each_tasks_defaults_and_skip_logit_kd_on_regression():
@@ -70,18 +71,20 @@ def test_recipe_weights_adjust_each_tasks_defaults_and_skip_logit_kd_on_regressi
 
 
 def test_weights_per_task_go_on_top_of_the_recipes_weights():
+    from kroncli.data.glue import normalize_task
     from kroncli.run import task_weights
 
     f = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "minilm-19x-mrpc.yaml", [
         "finetune.weights={attention_mse: 0.02, logit_kd: 5}",
         "finetune.weights_per_task={STS-B: {logit_mse: 5}, cola: {attention_mse: 0.1}}"]).finetune
-    assert task_weights(f, "stsb") == {"embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0,
-                                       "logit_mse": 5.0, "supervised": 1.0}
-    assert task_weights(f, "mrpc") == {"embedding_mse": 1.0, "attention_mse": 0.02, "hidden_mse": 1.0,
-                                       "logit_kd": 5.0, "supervised": 1.0}
-    assert task_weights(f, "CoLA")["attention_mse"] == 0.1 and task_weights(f, "CoLA")["logit_kd"] == 5.0
+    assert task_weights(f, normalize_task("stsb")) == {"embedding_mse": 1.0, "attention_mse": 0.02,
+                                                       "hidden_mse": 1.0, "logit_mse": 5.0, "supervised": 1.0}
+    assert task_weights(f, normalize_task("mrpc")) == {"embedding_mse": 1.0, "attention_mse": 0.02,
+                                                       "hidden_mse": 1.0, "logit_kd": 5.0, "supervised": 1.0}
+    cola = task_weights(f, normalize_task("CoLA"))
+    assert cola["attention_mse"] == 0.1 and cola["logit_kd"] == 5.0
     f.weights, f.weights_per_task = None, {}
-    assert task_weights(f, "mrpc") is None  # the task's own defaults
+    assert task_weights(f, normalize_task("mrpc")) is None  # the task's own defaults
 
 
 def test_recipe_that_does_not_parse(tmp_path):
@@ -136,7 +139,7 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
         res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / f"t{i}")])
         assert res.exit_code == 2 and needle in res.output, res.output
         assert not (tmp_path / f"t{i}" / "manifest.json").exists()
-    for i, (per_task, needle) in enumerate([({"colaa": 3}, "finetune.augment_per_task: unknown GLUE task 'colaa'"),
+    for i, (per_task, needle) in enumerate([({"colaa": 3}, "finetune.augment_per_task: unknown task 'colaa'"),
                                             ({"cola": -2}, "--augment -2")]):
         rec = write_recipe(tmp_path / f"p{i}.yaml", random_init="tiny",
                            finetune={"tasks": ["mrpc"], "augment_per_task": per_task})
@@ -160,7 +163,7 @@ def test_missing_model_or_data_fails_before_any_stage(tmp_path):
     ({"finetune": {"tasks": ["mrpc"], "weights_per_task": {"mrpc": {"hiden_mse": 1}}}},
      "recipe key finetune.weights_per_task.mrpc: unknown loss name(s) ['hiden_mse']"),
     ({"finetune": {"tasks": ["mrpc"], "weights_per_task": {"mrcp": {"hidden_mse": 1}}}},
-     "recipe key finetune.weights_per_task: unknown GLUE task 'mrcp'"),
+     "recipe key finetune.weights_per_task: unknown task 'mrcp'"),
     ({"distill": {"weights": {"logit_kd": 1}}}, "recipe key distill.weights: stage 1 has no loss 'logit_kd'"),
     ({"distill": {"weights": {"embedding_mse": 0, "attention_mse": 0, "hidden_mse": 0}}},
      "recipe key distill.weights: all stage-1 loss weights are zero"),
@@ -189,8 +192,9 @@ def test_data_dir_option_moves_the_recipes_glue_sentences(tmp_path):
     other.write_text("other text\n")
     rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(old), finetune={"tasks": ["mrpc"]},
                        distill={"corpus": [str(other), str(old / "CoLA" / "train.tsv"), f"{old}/MRPC/train.tsv"]})
-    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws"), "--until", "distill", "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws"), "--until", "distill"])
     assert res.exit_code == 2 and str(old / "CoLA" / "train.tsv") in res.output  # the recipe as written
+    assert not (tmp_path / "ws").exists()
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "ws"), "--data-dir", str(new),
                               "--until", "distill", "--dry-run", "--json"])
     assert res.exit_code == 0, res.output
@@ -217,10 +221,8 @@ def test_only_the_planned_stages_data_is_required(tmp_path):
     rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),
                        distill={"corpus": [str(tmp_path / "missing.txt")]}, finetune={"tasks": ["mrpc"]},
                        eval={"speed": False})
-    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "full"), "--dry-run"])
-    assert res.exit_code == 2 and "missing.txt" in res.output
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "full")])
-    assert res.exit_code == 2 and not (tmp_path / "full" / "manifest.json").exists()
+    assert res.exit_code == 2 and "missing.txt" in res.output and not (tmp_path / "full" / "manifest.json").exists()
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "distill"), "--until", "distill"])
     assert res.exit_code == 2 and "missing.txt" in res.output  # distill reads the corpus
     res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "f"), "--until", "factorize", "--json"])
@@ -231,8 +233,48 @@ def test_only_the_planned_stages_data_is_required(tmp_path):
     assert res.exit_code == 2 and "data_dir" in res.output and "--data-dir DIR" in res.output  # it needs its data
     rec = write_recipe(tmp_path / "r2.yaml", random_init="tiny", data_dir=str(tmp_path / "noglue"),
                        distill={"corpus": [str(tmp_path / "noglue" / "CoLA" / "train.tsv")]})
-    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "g"), "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "g")])
     assert res.exit_code == 2 and "recipe key distill.corpus" in res.output and "--data-dir DIR" in res.output
+
+
+def test_dry_run_plans_without_the_teacher_or_the_corpus(tmp_path, monkeypatch):
+    """Offline, a teacher that is not cached: the plan still prints every stage with its settings, and marks what
+    each stage needs (the teacher, the corpus) instead of failing on the first; the real run fails on it."""
+    from kroncli import sources
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(sources, "_hub_cached", lambda name: None)
+    monkeypatch.chdir(tmp_path)  # the recipe's corpus/ is not here
+    rec = Path(__file__).resolve().parents[1] / "recipes" / "kroneckerbert21.yaml"
+    res = runner.invoke(app, ["run", str(rec), "-w", "kb21", "--data-dir", str(tmp_path / "noglue"), "--dry-run",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout.strip().splitlines()[-1])
+    rows = {r["stage"]: r for r in plan["stages"]}
+    assert list(rows)[:2] == ["factorize", "distill"] and {"finetune-rte", "eval-glue", "eval-speed"} <= set(rows)
+    assert "cannot download 'bert-base-uncased'" in rows["factorize"]["needs"][0]
+    assert rows["factorize"]["settings"] == {"teacher": "bert-base-uncased", "factorize.preset": "kroneckerbert21"}
+    assert rows["distill"]["needs"][0] == "the teacher bert-base-uncased (see factorize)"
+    assert "corpus" in rows["distill"]["needs"][1] and "does not exist" in rows["distill"]["needs"][1]
+    assert rows["distill"]["settings"]["distill.max_seq_len"] == 512
+    assert rows["distill"]["settings"]["distill.weights"] == {"mlm": 1.0}
+    assert rows["finetune-rte"]["settings"]["finetune.lr (rte)"] == 5e-5  # Table 8
+    assert any("noglue is not a directory" in n for n in rows["teacher-mnli"]["needs"])  # the first task's stage
+    assert "the GLUE folder (see teacher-mnli)" in rows["finetune-rte"]["needs"]
+    assert rows["eval-speed"]["needs"] == [] and not plan["ready"] and not (tmp_path / "kb21").exists()
+    assert "not ready" in res.stderr
+    res = runner.invoke(app, ["run", str(rec), "-w", "kb21"])
+    assert res.exit_code == 2 and "cannot download 'bert-base-uncased'" in res.output
+    assert not (tmp_path / "kb21").exists()
+
+
+def test_dry_run_table_cuts_no_setting(tmp_path, minilm_path):
+    """A long setting (MiniLM's targets regex) folds onto further lines instead of ending in "…"."""
+    rec = Path(__file__).resolve().parents[1] / "recipes" / "minilm-19x-mrpc.yaml"
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "m19"), "--set", f"teacher={minilm_path}",
+                              "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.stdout and "embedding_rank=16" in res.stdout
 
 
 def tiny_recipe(tmp_path, teacher, steps=30):
@@ -285,7 +327,7 @@ def test_run_end_to_end_then_report(tmp_path, tiny_teacher):
                             ("teacher=bert-base-uncased", "teacher: "),
                             ("distill.lr=0.05", "distill.lr: 0.0001 -> 0.05"),
                             ("finetune.lr_per_task={mrpc: 0.002}", "finetune.lr (mrpc): 0.0001 -> 0.002")):
-        res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", setting, "--dry-run"])
+        res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", setting])
         assert res.exit_code == 2 and "is done with other settings" in res.output and needle in res.output, res.output
     assert (ws / "manifest.json").read_text() == before
     # an evaluation asked for with other settings runs again
@@ -321,8 +363,18 @@ def test_run_on_a_workspace_factorized_by_hand_checks_its_ratio(tmp_path, tiny_t
     rec = tiny_recipe(tmp_path, tiny_teacher)  # ratio 5
     ws = tmp_path / "by-hand"
     assert runner.invoke(app, ["factorize", str(tiny_teacher), "--ratio", "4", "-w", str(ws)]).exit_code == 0
-    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws)])
     assert res.exit_code == 2 and "factorize.ratio: 4.0 -> 5.0" in res.output, res.output
+    # the dry run shows the plan with the difference marked, instead of the error
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout.strip().splitlines()[-1])
+    first = plan["stages"][0]
+    assert first["stage"] == "factorize" and first["state"] == "done"
+    assert first["differs"] == "factorize.ratio: 4.0 -> 5.0"
+    assert "a run stops here" in first["needs"][0] and not plan["ready"]
+    assert [s["differs"] for s in plan["stages"][1:]] == [None] * (len(plan["stages"]) - 1)
+    assert "done (differs)" in res.stderr
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json", "--set", "factorize.ratio=4"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["stages"][0]["state"] == "done"
@@ -341,7 +393,7 @@ def test_a_run_that_failed_in_a_later_stage_still_holds_its_done_stages_to_their
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws)])
     assert res.exit_code == 2 and "teacher stage failed" in res.output
     monkeypatch.undo()
-    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.lr=0.05", "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.lr=0.05"])
     assert res.exit_code == 2 and "stage distill" in res.output and "distill.lr" in res.output, res.output
 
 
@@ -389,7 +441,7 @@ def test_killed_run_resumes_and_finishes(tmp_path, tiny_teacher):
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--dry-run", "--json"])
     states = {s["stage"]: s["state"] for s in json.loads(res.stdout.strip().splitlines()[-1])["stages"]}
     assert states["factorize"] == "done" and states["distill"] == "resume"
-    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.lr=0.05", "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.lr=0.05", "--until", "factorize"])
     assert res.exit_code == 2 and "half done" in res.output and "distill.lr" in res.output, res.output
     res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "distill.max_steps=" + str(steps[-1] + 5),
                               "--until", "distill", "--json"])
@@ -572,7 +624,7 @@ def test_init_from_that_cannot_run_is_refused_before_any_stage(tmp_path, init_fr
 def test_unlabelled_from_that_cannot_run_is_refused_before_any_stage(tmp_path, extra, needle):
     rec = write_recipe(tmp_path / "r.yaml", random_init="tiny", data_dir=str(glue_dir()),
                        finetune={"tasks": ["mrpc"], "unlabelled_from": extra}, eval={"speed": False})
-    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "w"), "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(tmp_path / "w")])
     assert res.exit_code == 2 and needle.lower() in res.output.lower() and "Traceback" not in res.output, res.output
     assert not (tmp_path / "w" / "manifest.json").exists()
 
@@ -595,7 +647,7 @@ def test_init_from_runs_the_source_task_first_and_is_a_recorded_setting(tmp_path
     assert stages["finetune-mrpc"]["init_from"] == "WNLI" and "init_from" not in stages["finetune-wnli"]
     assert stages["finetune-mrpc"]["unlabelled_from"] == ["WNLI"] and stages["finetune-mrpc"]["unlabelled_examples"] > 0
     assert "unlabelled_from" not in stages["finetune-wnli"]
-    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "finetune.init_from={}", "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "finetune.init_from={}"])
     assert res.exit_code == 2 and "finetune.init_from (mrpc): 'WNLI' -> None" in res.output, res.output
-    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "finetune.unlabelled_from={}", "--dry-run"])
+    res = runner.invoke(app, ["run", str(rec), "-w", str(ws), "--set", "finetune.unlabelled_from={}"])
     assert res.exit_code == 2 and "finetune.unlabelled_from (mrpc): ['WNLI'] -> None" in res.output, res.output

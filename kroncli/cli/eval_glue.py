@@ -107,9 +107,10 @@ def ood_cmd(
 
     Example: kron eval ood --workspace runs/m19 --task rte --data hans.tsv --label-map entailment=0,non-entailment=1
     """
+    from ..data.glue import normalize_task
     from ..evaluation.ood import OodOptions, evaluate_ood
     ws = Workspace(workspace)
-    opts = OodOptions(task=task, data=data, label_map=label_map, collapse=collapse, text_columns=text_columns,
+    opts = OodOptions(task=normalize_task(task), data=data, label_map=label_map, collapse=collapse, text_columns=text_columns,
                       label_column=label_column, data_split=data_split, model=model, data_dir=data_dir, dev=dev,
                       batch_size=batch_size, max_seq_len=max_seq_len)
     out = evaluate_ood(ws, opts, progress_factory(show_progress(json_out)))
@@ -118,6 +119,37 @@ def ood_cmd(
     for g in out["gaps"]:
         console.print(f"{g['model']}: {g['metric']} {g['ood']:.2f} on {out['split']} vs {g['dev']:.2f} on "
                       f"{g['dev_split']}: gap [bold]{g['gap']:+.2f}[/]", highlight=False, markup=True)
+    console.print(f"rows appended to {out['eval_csv']}", highlight=False)
+    if json_out:
+        emit_json(out)
+
+
+@handle_errors
+def data_cmd(
+    workspace: WorkspaceOpt,
+    task: Annotated[str, typer.Option(help="An own-data task of the workspace (defined by kron finetune --task NAME "
+                                           "--train FILE).")],
+    data: Annotated[Optional[list[str]], typer.Option(help="Another labelled file to score, read with the task's "
+                                                           "columns and labels (e.g. out-of-distribution data). "
+                                                           "Repeatable.")] = None,
+    model: OodModelOpt = None,
+    batch_size: BatchOpt = 64,
+    max_seq_len: SeqLenOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score an own-data task's models on its dev and test files and on --data files, beside the majority floor.
+
+    Rows go to WS/metrics/eval.csv (split dev, test or data:<file name>); --json adds per-class precision, recall
+    and F1.
+
+    Example: kron eval data --workspace runs/tickets --task tickets --data data/test-march.jsonl
+    """
+    from ..evaluation.own_eval import DataOptions, evaluate_data
+    ws = Workspace(workspace)
+    out = evaluate_data(ws, DataOptions(task=task, data=data, model=model, batch_size=batch_size,
+                                        max_seq_len=max_seq_len), progress_factory(show_progress(json_out)))
+    console = human_console(json_out)
+    console.print(_scores_table(f"{out['task']} ({out['kind']}): {ws.root}", out["results"]))
     console.print(f"rows appended to {out['eval_csv']}", highlight=False)
     if json_out:
         emit_json(out)

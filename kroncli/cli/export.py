@@ -14,7 +14,8 @@ from .common import JsonOpt, WorkspaceOpt, emit_json, err_console, handle_errors
 @handle_errors
 def export_cmd(
     workspace: WorkspaceOpt,
-    task: Annotated[str, typer.Option(help="GLUE task whose fine-tuned student is exported (mrpc, sst2, ...).")],
+    task: Annotated[str, typer.Option(help="Task whose fine-tuned student is exported: a GLUE task (mrpc, sst2, "
+                                           "...) or an own-data task's name.")],
     out: Annotated[str, typer.Option("--out", "-o", help="Folder to write (must not exist, unless --force).")],
     format: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or hf (transformers folder).")]
     = "onnx",
@@ -38,10 +39,13 @@ def export_cmd(
 
     Example: kron export -w runs/kb19 --task mrpc --format onnx --out deploy/kb19-mrpc
     """
+    from ..data.tasks import resolve_task
     from ..export import ExportOptions, export
+    from ..workspace import Workspace
 
+    spec = resolve_task(task, Workspace(workspace)) if Workspace(workspace).is_workspace() else task
     log = (lambda m: None) if json_out else (lambda m: err_console.print(m, highlight=False))
-    res = export(ExportOptions(workspace, task, format, out, quantize, dense, force, data_dir, eval_limit,
+    res = export(ExportOptions(workspace, spec, format, out, quantize, dense, force, data_dir, eval_limit,
                                max_seq_len), log=log)
     if json_out:
         emit_json(res)

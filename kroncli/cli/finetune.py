@@ -1,4 +1,4 @@
-"""`kron finetune`: fine-tune the teacher on a GLUE or SQuAD task, or distil it into the student (stage 2)."""
+"""`kron finetune`: fine-tune the teacher on a GLUE, SQuAD or own-data task, or distil it into the student (stage 2)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..data.task_files import TaskFiles
 from ..errors import KronError
 from ..workspace import Workspace
 from . import options as o
@@ -15,10 +16,12 @@ from .distill import _maybe_lock, main_process_log, parse_weights
 
 @handle_errors
 @o.train_options()
+@o.group_options(TaskFiles, "files")
 def finetune_cmd(
     workspace: WorkspaceOpt,
-    task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; or "
-                                           "squad (v1.1) / squad_v2.")],
+    task: Annotated[str, typer.Option(help="GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli; "
+                                           "squad (v1.1) / squad_v2; or a name for your own data (with "
+                                           "--train FILE).")],
     teacher_only: Annotated[bool, typer.Option("--teacher-only", help="Fine-tune the dense teacher (run this "
                                                                       "first).")] = False,
     data_dir: Annotated[Optional[str], typer.Option(help="GLUE folder in the original layout (default "
@@ -66,6 +69,7 @@ def finetune_cmd(
                                                                       "task's own splits are dropped. "
                                                                       "Repeatable.")] = None,
     json_out: JsonOpt = False,
+    files: TaskFiles = TaskFiles(),
     **train,
 ) -> None:
     """Stage 2: fine-tune the teacher on a task (--teacher-only), then distil it into the student.
@@ -76,41 +80,47 @@ def finetune_cmd(
 
     SQuAD: --task squad (v1.1) or squad_v2, windows of --max-seq-len 384 tokens overlapping by --doc-stride 128,
     data from --data-dir (official train/dev JSON files), --train-file/--dev-file, or the hub; 2 epochs by default.
+
+    Your own data: kron finetune --workspace runs/t19 --task tickets --train train.csv --dev dev.csv
+    --text-columns subject,body --label-column queue (.csv/.tsv/.jsonl/.json/.parquet or a save_to_disk folder;
+    classification, regression or multi-label; later commands know the task by its name). A teacher factorized
+    from a fine-tuned classifier with these labels is the task teacher as it is: run the student stage directly.
     """
-    from ..data.glue import normalize_task
-    from ..data.squad import squad_version
-    from ..stages.finetune import FinetuneOptions, default_weights, finetune_student, finetune_teacher
+    from ..data.squad import SquadTask
+    from ..data.tasks import resolve_task
+    from ..stages.finetune import FinetuneOptions, classifier_labels, default_weights, finetune_student, \
+        finetune_teacher
     from ..train_config import TrainConfig, check_training_values
     if teacher_only and weight:
         raise KronError(f"--weight {weight[0]} weighs a loss of the student's distillation; the teacher trains on the "
                         "labels alone: drop --weight with --teacher-only")
-    version = squad_version(task)
-    if version is not None:
-        return _squad(**locals())
+    ws = Workspace(workspace)
+    order = classifier_labels(ws) if files.given and ws.is_workspace() else None
+    spec = resolve_task(task, ws, files, label_order=order)
+    if isinstance(spec, SquadTask):
+        return _squad(version=spec.version, **locals())
     if train_file or dev_file:
-        raise KronError("--train-file/--dev-file are for SQuAD; GLUE data comes from --data-dir")
+        raise KronError("--train-file/--dev-file are for SQuAD; GLUE data comes from --data-dir, your own data from "
+                        "--train/--dev")
     max_seq_len = max_seq_len or 128
-    spec = normalize_task(task)
     if train["max_steps"] is None and train["epochs"] is None and train["max_minutes"] is None:
         train["epochs"] = 3.0
     stage = f"{'teacher' if teacher_only else 'finetune'}-{spec.name.lower()}"
     cfg = TrainConfig(stage=stage, lr=lr if lr is not None else (2e-5 if teacher_only else 1e-4), **train)
-    opts = FinetuneOptions(task=task, data_dir=data_dir, max_seq_len=max_seq_len, teacher_only=teacher_only,
+    opts = FinetuneOptions(task=spec, data_dir=data_dir, max_seq_len=max_seq_len, teacher_only=teacher_only,
                            weights=parse_weights(weight, default_weights(spec)) if weight else None,
                            temperature=temperature, teacher=teacher, layer_map=layer_map, limit=limit,
                            eval_batch_size=eval_batch_size, augment=augment,
                            augment_p=augment_p, augment_k=augment_k, augment_mask=augment_mask,
                            augment_ngram=augment_ngram, rehearse=rehearse,
-                           rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight, init_from=init_from,
-                           unlabelled_from=unlabelled_from)
+                           rehearse_corpus=rehearse_corpus, rehearse_weight=rehearse_weight,
+                           init_from=resolve_task(init_from, ws) if init_from else None,
+                           unlabelled_from=[resolve_task(n, ws) for n in unlabelled_from or []] or None)
     check_training_values({**vars(cfg), **vars(opts)})
     if teacher_only and (augment or rehearse or init_from or unlabelled_from):
         raise KronError("--augment, --rehearse, --init-from and --unlabelled-from are for the student (the teacher "
                         "labels the copies, the general text and the other task's inputs, and starts from the "
                         "pre-trained model); drop them with --teacher-only")
-    if init_from:
-        normalize_task(init_from)  # an unknown task name is a one-line error before anything loads
-    ws = Workspace(workspace)
     run = finetune_teacher if teacher_only else finetune_student
     with _maybe_lock(ws):
         summary = run(ws, opts, cfg, show_progress(json_out), main_process_log)
@@ -138,7 +148,7 @@ def _unseen_line(record: dict) -> str:
             f"teacher {shown(record['teacher'])}")
 
 
-def _squad(version: int, **a) -> None:
+def _squad(version: int, spec, **a) -> None:
     """`kron finetune --task squad|squad_v2`: the same loop and outputs, on the SQuAD stage functions."""
     from ..data.squad import task_name
     from ..distill.losses import check_temperature
@@ -165,7 +175,7 @@ def _squad(version: int, **a) -> None:
         train["epochs"] = 2.0
     cfg = TrainConfig(stage=f"{'teacher' if teacher_only else 'finetune'}-{name}",
                       lr=a["lr"] if a["lr"] is not None else (3e-5 if teacher_only else 1e-4), **train)
-    opts = SquadOptions(task=name, version=version, data_dir=a["data_dir"], train_file=a["train_file"],
+    opts = SquadOptions(task=spec, data_dir=a["data_dir"], train_file=a["train_file"],
                         dev_file=a["dev_file"], max_seq_len=a["max_seq_len"] or 384, doc_stride=a["doc_stride"],
                         teacher_only=teacher_only, temperature=a["temperature"], layer_map=a["layer_map"],
                         teacher=a["teacher"], eval_batch_size=a["eval_batch_size"],

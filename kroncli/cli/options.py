@@ -57,3 +57,34 @@ def train_options(skip: tuple[str, ...] = (), **defaults):
 
     return decorate
 
+
+
+def group_options(cls, into: str):
+    """Give a command every field of the dataclass `cls` that has a help as a typer option, and pass them to it as
+    one `cls` instance in the keyword `into` (e.g. data.own.TaskFiles as `files`): the dataclass stays the one
+    definition of the options, their defaults and their help, shared with a recipe's mapping."""
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+    def decorate(command):
+        sig = inspect.signature(command, eval_str=True)
+        own = [p.replace(kind=p.KEYWORD_ONLY) for p in sig.parameters.values()
+               if p.kind is not p.VAR_KEYWORD and p.name != into]
+        derived = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                     annotation=Annotated[hints[f.name], typer.Option(*flag_decls(f.name, f.default),
+                                                                                      help=f.metadata["help"])])
+                   for f in fields]
+        last = [p for p in own if p.name == "json_out"]
+        params = [p for p in own if p.name != "json_out"] + derived + last
+        names = [f.name for f in fields]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values = {n: kwargs.pop(n) for n in names if n in kwargs}
+            return command(**kwargs, **{into: cls(**values)})
+
+        wrapper.__signature__ = sig.replace(parameters=params)
+        wrapper.group_fields = getattr(command, "group_fields", ()) + tuple(names)
+        return wrapper
+
+    return decorate

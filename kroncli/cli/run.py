@@ -36,22 +36,15 @@ def run_cmd(
 
     With an evaluation in the plan, the run ends with the workspace's scores, as kron report prints them.
     """
-    from ..run import execute, select, stages, status, validate
+    from ..run import execute, select, stages, validate
     overrides = [*(set_ or []), *([f"data_dir={json.dumps(data_dir)}"] if data_dir else [])]  # last wins
     spec = load_recipe(recipe, overrides)
     ws = Workspace(workspace)
     plan = select(stages(spec), until, only)
-    validate(spec, ws, plan)  # before the plan too: a dry run of an impossible recipe must say so
-    rows = [{"stage": s.name, "state": status(ws, s, spec)} for s in plan]
     if dry_run:
-        table = Table("stage", "state")
-        for r in rows:
-            table.add_row(r["stage"], r["state"])
-        human_console(json_out).print(f"plan: {recipe} -> {ws.root}", highlight=False, markup=False)
-        human_console(json_out).print(table)
-        if json_out:
-            emit_json({"recipe": recipe, "workspace": str(ws.root), "stages": rows, "config": spec.to_dict()})
+        _print_plan(recipe, spec, ws, plan, json_out)
         return
+    validate(spec, ws, plan)
     log = (lambda msg: err_console.print(msg, highlight=False, markup=False))
 
     def record_recipe():  # what later runs compare their done stages with
@@ -71,6 +64,30 @@ def run_cmd(
         ran = sum(r["status"] == "done" for r in results)
         err_console.print(f"ran {ran} stage(s), {len(results) - ran} done before, in {ws.root}; compare with: "
                           f"kron report {ws.root}", highlight=False, markup=False)
+
+
+def _print_plan(recipe: str, spec, ws: Workspace, plan, json_out: bool) -> None:
+    """`--dry-run`: the stages, their state and settings, and what each still needs; a recipe mistake is still an
+    error, a missing teacher or corpus is not (it is what the plan says to get)."""
+    from rich.table import Column
+    from rich.text import Text
+
+    from ..run import _last_part, dry_run
+
+    rows = dry_run(spec, ws, plan)
+    table = Table("stage", "state", *(Column(c, overflow="fold") for c in ("settings", "needs")))  # no cell cut
+    for r in rows:
+        settings = ", ".join(f"{_last_part(k)}={v}" for k, v in r["settings"].items())
+        state = f"{r['state']} (differs)" if r["differs"] else r["state"]
+        table.add_row(Text(r["stage"]), Text(state), Text(settings), Text("; ".join(r["needs"]) or "-"))
+    console = human_console(json_out)
+    console.print(f"plan: {recipe} -> {ws.root}", highlight=False, markup=False)
+    console.print(table)
+    if any(r["needs"] for r in rows):
+        console.print("not ready: the stages above need what their needs column says", highlight=False, markup=False)
+    if json_out:
+        emit_json({"recipe": recipe, "workspace": str(ws.root), "ready": not any(r["needs"] for r in rows),
+                   "stages": rows, "config": spec.to_dict()})
 
 
 def _scores(ws: Workspace, plan, console) -> list[dict] | None:

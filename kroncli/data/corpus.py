@@ -68,11 +68,13 @@ def _open_binary(path: Path):
 
 
 def _looks_like_path(s: str) -> bool:
-    return bool(Path(s).suffix) or s.startswith((".", "/", "~")) or s.count("/") > 1
+    return bool(Path(s).suffix) or s.startswith((".", "/", "~")) or s.count("/") > 1 or s.endswith("/")  # corpus/
 
 
 def corpus_files(sources: list[str]) -> list[Path] | None:
-    """Expand files and folders; None when the single source is a `datasets` name rather than a path."""
+    """Expand files and folders; None when the single source is a `datasets` name rather than a path. `task:NAME`
+    entries (a task's training text, stages.distill.task_corpus) are not files yet and are left out."""
+    sources = [s for s in sources if not s.startswith("task:")]
     if len(sources) == 1 and not Path(sources[0]).expanduser().exists() and not _looks_like_path(sources[0]):
         return None
     files: list[Path] = []

@@ -1,4 +1,4 @@
-"""Tokenise GLUE frames once and batch them with dynamic padding."""
+"""Tokenise task frames once and batch them with dynamic padding."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from .glue import Task
 
 
 class EncodedSplit(torch.utils.data.Dataset):
-    """Token ids per example (unpadded) and labels (float for regression, absent for test splits)."""
+    """Token ids per example (unpadded) and labels (float for regression, a 0/1 vector for multi-label, absent for
+    test splits); `truncated`: how many inputs were longer than max_seq_len and cut to it."""
 
-    def __init__(self, features: list[dict], labels: list | None):
-        self.features, self.labels = features, labels
+    def __init__(self, features: list[dict], labels: list | None, truncated: int = 0):
+        self.features, self.labels, self.truncated = features, labels, truncated
 
     def __len__(self):
         return len(self.features)
@@ -24,6 +25,16 @@ class EncodedSplit(torch.utils.data.Dataset):
         return item
 
 
+def count_truncated(a: list, b: list | None, enc, tokenizer, max_seq_len: int) -> int:
+    """Inputs longer than max_seq_len: those cut to exactly that length, told apart from the ones that fit exactly
+    by tokenising only them again, untruncated."""
+    full = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) >= max_seq_len]
+    if not full:
+        return 0
+    again = tokenizer([a[i] for i in full], [b[i] for i in full] if b is not None else None, truncation=False)
+    return sum(len(ids) > max_seq_len for ids in again["input_ids"])
+
+
 def encode(task: Task, frame: pd.DataFrame, tokenizer, max_seq_len: int) -> EncodedSplit:
     a = frame["text_a"].tolist()
     b = frame["text_b"].tolist() if task.is_pair else None
@@ -31,17 +42,21 @@ def encode(task: Task, frame: pd.DataFrame, tokenizer, max_seq_len: int) -> Enco
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
     features = [{k: enc[k][i] for k in keys} for i in range(len(a))]
     labels = None
-    if frame["label"].notna().any():  # unlabelled rows (augmented copies) keep NaN / -100: no gold label
+    if task.is_multilabel:
+        if frame["label"].map(lambda v: hasattr(v, "__len__")).any():
+            labels = [[float(x) for x in v] for v in frame["label"]]
+    elif frame["label"].notna().any():  # unlabelled rows (augmented copies) keep NaN / -100: no gold label
         col = frame["label"] if task.is_regression else frame["label"].fillna(-100)
         labels = col.astype(float if task.is_regression else int).tolist()
-    return EncodedSplit(features, labels)
+    return EncodedSplit(features, labels, count_truncated(a, b, enc, tokenizer, max_seq_len))
 
 
 class Collate:
-    """Pad a list of examples to the longest one; labels become a long or float tensor."""
+    """Pad a list of examples to the longest one; labels become a long or (`float_labels`: regression, multi-label)
+    float tensor."""
 
-    def __init__(self, tokenizer, regression: bool):
-        self.tokenizer, self.regression = tokenizer, regression
+    def __init__(self, tokenizer, float_labels: bool):
+        self.tokenizer, self.regression = tokenizer, float_labels
 
     def __call__(self, rows: list[dict]) -> dict:
         labels = [r["labels"] for r in rows] if "labels" in rows[0] else None

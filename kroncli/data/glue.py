@@ -88,6 +88,16 @@ class Task:
         return not self.label_names
 
     @property
+    def is_multilabel(self) -> bool:
+        """Several labels per example (an own task's kind; no GLUE task is)."""
+        return False
+
+    @property
+    def float_labels(self) -> bool:
+        """Labels are floats (a score, or a 0/1 vector), not class ids."""
+        return self.is_regression or self.is_multilabel
+
+    @property
     def is_pair(self) -> bool:
         return len(self.hub_text) == 2
 
@@ -341,8 +351,11 @@ def _load_hub(task: Task, split: str, expected: str) -> pd.DataFrame:
 
 
 def load_split(task: Task | str, split: str, data_dir: str | Path | None = None) -> pd.DataFrame:
-    """A GLUE split as a DataFrame (text_a, text_b, label, idx); see the module docstring for sources."""
+    """A GLUE split as a DataFrame (text_a, text_b, label, idx); see the module docstring for sources. A task on
+    the user's own files (data/own.py) reads them itself."""
     task = normalize_task(task)
+    if hasattr(task, "load"):
+        return task.load(split)
     split = _split_name(task, split)
     origin = "--data-dir" if data_dir is not None else ENV_DIR if os.environ.get(ENV_DIR) else None
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()

@@ -207,11 +207,16 @@ def logit_mse(s: Tensor, t: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def supervised(logits: Tensor, labels: Tensor) -> Tensor:
-    """The task loss on gold labels: cross-entropy, or MSE when there is one output.
+    """The task loss on gold labels: cross-entropy, MSE when there is one output, or binary cross-entropy per label
+    when the labels are 0/1 vectors shaped as the logits (multi-label; what transformers' multi_label_classification
+    uses).
 
     Rows without a gold label (-100 for classes, NaN for a regression target: augmented copies) are skipped;
     a batch with none gives a zero that keeps the graph.
     """
+    if labels.dim() == 2 and labels.shape == logits.shape and logits.shape[-1] > 1:
+        return F.binary_cross_entropy_with_logits(_up(logits), labels.to(device=logits.device,
+                                                                         dtype=_up(logits).dtype))
     if logits.shape[-1] == 1:
         target = labels.reshape(-1).to(device=logits.device, dtype=_up(logits).dtype)
         keep = ~torch.isnan(target)

@@ -160,7 +160,7 @@ def predict(tm: TaskModel, task: Task, frame, batch_size: int, progress: Callabl
     data = encode(task, frame, tm.tokenizer, tm.max_seq_len)
     with progress(label or task.name, len(data)) if progress else nullcontext(lambda n=1: None) as advance:
         t0 = time.perf_counter()  # the bar's advance is a counter update: its time is not worth taking out
-        logits = predict_logits(tm.model, data, tm.tokenizer, task.is_regression, batch_size, on_batch=advance)
+        logits = predict_logits(tm.model, data, tm.tokenizer, task.float_labels, batch_size, on_batch=advance)
         return logits, time.perf_counter() - t0
 
 

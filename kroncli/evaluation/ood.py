@@ -22,31 +22,27 @@ datasets name), and `<metric>_gap` under the ood split.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from ..data.files import read_source
 from ..data.glue import Task, load_split, normalize_task
-from ..errors import KronError, first_line
+from ..errors import KronError
 from ..metrics import compute_metrics
 from ..workspace import Workspace
 from .glue_eval import (Evaluation, append_eval_rows, check_labels, check_options, load_task_model, model_task,
                         predict, require_workspace, score_logits, select_models)
 
-FILE_SUFFIXES = (".tsv", ".txt", ".csv", ".json", ".jsonl")
 SHOW = 5  # unmapped label values named in an error
 
 
 @dataclass
 class OodOptions:
-    task: str
+    task: Task  # parsed at the CLI edge
     data: str
     label_map: str | None = None  # "VALUE=LABEL,..." data label value -> model label (name or id)
     collapse: str | None = None  # "LABEL=LABEL,..." model prediction -> model label, before scoring
@@ -58,111 +54,6 @@ class OodOptions:
     dev: bool = True  # also score the task's dev split and report the gap
     batch_size: int = 64
     max_seq_len: int | None = None
-
-
-# ------------------------------------------------------------------------------------------------ reading data
-
-def _read_json(path: Path, text: str) -> pd.DataFrame:
-    obj = None
-    if path.suffix.lower() == ".json":
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            obj = None  # maybe JSON lines under a .json name
-    if isinstance(obj, dict) and obj and all(isinstance(v, list) for v in obj.values()):
-        return pd.DataFrame(obj)  # {column: [values]}
-    if obj is None:
-        obj = []
-        for number, line in enumerate(text.split("\n"), start=1):
-            if line.strip():
-                try:
-                    obj.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise KronError(f"{path}:{number}: not a JSON record ({e.msg}); expected a JSON list of "
-                                    f"records or one JSON object a line") from None
-    if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
-        raise KronError(f"{path}: expected a JSON list of records (objects) or one JSON object a line")
-    return pd.DataFrame(obj)
-
-
-def read_file(path: Path) -> pd.DataFrame:
-    """A TSV/CSV/JSON(lines) file as a DataFrame (TSV with quoting off, values as read)."""
-    suffix = path.suffix.lower()
-    if suffix not in FILE_SUFFIXES:
-        raise KronError(f"{path}: unknown file type {suffix or '(none)'!r}; use .tsv/.txt (tab-separated), .csv, "
-                        f".json or .jsonl")
-    try:
-        if suffix in (".json", ".jsonl"):
-            frame = _read_json(path, path.read_text(encoding="utf-8-sig"))
-        else:
-            frame = pd.read_csv(path, sep="\t" if suffix in (".tsv", ".txt") else ",", dtype=str,
-                                keep_default_na=False, encoding="utf-8-sig",
-                                quoting=csv.QUOTE_NONE if suffix != ".csv" else csv.QUOTE_MINIMAL)
-    except pd.errors.EmptyDataError:
-        raise KronError(f"{path}: empty file; expected a header line and labelled rows") from None
-    except pd.errors.ParserError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "malformed"
-        raise KronError(f"{path}: {first}; fix or remove the line") from None
-    except UnicodeDecodeError as e:
-        raise KronError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8") from None
-    if len(frame) == 0:
-        raise KronError(f"{path}: no data rows; expected labelled examples after the header")
-    return frame
-
-
-def _from_dataset(dataset, origin: str) -> pd.DataFrame:
-    """A datasets.Dataset as a DataFrame, ClassLabel columns as their names."""
-    import datasets
-
-    if len(dataset) == 0:
-        raise KronError(f"{origin}: no data rows")
-    frame = dataset.to_pandas()
-    for name, feature in dataset.features.items():
-        if isinstance(feature, datasets.ClassLabel):
-            frame[name] = [feature.int2str(int(v)) if v is not None and int(v) >= 0 else "" for v in frame[name]]
-    return frame
-
-
-def _pick_split(saved, split: str, origin: str):
-    import datasets
-
-    if isinstance(saved, datasets.DatasetDict):
-        if split not in saved:
-            raise KronError(f"{origin} has no split {split!r} (has: {', '.join(saved)}); pass --data-split")
-        return saved[split], f"{origin}/{split}"
-    return saved, origin
-
-
-def read_source(data: str, split: str) -> tuple[pd.DataFrame, str]:
-    """(frame, name for the `ood:<name>` split) from a file, a saved dataset folder or a datasets name."""
-    from ..data.glue import _import_datasets, _online
-
-    path = Path(data).expanduser()
-    if path.is_file():
-        return read_file(path), path.name
-    if path.is_dir():
-        datasets = _import_datasets(f"{path} is a folder (a saved dataset?)")
-        try:
-            saved = datasets.load_from_disk(str(path))
-        except (FileNotFoundError, ValueError) as e:
-            raise KronError(f"{path} is a folder but not a dataset saved with save_to_disk ({e}); pass a "
-                            f"TSV/CSV/JSON(lines) file") from None
-        dataset, name = _pick_split(saved, split, path.name)
-        return _from_dataset(dataset, str(path)), name
-    if path.suffix.lower() in FILE_SUFFIXES or os.sep in data or data.startswith("."):
-        raise KronError(f"--data {data}: no such file; pass a TSV/CSV/JSON(lines) file, a saved dataset folder "
-                        f"or a datasets name")
-    if not _online():
-        raise KronError(f"--data {data!r} is not a local file and the Hugging Face hub is unreachable (offline); "
-                        f"pass a local TSV/CSV/JSON(lines) file or a folder written by save_to_disk")
-    datasets = _import_datasets(f"--data {data} names a hub dataset")
-    name, _, config = data.partition(":")
-    try:
-        dataset = datasets.load_dataset(name, config or None, split=split)
-    except Exception as e:  # network, cache or hub errors: one line
-        first = first_line(e)
-        raise KronError(f"could not load {data} ({split}) from the hub ({first}); pass a local file") from None
-    return _from_dataset(dataset, f"{data}/{split}"), f"{data}/{split}"
 
 
 # --------------------------------------------------------------------------------------------------- labels
@@ -316,7 +207,8 @@ def evaluate_ood(ws: Workspace, opts: OodOptions, progress: Callable | None = No
         raise KronError(f"{task.name} is a regression task: --label-map and --collapse apply to classifiers")
     mapping = None if task.is_regression else label_mapping(task, opts.label_map)
     collapse = None if task.is_regression else collapse_table(task, opts.collapse)
-    raw, name = read_source(opts.data, opts.data_split)
+    table, name = read_source(opts.data, opts.data_split)
+    raw = table.frame
     frame = to_frame(task, raw, opts, mapping, opts.data)
     split = f"ood:{name}"
     dev_split, dev = asked.eval_splits[0], None

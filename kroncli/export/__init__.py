@@ -24,7 +24,7 @@ QUANTIZE = ("int8",)
 @dataclass
 class ExportOptions:
     workspace: str
-    task: str
+    task: object  # a Task (data.tasks.resolve_task at the CLI edge); a name is resolved against the workspace
     format: str = "onnx"
     out: str | None = None
     quantize: str | None = None
@@ -77,16 +77,17 @@ def _max_abs_diff(a, b, tokenizer, task, max_seq_len: int) -> float:
 
 def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     """Write the export folder; returns the JSON summary."""
-    from ..data.glue import default_data_dir, normalize_task
+    from ..data.glue import default_data_dir
+    from ..data.tasks import resolve_task
     from ..evaluation.glue_eval import (check_labels, finetune_hint, has_model, model_dir, model_task,
                                         require_workspace)
     from ..predict import EXPORT_FORMAT_VERSION, EXPORT_JSON, ONNX_FILE, label_names
     from ..workspace import Workspace, atomic_dir, atomic_write_json, versions
 
     check_options(opts)
-    task = normalize_task(opts.task)
     ws = Workspace(opts.workspace)
     require_workspace(ws)
+    task = resolve_task(opts.task, ws) if isinstance(opts.task, str) else opts.task
     if not has_model(ws, task, "student"):
         raise KronError(f"no fine-tuned {model_task(task).name} student in {ws.root} ({model_dir(ws, task, 'student')} "
                         f"missing); run {finetune_hint(ws, task, 'student')}")
@@ -106,7 +107,9 @@ def export(opts: ExportOptions, log=lambda msg: None) -> dict:
     out = Path(opts.out)
     meta = {"export_format_version": EXPORT_FORMAT_VERSION, "format": opts.format, "task": mtask.name,
             "label_names": label_names(model.config) or list(mtask.names), "is_pair": mtask.is_pair,
-            "is_regression": mtask.is_regression,
+            "is_regression": mtask.is_regression, "is_multilabel": mtask.is_multilabel,
+            # the input field names a JSON line to kron predict holds: as the task's training files name them
+            "text_columns": list(getattr(mtask, "text", ()) or mtask.hub_text),
             "max_seq_len": seq_len, "kronecker": not opts.dense, "quantize": opts.quantize,
             "pad_id": tokenizer.pad_token_id, "pad_token": tokenizer.pad_token, "source": str(path),
             "kroncli_version": versions().get("kroncli", "unknown")}

@@ -159,9 +159,39 @@ def check_stage1_weights(weights: dict) -> None:
         raise KronError(str(e)) from None
 
 
+TASK_CORPUS = "task:"
+
+
+def task_corpus(ws: Workspace, corpus: list[str]) -> list[str]:
+    """The corpus with each `task:NAME` entry replaced by a text file of that task's training inputs (a GLUE task,
+    or an own task the workspace or recipe defined), one text a line, written to WS/cache: stage 1 on the very text
+    the student will be fine-tuned on, when there is no other."""
+    from ..data.glue import load_split
+    from ..data.tasks import resolve_task
+
+    out = []
+    for source in corpus:
+        if not source.startswith(TASK_CORPUS):
+            out.append(source)
+            continue
+        task = resolve_task(source[len(TASK_CORPUS):], ws)
+        if not hasattr(task, "is_pair"):
+            raise KronError(f"--corpus {source}: {task.name} is not a text-classification task; name one, or a file")
+        frame = load_split(task, "train")
+        lines = [t for col in ("text_a", "text_b") for t in frame[col].dropna().tolist()]
+        path = ws.root / "cache" / f"task-{task.name.lower()}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from ..workspace import atomic_write_text
+
+        atomic_write_text(path, "".join(" ".join(str(t).split()) + "\n" for t in lines if str(t).strip()))
+        out.append(str(path))
+    return out
+
+
 def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     check_stage1_weights(opts.weights)
     folder = require_student(ws)
+    corpus = task_corpus(ws, opts.corpus)
     kron_cfg = read_kron_config(folder)
     student = load_student(folder, projection=True)
     block = families.family_of(student.config).require_block("pairs")
@@ -181,8 +211,8 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError):
         tokenizer = None
-    log(corpus_line(opts.corpus, ws))
-    ids = load_corpus(opts.corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs, log=log)
+    log(corpus_line(corpus, ws))
+    ids = load_corpus(corpus, tokenizer, opts.max_seq_len, ws.root / "cache", opts.pairs, log=log)
     positions = families.max_positions(student.config)
     if positions and ids.shape[1] > positions:
         raise KronError(f"--max-seq-len {opts.max_seq_len} exceeds the model's {positions} positions")

@@ -1,7 +1,10 @@
-"""Stage 2, task distillation: fine-tune the teacher on a GLUE task, then distil it into the student.
+"""Stage 2, task distillation: fine-tune the teacher on a task (GLUE's or the user's own), then distil it into the
+student. A teacher factorized from a fine-tuned classifier whose labels are the task's is taken as the task
+teacher as it is (`adopt_teacher`), scored on dev, not fine-tuned again.
 
 Workspace layout per task: tasks/<task>/teacher (a plain transformers folder), tasks/<task>/student (a
-Kronecker student with its task head), metrics/finetune-<task>[-teacher].csv, checkpoints/<stage>/.
+Kronecker student with its task head), tasks/<task>/task.json (an own task's definition),
+metrics/finetune-<task>[-teacher].csv, checkpoints/<stage>/.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import torch
 
 from .. import families, narrow, sources
 from ..data.encode import Collate, encode
-from ..data.glue import Task, load_split, normalize_task
+from ..data.glue import Task, load_split
+from ..data.tasks import save_definition
 from ..data.overlap import seen_mask
 from ..data.rehearsal import REHEARSAL_KEY, Rehearsal, RehearsalCollate
 from ..distill.capture import Capture
@@ -35,13 +39,13 @@ from .distill import check_layer_map, parse_layer_map
 
 def default_weights(task: Task) -> dict[str, float]:
     """The paper's stage 2: intermediate layers + logits + labels, summed."""
-    logit = "logit_mse" if task.is_regression else "logit_kd"
+    logit = "logit_mse" if task.float_labels else "logit_kd"  # multi-label: no softmax over the labels
     return {"embedding_mse": 1.0, "attention_mse": 1.0, "hidden_mse": 1.0, logit: 1.0, "supervised": 1.0}
 
 
 @dataclass
 class FinetuneOptions:
-    task: str
+    task: Task  # resolved at the CLI / recipe edge (data.tasks.resolve_task)
     data_dir: str | None = None
     max_seq_len: int = 128
     teacher_only: bool = False
@@ -59,15 +63,16 @@ class FinetuneOptions:
     rehearse: int = 0  # student stage: blocks of stage-1 text per task example, intermediate losses only
     rehearse_corpus: list[str] | None = None  # default: the corpus stage 1 used (from the manifest)
     rehearse_weight: float = 1.0  # scales the rehearsal's intermediate losses
-    init_from: str | None = None  # student stage: start from this workspace's student for another task (STILTs)
-    unlabelled_from: list[str] | None = None  # student stage: other tasks' training inputs, labelled by the teacher
+    init_from: Task | None = None  # student stage: start from this workspace's student for another task (STILTs)
+    unlabelled_from: list[Task] | None = None  # student stage: other tasks' training inputs, labelled by the teacher
     extra: dict = field(default_factory=dict)
 
 
 def _task_config(config, task: Task):
     cfg = copy.deepcopy(config)
     cfg.num_labels = task.num_labels
-    cfg.problem_type = "regression" if task.is_regression else "single_label_classification"
+    cfg.problem_type = ("regression" if task.is_regression else "multi_label_classification" if task.is_multilabel
+                        else "single_label_classification")
     if task.names:  # what each class id means, for kron predict and any transformers pipeline
         cfg.id2label = {i: n for i, n in enumerate(task.names)}
         cfg.label2id = {n: i for i, n in enumerate(task.names)}
@@ -75,7 +80,8 @@ def _task_config(config, task: Task):
     return cfg
 
 
-def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None, unlabelled: pd.DataFrame | None = None):
+def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None, unlabelled: pd.DataFrame | None = None,
+          log=None):
     """(training set, encoded eval splits, their majority-class floor keyed as the stage's eval: the whole
     training set's most common label, --limit or not, as `kron eval glue` scores it). `unlabelled` rows (other
     tasks' inputs) join the training set after augmentation, once each."""
@@ -90,6 +96,11 @@ def _data(task: Task, tokenizer, opts: FinetuneOptions, augmenter=None, unlabell
         train_df = pd.concat([train_df, unlabelled], ignore_index=True)
     train_set = encode(task, train_df, tokenizer, opts.max_seq_len)
     evals = {s: encode(task, f, tokenizer, opts.max_seq_len) for s, f in frames.items()}
+    cut = {name: d.truncated for name, d in {"training": train_set, **evals}.items() if d.truncated}
+    if cut and log is not None:
+        log(f"{task.name}: " + ", ".join(f"{n:,} of {len(train_set if k == 'training' else evals[k]):,} {k} inputs"
+                                         for k, n in cut.items())
+            + f" are longer than --max-seq-len {opts.max_seq_len} tokens and were truncated")
     return train_set, evals, floor
 
 
@@ -112,8 +123,7 @@ def unlabelled_rows(task: Task, opts: FinetuneOptions) -> tuple[pd.DataFrame, di
     first N of each source. Returns the rows and how many each source lost to that filter."""
     own = _own_inputs(task, opts.data_dir)
     frames, dropped = [], {}
-    for name in dict.fromkeys(normalize_task(n).name for n in opts.unlabelled_from or []):  # each source once
-        source = normalize_task(name)
+    for source in {t.name: t for t in opts.unlabelled_from or []}.values():  # each source once
         frame = load_split(source, "train", opts.data_dir)
         if opts.limit:
             frame = frame.iloc[: opts.limit]
@@ -157,7 +167,7 @@ def _fits_positions(config, opts: FinetuneOptions) -> None:
 
 def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, progress: bool, log) -> dict:
     """Fine-tune the dense teacher on the task; saved as tasks/<task>/teacher."""
-    task = normalize_task(opts.task)
+    task = opts.task
     require_student(ws)
     source = teacher_source(ws, opts.teacher)
     log(f"{task.name}: loading the teacher {source.requested}")
@@ -172,17 +182,18 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     if source.kind == "random":
         model = head.from_config(config)
         getattr(model, model.base_model_prefix).load_state_dict(base.state_dict(), strict=False)
-    else:
-        model = head.from_pretrained(source.path, config=config)
+    else:  # a fine-tuned classifier with the task's labels keeps its head; any other gets a new one
+        model = head.from_pretrained(source.path, config=config, ignore_mismatched_sizes=True)
     log(f"{task.name}: reading and tokenising the training and dev sets")
-    train_set, evals, floor = _data(task, tokenizer, opts)
+    train_set, evals, floor = _data(task, tokenizer, opts, log=log)
+    save_definition(ws, task)
     log(f"{task.name}: {len(train_set):,} training examples; fine-tuning the teacher")
 
     def step(m, batch):
         out = m(**batch)
         return out.loss, {"supervised": float(out.loss.detach())}
 
-    summary = train(cfg, model, train_set, Collate(tokenizer, task.is_regression), step,
+    summary = train(cfg, model, train_set, Collate(tokenizer, task.float_labels), step,
                     ws.stage_checkpoints(cfg.stage), ws.metrics_csv(f"finetune-{task.name.lower()}-teacher"),
                     {"teacher": source.requested, "task": task.name,
                      "data": {"max_seq_len": opts.max_seq_len, "limit": opts.limit}},
@@ -197,25 +208,81 @@ def finetune_teacher(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     return summary
 
 
+def classifier_labels(ws: Workspace) -> tuple[str, ...] | None:
+    """The label names, by id, of the model `kron factorize` read when it was a fine-tuned sequence classifier (its
+    config names a *ForSequenceClassification architecture); None for a base model."""
+    from ..integrity import read_json_object
+
+    teacher = ws.read_manifest().get("teacher") or {}
+    path = Path(teacher.get("path") or "") / "config.json"
+    if not teacher.get("path") or not path.is_file():
+        return None
+    config = read_json_object(path)
+    if not any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or []):
+        return None
+    id2label = config.get("id2label") or {}
+    n = config.get("num_labels") or len(id2label) or 2
+    return tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n))
+
+
+def adoptable(ws: Workspace, task: Task) -> bool:
+    """Whether the factorized model is a classifier fine-tuned on this task's labels, so it serves as the task
+    teacher without another fine-tuning (an own task's label order was taken from it when the task was defined)."""
+    labels = classifier_labels(ws)
+    if labels is None or task.is_regression != (len(labels) == 1):
+        return False
+    if task.is_regression:
+        return True
+    import re
+
+    defaults = all(re.fullmatch(r"LABEL_\d+", n) for n in labels)
+    return len(labels) == task.num_labels and (defaults or [n.lower() for n in labels] == [n.lower() for n in task.names])
+
+
+def adopt_teacher(ws: Workspace, opts: FinetuneOptions, log) -> None:
+    """Take the factorized classifier as tasks/<task>/teacher, as it is, and score it on dev (the baseline the
+    student is measured against), recorded as the teacher stage."""
+    from transformers import AutoModelForSequenceClassification
+
+    task = opts.task
+    source = teacher_source(ws)
+    log(f"{task.name}: the factorized model {source.requested} is a classifier on the task's labels; taking it as the "
+        "task teacher without fine-tuning (kron finetune --teacher-only fine-tunes it further)")
+    model = AutoModelForSequenceClassification.from_pretrained(source.path).eval()
+    model.config = _task_config(model.config, task)  # problem type and label names as the task has them
+    tokenizer = _load_tokenizer(ws.student_dir)
+    _fits_positions(model.config, opts)
+    train_set, evals, floor = _data(task, tokenizer, opts, log=log)
+    scores = _eval_fn(task, evals, tokenizer, opts.eval_batch_size)(model)
+    save_definition(ws, task)
+    with model_dir_write(ws.task_model_dir(task, "teacher")) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    ws.record_stage(f"teacher-{task.name.lower()}", {"task": task.name, "steps": 0, "eval": scores, "majority": floor,
+                                                     "adopted": source.requested})
+    log(f"{task.name}: teacher on dev: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()
+                                                      if isinstance(v, float)))
+
+
 def _factored(module) -> bool:
     from ..kron.layers import KroneckerEmbedding, KroneckerLinear
 
     return module is not None and any(isinstance(m, (KroneckerLinear, KroneckerEmbedding)) for m in module.modules())
 
 
-def init_student_dir(ws: Workspace, task: Task, init_from: str | None) -> Path:
+def init_student_dir(ws: Workspace, task: Task, init_from: Task | None) -> Path:
     """The student a task's stage 2 starts from: the general one, or (`init_from`) the workspace's distilled student
     of another task, a related one whose training has already taught the encoder what the task needs
     (intermediate-task transfer, Phang et al. 2018: MRPC from STS-B, RTE from MNLI)."""
     if not init_from:
         return ws.student_dir
-    source = normalize_task(init_from)
+    source = init_from
     if source.name == task.name:
-        raise KronError(f"--init-from {init_from} is the task being trained; name another task whose student "
+        raise KronError(f"--init-from {source.name} is the task being trained; name another task whose student "
                         "this one should start from, or leave it out")
     folder = ws.task_model_dir(source, "student")
     if not (folder / "config.json").is_file():
-        raise KronError(f"--init-from {init_from}: {ws.root} has no distilled {source.name} student; run kron "
+        raise KronError(f"--init-from {source.name}: {ws.root} has no distilled {source.name} student; run kron "
                         f"finetune --workspace {ws.root} --task {source.name.lower()} first")
     return folder
 
@@ -285,8 +352,11 @@ def check_student_options(opts: FinetuneOptions) -> None:
                         names=("--augment-p", "--augment-mask", "--augment-ngram"))
         except ValueError as e:
             raise KronError(str(e)) from None
-    for name in opts.unlabelled_from or []:
-        task, source = normalize_task(opts.task), normalize_task(name)
+    if opts.task is not None and opts.task.is_multilabel and (opts.augment or opts.unlabelled_from):
+        raise KronError(f"--augment and --unlabelled-from are for single-label tasks so far; {opts.task.name} is "
+                        "multi-label: drop them")
+    for source in opts.unlabelled_from or []:
+        task, name = opts.task, source.name
         if source.name == task.name:
             raise KronError(f"--unlabelled-from {name} is the task being trained; its inputs are there already, "
                             "name another task (e.g. --task mrpc --unlabelled-from stsb)")
@@ -353,13 +423,15 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
 
     check_student_options(opts)
 
-    task = normalize_task(opts.task)
+    task = opts.task
     require_student(ws)
     rehearsal = _rehearsal_sources(ws, opts) if opts.rehearse else None
     start = init_student_dir(ws, task, opts.init_from)
-    source = normalize_task(opts.init_from) if opts.init_from else None
+    source = opts.init_from
     init = {"init_from": source.name} if source else {}  # for the log, the checkpoint fingerprint and the manifest
     teacher_path = ws.task_model_dir(task, "teacher")
+    if not (teacher_path / "config.json").is_file() and adoptable(ws, task):
+        adopt_teacher(ws, opts, log)
     if not (teacher_path / "config.json").is_file():
         raise KronError(f"no fine-tuned {task.name} teacher in {ws.root}; run kron finetune --workspace {ws.root} "
                         f"--task {task.name.lower()} --teacher-only first")
@@ -391,14 +463,15 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     log(f"{task.name}: reading and tokenising the training and dev sets"
         + (f", with {opts.augment} augmented copies of each training example (the teacher's masked-LM writes them: "
            "minutes on a CPU)" if opts.augment else ""))
-    train_set, evals, floor = _data(task, tokenizer, opts, augmenter, rows)
+    train_set, evals, floor = _data(task, tokenizer, opts, augmenter, rows, log=log)
+    save_definition(ws, task)
     unseen, lost = _unseen_evals(task, source, opts, tokenizer) if source else ({}, {})
     for split, n in lost.items():
         log(f"{task.name}: {n:,} of the {len(evals[split]):,} {split} examples are in {init['init_from']}'s training "
             "set, which trained the start: the score on the others is recorded too (eval_unseen)")
     weights = opts.weights or default_weights(task)
     rehearse_weights = {k: weights[k] for k in INTERMEDIATE_LOSSES if weights.get(k)}
-    collate = Collate(tokenizer, task.is_regression)
+    collate = Collate(tokenizer, task.float_labels)
     if opts.rehearse:
         train_set, collate = _with_rehearsal(ws, opts, rehearsal, tokenizer, train_set, collate, cfg.seed, log)
     try:

@@ -47,9 +47,8 @@ EVAL_COLUMNS = ["workspace", "model", "task", "split", "metric", "value", "n", "
 
 @dataclass
 class SquadOptions(FinetuneOptions):
-    """`kron finetune --task squad|squad_v2` options (FinetuneOptions + the SQuAD ones)."""
+    """`kron finetune --task squad|squad_v2` options (FinetuneOptions + the SQuAD ones); `task` is the SquadTask."""
 
-    version: int = 1
     max_seq_len: int = DEFAULT_MAX_SEQ_LEN
     doc_stride: int = DEFAULT_DOC_STRIDE
     train_file: str | None = None
@@ -57,6 +56,10 @@ class SquadOptions(FinetuneOptions):
     null_threshold: float = 0.0
     n_best: int = 20
     max_answer_len: int = 30
+
+    @property
+    def version(self) -> int:
+        return self.task.version
 
 
 def default_weights() -> dict[str, float]:
