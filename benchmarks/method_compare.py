@@ -222,7 +222,8 @@ def main() -> None:
     pd.set_option("display.width", 250)
     print(f"\nlatency: {tasks[0].name} task models, seq len {args.speed_seq_len}, median of {args.repeats} "
           f"interleaved forwards, {__import__('torch').get_num_threads()} threads; int8 size: the task export's "
-          f"model.onnx; dev scores: {', '.join(t.name for t in tasks)}")
+          f"model.onnx; dev scores: {', '.join(t.name for t in tasks)}"
+          + (" (int8: the first 32 dev examples, --quick)" if args.quick else ""))
     print(df.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     df.to_csv(out / "method_compare.csv", index=False)
     print(f"\n{time.perf_counter() - t_start:.0f}s in all; table in {out / 'method_compare.csv'}")
