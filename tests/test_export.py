@@ -134,7 +134,9 @@ def test_predict_arguments_and_stdin(onnx_dir, student, tok):
     want = expected_rows(torch_logits(student, tok, PAIRS))
     rows = predict(out, *PAIRS[0])
     assert_rows(rows, want[:1])
-    assert set(rows[0]) == {"label", "label_id", "score"}
+    assert set(rows[0]) == {"label", "label_id", "score", "scores"}
+    assert rows[0]["scores"][rows[0]["label"]] == rows[0]["score"]
+    assert sum(rows[0]["scores"].values()) == pytest.approx(1)
     stdin = "\n".join("\t".join(p) for p in PAIRS) + "\n\n"  # a trailing blank line is ignored
     assert_rows(predict(out, "--batch-size", 2, input=stdin), want)
     # the fast entry point (no typer app) gives the same, without importing torch or transformers
