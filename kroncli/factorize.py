@@ -17,6 +17,7 @@ from .student import save_student
 from .surgery import apply_choices, count_params, find_targets, keep_layers
 from .workspace import Workspace, atomic_write_text
 
+METHODS = ("kronecker", "lowrank", "narrow")
 CSV_COLUMNS = ["name", "layer_type", "kind", "m", "n", "m1", "n1", "m2", "n2", "rank", "params",
                "dense_params", "rel_error", "macs"]
 
@@ -40,6 +41,8 @@ class FactorizeOptions:
     embedding_rank: int = 0
     layers: list[int] | None = None  # teacher layers the student keeps (None: all)
     seed: int = 0
+    method: str = "kronecker"  # kronecker | lowrank (truncated SVD) | narrow (dense, narrower)
+    width: int | None = None  # narrow: the student's hidden size (default: the widest within the budget)
 
 
 @dataclass
@@ -49,6 +52,9 @@ class FactorizeResult:
     choices: list[Choice]
     source: sources.ModelSource
     timings: dict = field(default_factory=dict)
+    method: str = "kronecker"
+    record: dict = field(default_factory=dict)  # what kron.json adds for the method (narrow: the widths kept)
+    projection: object = None  # narrow: the learned map into the teacher's width (saved beside the student)
 
     @property
     def compression(self) -> float:
@@ -65,22 +71,47 @@ class FactorizeResult:
             groups[c.layer_type].append(c)
         rows = []
         for lt, cs in groups.items():
-            shapes = Counter("dense" if c.rank == 0 else f"{c.m1}x{c.n1} (x) {c.m2}x{c.n2}"
-                             + (f" r{c.rank}" if c.rank > 1 else "") for c in cs)
+            shapes = Counter(self._shape(c) for c in cs)
             rows.append({"layer_type": lt, "count": len(cs), "shapes": [s for s, _ in shapes.most_common()],
                          "params": sum(c.params for c in cs), "dense_params": sum(c.dense_params for c in cs),
                          "rel_error_mean": sum(c.rel_error for c in cs) / len(cs)})
         return rows
 
+    def _shape(self, c: Choice) -> str:
+        if c.rank == 0:
+            return f"dense {c.m}x{c.n}" if c.params != c.dense_params else "dense"
+        if self.method == "lowrank":
+            return f"rank {c.rank}"
+        return f"{c.m1}x{c.n1} (x) {c.m2}x{c.n2}" + (f" r{c.rank}" if c.rank > 1 else "")
+
     def summary(self, workspace: str | None) -> dict:
-        return {"teacher": self.source.requested, "teacher_params": self.teacher_params,
+        return {"teacher": self.source.requested, "method": self.method, "teacher_params": self.teacher_params,
                 "student_params": self.student_params, "compression": round(self.compression, 4),
                 "rel_error_mean": round(self.rel_error_mean, 6), "workspace": workspace,
                 "layers": len([c for c in self.choices if c.rank > 0]), "by_type": self.by_type(),
                 "seconds": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
+def _validate_method(opts: FactorizeOptions) -> None:
+    """--method and the options that belong to one method only."""
+    if opts.method not in METHODS:
+        raise KronError(f"unknown --method {opts.method!r}; choose one of {', '.join(METHODS)}")
+    if opts.width is not None and opts.method != "narrow":
+        raise KronError(f"--width sets a narrow student's hidden size; add --method narrow (not {opts.method})")
+    if opts.method == "kronecker":
+        return
+    only = {"--preset": opts.preset is not None, "--max-rank": opts.max_rank != 1, "--min-side": opts.min_side != 1,
+            "--min-embedding-dim": opts.min_embedding_dim != 1, "--objective speed": opts.objective != "error",
+            "--max-layer-ratio": opts.max_layer_ratio is not None and opts.method == "narrow",
+            "--embedding-rank": bool(opts.embedding_rank) and opts.method == "narrow",
+            "--targets/--exclude": (opts.targets or opts.exclude) is not None and opts.method == "narrow"}
+    bad = [k for k, v in only.items() if v]
+    if bad:
+        raise KronError(f"{bad[0]} does not apply to --method {opts.method}; drop it, or use --method kronecker")
+
+
 def _validate(opts: FactorizeOptions) -> None:
+    _validate_method(opts)
     given = [k for k in ("ratio", "max_params", "preset") if getattr(opts, k) is not None]
     if len(given) > 1:
         raise KronError("choose one of --ratio, --max-params and --preset")
@@ -110,7 +141,7 @@ def _validate(opts: FactorizeOptions) -> None:
     if opts.embedding_rank and opts.preset:
         raise KronError("--embedding-rank applies to the shape search; a --preset fixes the paper's embedding "
                         "shape: drop one of the two")
-    if not opts.preset and opts.ratio is None and opts.max_params is None:
+    if not opts.preset and opts.ratio is None and opts.max_params is None and opts.width is None:
         opts.ratio = 19.0
 
 
@@ -143,8 +174,26 @@ def smallest_student(targets: list[Target], model_params: int, opts: FactorizeOp
     parameters left dense plus each target's smallest candidate. Counts only; no SVD. `model_params` counts the
     model being factored (after `--layers` cut it)."""
     keep = model_params - sum(t.weight.numel() for t in targets)
-    return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim, opts.embedding_rank)
-                      for t in targets)
+    return keep + sum(search.smallest_params(t, cap, opts.min_side, opts.min_embedding_dim, opts.embedding_rank,
+                                             opts.method) for t in targets)
+
+
+def budget(opts: FactorizeOptions, teacher_params: int) -> tuple[int | None, str]:
+    """(student parameter budget, how it was asked for); None when narrow's --width alone sets the size."""
+    if opts.ratio is not None:
+        return int(teacher_params / opts.ratio), f"--ratio {opts.ratio:g}"
+    if opts.max_params is not None:
+        return opts.max_params, f"--max-params {opts.max_params}"
+    return None, ""
+
+
+def _narrow(model, opts: FactorizeOptions, teacher_params: int):
+    """(student, projection, choices, record) of `--method narrow`."""
+    from . import narrow
+
+    total, asked = budget(opts, teacher_params)
+    widths = narrow.choose_widths(model, total, opts.width, asked, teacher_params)
+    return narrow.build(model, widths)
 
 
 def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_params: int,
@@ -152,15 +201,13 @@ def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_p
     """Shapes within the budget. The ratio is to the whole teacher, even when `--layers` dropped some of it."""
     model_params = count_params(model)
     keep = model_params - sum(t.weight.numel() for t in targets)
-    if opts.ratio is not None:
-        total, asked = int(teacher_params / opts.ratio), f"--ratio {opts.ratio:g}"
-    else:
-        total, asked = opts.max_params, f"--max-params {opts.max_params}"
+    total, asked = budget(opts, teacher_params)
     ratio = teacher_params / total
     cap = opts.max_layer_ratio or max(search.DEFAULT_LAYER_RATIO_CAP, 4 * ratio)
     smallest = smallest_student(targets, model_params, opts)
     if total < smallest:
-        raise KronError(f"{asked} cannot be met: the largest ratio possible for this model and these targets "
+        how = "" if opts.method == "kronecker" else f" with --method {opts.method}"
+        raise KronError(f"{asked} cannot be met{how}: the largest ratio possible for this model and these targets "
                         f"is {teacher_params / smallest:.1f}x ({smallest:,} parameters; {keep:,} of them are not "
                         "factored)")
     capped = smallest_student(targets, model_params, opts, cap)
@@ -172,7 +219,7 @@ def _search_plan(model, targets: list[Target], opts: FactorizeOptions, teacher_p
         cap = math.inf  # the default cap: the budget needs shapes beyond it, open them all
     cands = search.score_candidates(targets, opts.max_rank, cap, progress=progress, min_side=opts.min_side,
                                     min_embedding_dim=opts.min_embedding_dim,
-                                    embedding_rank=opts.embedding_rank)
+                                    embedding_rank=opts.embedding_rank, method=opts.method)
     return search.allocate(cands, total - keep, opts.objective)
 
 
@@ -185,6 +232,12 @@ def factorize(opts: FactorizeOptions, plan_only: bool = False, progress_factory=
     model, tokenizer = sources.load_model(source, seed=opts.seed)
     timings["load"] = time.perf_counter() - t0
     teacher_params = cut_teacher(model, opts)
+    if opts.method == "narrow":
+        t0 = time.perf_counter()
+        student, projection, choices, record = _narrow(model, opts, teacher_params)
+        timings["init"] = time.perf_counter() - t0
+        return FactorizeResult(teacher_params, count_params(student), choices, source, timings, opts.method, record,
+                               projection), student, tokenizer
     targets = find_targets(model, opts.targets, opts.exclude)
 
     t0 = time.perf_counter()
@@ -201,7 +254,7 @@ def factorize(opts: FactorizeOptions, plan_only: bool = False, progress_factory=
             apply_choices(model, choices, init=True, on_layer=(lambda c: adv(1)) if adv else None)
         timings["init"] = time.perf_counter() - t0
         student_params = count_params(model)
-    return FactorizeResult(teacher_params, student_params, choices, source, timings), model, tokenizer
+    return FactorizeResult(teacher_params, student_params, choices, source, timings, opts.method), model, tokenizer
 
 
 class _null:
@@ -216,8 +269,12 @@ def write_workspace(ws: Workspace, result: FactorizeResult, model, tokenizer, ar
                     force: bool) -> None:
     """Student, per-layer CSV and manifest; each write atomic."""
     layers = args.get("layers")
+    from .narrow import attach_projection
+
+    attach_projection(model, result.projection)  # save_student writes it beside the student
     save_student(model, result.choices, ws.student_dir, tokenizer,
                  extra={"teacher": result.source.describe(), "teacher_params": result.teacher_params,
+                        "method": result.method, **({"narrow": result.record} if result.record else {}),
                         **({"teacher_layers": list(layers)} if layers is not None else {})})
     rows = [{**c.row(), "layer_type": c.layer_type} for c in result.choices]
     csv = pd.DataFrame(rows, columns=CSV_COLUMNS).to_csv(index=False)

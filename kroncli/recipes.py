@@ -36,6 +36,8 @@ class FactorizeSection:
     embedding_rank: int = 0  # K > 0: embeddings as a V x K table times a learned K x d matrix
     layers: Optional[list[int]] = None  # teacher layers the student keeps, e.g. [1, 3, 5]; default all
     seed: int = 0  # seed of a random_init teacher
+    method: str = "kronecker"  # kronecker | lowrank (truncated SVD) | narrow (dense, narrower; kroncli/narrow.py)
+    width: Optional[int] = None  # narrow: the student's hidden size (default: the widest within the budget)
 
 
 @dataclass

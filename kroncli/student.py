@@ -56,10 +56,19 @@ def model_dir_write(out_dir: Path) -> Iterator[Path]:
 
 def save_student(model: torch.nn.Module, choices: list[Choice], out_dir: Path, tokenizer=None,
                  extra: dict | None = None) -> None:
-    """Write the student folder atomically (a crash leaves the previous student intact)."""
+    """Write the student folder atomically (a crash leaves the previous student intact). A narrow student's
+    training-only projection goes to its own file, so model.safetensors holds the deployable student alone."""
+    from .narrow import attach_projection, detach_projection, save_projection
+
     with model_dir_write(Path(out_dir)) as tmp:
         model.config.save_pretrained(tmp)
-        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        projection = detach_projection(model)
+        try:
+            save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        finally:
+            attach_projection(model, projection)
+        if projection is not None:
+            save_projection(projection, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / KRON_CONFIG, {
@@ -120,8 +129,9 @@ def build_student(folder: Path) -> torch.nn.Module:
     return apply_choices(model, choices_from_config(cfg), init=False)
 
 
-def load_student(path: str | Path) -> torch.nn.Module:
-    """Reload a saved student (workspace or student folder) in eval mode with bit-identical weights."""
+def load_student(path: str | Path, projection: bool = False) -> torch.nn.Module:
+    """Reload a saved student (workspace or student folder) in eval mode with bit-identical weights;
+    `projection`: with a narrow student's learned map into the teacher's width (the training stages)."""
     folder = student_dir(path)
     model = build_student(folder)
     if not (folder / WEIGHTS).is_file():
@@ -131,6 +141,11 @@ def load_student(path: str | Path) -> torch.nn.Module:
     if missing or unexpected:
         raise KronError(f"{folder / WEIGHTS} does not match {KRON_CONFIG}: missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]}")
+    if projection:
+        from .narrow import load_projection
+
+        with guard(folder):
+            load_projection(model, folder)
     return model.eval()
 
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import families
 from .errors import KronError
-from .kron.layers import KroneckerEmbedding, KroneckerLinear, KroneckerTiedDecoder
+from .kron.layers import KroneckerEmbedding, KroneckerTiedDecoder, factored_linear
 from .kron.search import Choice, Target
 
 # What `--targets` defaults to: the model family's embeddings, Q/K/V/O and FFN (kroncli/families.py). A label,
@@ -104,11 +104,7 @@ def apply_choices(model: nn.Module, choices: Iterable[Choice], init: bool = True
             if tied is not None:
                 model.set_output_embeddings(KroneckerTiedDecoder(new, tied.bias))
         else:
-            if init:
-                new = KroneckerLinear.from_linear(_as_linear(module), (c.m1, c.n1), c.rank)
-            else:
-                new = KroneckerLinear(c.m1, c.n1, c.m2, c.n2, c.rank, bias=module.bias is not None,
-                                      dtype=module.weight.dtype)
+            new = factored_linear(_as_linear(module), c.m1, c.n1, c.rank, init)
             _swap(model, c.name, new)
         if init:
             c.rel_error = new.init_rel_error  # the exact float64 error replaces the search estimate

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kroncli"
 LAYERS: list[tuple[str, set[str]]] = [
     ("core", {"kron", "errors"}),
     ("foundation", {"integrity", "families", "console", "workspace", "metrics_csv", "surgery", "sources", "student",
-                    "squad_metrics", "machine"}),
+                    "squad_metrics", "machine", "narrow"}),
     ("data", {"data", "distill", "metrics", "evaluate"}),
     ("training", {"train", "train_config", "factorize"}),
     ("stages", {"stages"}),

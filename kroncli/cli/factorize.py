@@ -53,13 +53,21 @@ def factorize_cmd(
         help="Keep only these teacher layers (0-based, comma list), e.g. 1,3,5: a shallower, faster student; "
              "the ratio stays relative to the whole teacher, and later stages map each kept layer to its "
              "teacher layer.")] = None,
+    method: Annotated[str, typer.Option(
+        help="kronecker: sums of Kronecker products (the paper); lowrank: each matrix as U V from a truncated SVD, "
+             "ranks found by the same budget search; narrow: a dense student with a narrower hidden size and FFN "
+             "(TinyBERT-style), cut from the teacher.")] = "kronecker",
+    width: Annotated[Optional[int], typer.Option(
+        help="--method narrow: the student's hidden size, a multiple of the teacher's head count (default: the "
+             "widest within the budget; with --width and no --ratio/--max-params, no budget applies).")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Dry run: print the chosen shapes, write "
                                                       "nothing.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for --random-init.")] = 0,
     force: ForceOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Factor a teacher's embeddings, attention and FFN matrices into Kronecker products.
+    """Factor a teacher's embeddings, attention and FFN matrices into Kronecker products (or, with --method, into
+    low-rank products, or cut a narrow dense student) within one parameter budget.
 
     Example: kron factorize all-MiniLM-L6-v2 --ratio 19 --workspace runs/m19
     """
@@ -74,7 +82,7 @@ def factorize_cmd(
                             preset=preset, objective=objective, max_rank=max_rank, targets=targets,
                             exclude=exclude, max_layer_ratio=max_layer_ratio, min_side=min_side,
                             min_embedding_dim=min_embedding_dim, embedding_rank=embedding_rank,
-                            layers=_parse_layers(layers), seed=seed)
+                            layers=_parse_layers(layers), seed=seed, method=method, width=width)
     progress = progress_factory(show_progress(json_out))
     if plan:
         result, _, _ = factorize(opts, plan_only=True, progress_factory=progress)

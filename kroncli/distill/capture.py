@@ -3,7 +3,8 @@
 `Capture(model, attention="scores")(**inputs)` runs the model once and returns a `Captured` with
 
 - ``embedding``: the embedding-layer output (``hidden_states[0]``, the input of the first layer),
-- ``hidden``: every layer's output (``hidden_states[1:]``),
+- ``hidden``: every layer's output (``hidden_states[1:]``); for a narrow student (kroncli/narrow.py) both mapped into
+  the teacher's width by its learned projection,
 - ``attentions``: every self-attention layer's pre-softmax scores ``Q K^T * scaling`` (``scaling = 1/sqrt(d_k)``),
   shape ``(batch, heads, seq, seq)``, WITHOUT the additive attention mask; or, with ``attention="probs"``, the
   softmax probabilities (with the mask, before attention dropout); nothing with ``attention=None``,
@@ -43,6 +44,7 @@ from torch import nn
 
 from .. import families
 from ..errors import KronError
+from ..narrow import projection_of
 
 IMPLEMENTATION = "kron_capture"
 ATTENTION_KINDS = ("scores", "probs")
@@ -307,9 +309,13 @@ class Capture:
         logits = getattr(out, "logits", None)
         if logits is None:
             logits = getattr(out, "prediction_logits", None)
+        embedding, hidden = hidden_states[0], list(hidden_states[1:])
+        projection = projection_of(self.model)
+        if projection is not None:  # a narrow student: its states in the teacher's width (TinyBERT's W_e, W_h)
+            embedding, hidden = projection.embedding(embedding), [projection.hidden(h) for h in hidden]
         return Captured(
-            embedding=hidden_states[0],
-            hidden=list(hidden_states[1:]),
+            embedding=embedding,
+            hidden=hidden,
             attentions=attentions,
             logits=logits,
             output=out,

@@ -104,6 +104,68 @@ class KroneckerLinear(nn.Module):
                 f"B={self.m2}x{self.n2}, rank={self.rank}, order={self.order}, bias={self.bias is not None}")
 
 
+class LowRankLinear(KroneckerLinear):
+    """y = U (V x) + b, the rank-r truncated SVD of a dense layer, computed as two products.
+
+    It is the Kronecker layer of shape A (m x 1) (x) B (1 x n) with r terms: A_k (x) B_k = u_k v_k^T. Keeping
+    those factors (a = U^T as (r, m, 1), b = V as (r, 1, n)) means the checkpoint, the export template, densify and
+    every isinstance check treat it as the KroneckerLinear it is; only the forward differs: x V^T, then U.
+    """
+
+    def __init__(self, out_features: int, in_features: int, rank: int = 1, bias: bool = True,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None):
+        super().__init__(out_features, 1, 1, in_features, rank, bias, dtype, device)
+        self.order = "lowrank"
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, rank: int = 1) -> "LowRankLinear":
+        """Truncated-SVD initialisation (the nearest Kronecker sum of this shape is the SVD of W itself)."""
+        w = linear.weight
+        fit = nearest_kronecker(w, w.shape[0], 1, rank)  # a: (r, m, 1) = U sqrt(s), b: (r, 1, n) = sqrt(s) V
+        layer = cls(w.shape[0], w.shape[1], rank, bias=linear.bias is not None, dtype=w.dtype, device=w.device)
+        with torch.no_grad():
+            layer.a.copy_(fit.a)
+            layer.b.copy_(fit.b)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        layer.init_rel_error = fit.rel_error
+        return layer
+
+    @property
+    def u(self) -> torch.Tensor:
+        """U, out x rank."""
+        return self.a.view(self.rank, self.m1).t()
+
+    @property
+    def v(self) -> torch.Tensor:
+        """V, rank x in."""
+        return self.b.view(self.rank, self.n2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x, self.v), self.u, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, bias={self.bias is not None}"
+
+
+def is_low_rank(m1: int, n1: int, m2: int, n2: int) -> bool:
+    """(m x 1) (x) (1 x n): a sum of outer products, which `LowRankLinear` runs as two GEMMs."""
+    return n1 == 1 and m2 == 1
+
+
+def factored_linear(linear, m1: int, n1: int, rank: int, init: bool = True) -> KroneckerLinear:
+    """The factored module for one dense layer and A shape (m1, n1): initialised from it, or empty (`init=False`,
+    weights loaded next)."""
+    out_f, in_f = linear.weight.shape
+    m2, n2 = out_f // m1, in_f // n1
+    bias, dtype = linear.bias is not None, linear.weight.dtype
+    if is_low_rank(m1, n1, m2, n2):
+        return LowRankLinear.from_linear(linear, rank) if init else LowRankLinear(out_f, in_f, rank, bias, dtype)
+    if init:
+        return KroneckerLinear.from_linear(linear, (m1, n1), rank)
+    return KroneckerLinear(m1, n1, m2, n2, rank, bias=bias, dtype=dtype)
+
+
 class KroneckerEmbedding(nn.Module):
     """Row i = sum_k A[i, k] (x) B[k]: A a V x (rank*d/f) table, B (rank, f) shared by all tokens.
 

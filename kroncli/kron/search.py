@@ -106,6 +106,26 @@ def candidate_shapes(target: Target, max_rank: int, ratio_cap: float = math.inf,
     return out
 
 
+def lowrank_shapes(target: Target, ratio_cap: float = math.inf, embedding_rank: int = 0) -> list[tuple[int, int, int]]:
+    """(m, 1, r) candidates for `--method lowrank`: W ~ U V with rank r, the Kronecker shape (m x 1) (x) (1 x n), so
+    its error is the truncated SVD's and the search and allocation below apply unchanged. Ranks that save nothing
+    or compress the matrix more than `ratio_cap` are dropped; `embedding_rank` K fixes an embedding's rank."""
+    m, n = target.shape
+    if target.kind == "embedding" and embedding_rank:
+        ranks = [embedding_rank]
+    else:
+        ranks = range(1, min(m, n) + 1)
+    return [(m, 1, r) for r in ranks if r * (m + n) < m * n and m * n / (r * (m + n)) <= ratio_cap]
+
+
+def method_shapes(method: str, target: Target, max_rank: int, ratio_cap: float = math.inf, min_side: int = 1,
+                  min_embedding_dim: int = 1, embedding_rank: int = 0) -> list[tuple[int, int, int]]:
+    """The candidates of one matrix under a factorization method ("kronecker" or "lowrank")."""
+    if method == "lowrank":
+        return lowrank_shapes(target, ratio_cap, embedding_rank)
+    return candidate_shapes(target, max_rank, ratio_cap, min_side, min_embedding_dim, embedding_rank)
+
+
 def layer_macs(kind: str, m: int, n: int, m1: int, n1: int, rank: int) -> int:
     """Multiply-adds per token (a lookup costs rank*d for an embedding)."""
     if rank == 0:
@@ -123,7 +143,8 @@ def _dense_choice(t: Target) -> Choice:
 
 def score_candidates(targets: list[Target], max_rank: int = 1, ratio_cap: float = DEFAULT_LAYER_RATIO_CAP,
                      progress: Callable[[int], None] | None = None, min_side: int = 1,
-                     min_embedding_dim: int = 1, embedding_rank: int = 0) -> dict[str, list[Choice]]:
+                     min_embedding_dim: int = 1, embedding_rank: int = 0,
+                     method: str = "kronecker") -> dict[str, list[Choice]]:
     """All candidates of every target with search-grade errors (fp32 Gram of the rearranged matrix).
 
     One matrix at a time so that it stays in cache while all its candidate rearrangements are copied.
@@ -134,7 +155,8 @@ def score_candidates(targets: list[Target], max_rank: int = 1, ratio_cap: float 
         m, n = t.shape
         key = (t.kind, m, n)
         if key not in shapes_of:
-            shapes_of[key] = candidate_shapes(t, max_rank, ratio_cap, min_side, min_embedding_dim, embedding_rank)
+            shapes_of[key] = method_shapes(method, t, max_rank, ratio_cap, min_side, min_embedding_dim,
+                                           embedding_rank)
         ranks: dict[tuple[int, int], list[int]] = defaultdict(list)
         for m1, n1, r in shapes_of[key]:
             ranks[(m1, n1)].append(r)
@@ -166,10 +188,10 @@ def estimate_error(target: Target, m1: int, n1: int, rank: int) -> float:
 
 
 def smallest_params(target: Target, ratio_cap: float = math.inf, min_side: int = 1,
-                    min_embedding_dim: int = 1, embedding_rank: int = 0) -> int:
+                    min_embedding_dim: int = 1, embedding_rank: int = 0, method: str = "kronecker") -> int:
     """Fewest parameters any candidate of `target` under the cap needs (the dense size if none)."""
     m, n = target.shape
-    shapes = candidate_shapes(target, 1, ratio_cap, min_side, min_embedding_dim, embedding_rank)
+    shapes = method_shapes(method, target, 1, ratio_cap, min_side, min_embedding_dim, embedding_rank)
     return min([r * (a * b + (m // a) * (n // b)) for a, b, r in shapes], default=m * n)
 
 

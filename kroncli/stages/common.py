@@ -24,9 +24,12 @@ def teacher_source(ws: Workspace, override: str | None = None) -> sources.ModelS
     return sources.ModelSource(teacher["requested"], teacher["path"], teacher["kind"])
 
 
-def check_same_architecture(teacher_config, student_config, allow_shallower: bool = False) -> None:
+def check_same_architecture(teacher_config, student_config, allow_shallower: bool = False,
+                            narrower: bool = False) -> None:
     """Teacher and student must be of one family and match in its architecture keys (depth too unless a layer
-    map is used)."""
+    map is used; widths too unless the student is a narrow one, which maps its states into the teacher's width)."""
+    from ..narrow import WIDTH_KEYS
+
     family = families.family_of(student_config)
     if teacher_config.model_type != student_config.model_type:
         raise KronError(f"the teacher is a {teacher_config.model_type} model, the student a {family.model_type} one; "
@@ -36,6 +39,8 @@ def check_same_architecture(teacher_config, student_config, allow_shallower: boo
         if t is None or s is None or t == s:
             continue
         if allow_shallower and key == family.capture.layers_attr and s < t:
+            continue
+        if narrower and key in WIDTH_KEYS.get(family.model_type, ()) and s <= t:
             continue
         raise KronError(f"teacher and student differ in {key} ({t} vs {s}); distil from the teacher the student "
                         f"was factorized from (pass --layer-map for a shallower student)")
@@ -53,6 +58,8 @@ def shapes_fingerprint(folder: Path) -> dict:
     """What a checkpoint must match to be resumed: the factor shapes and the architecture."""
     cfg = read_kron_config(Path(folder))
     layers = {k: [v["m1"], v["n1"], v["m2"], v["n2"], v["rank"]] for k, v in cfg["layers"].items()}
+    if cfg.get("narrow"):  # a narrow student has no factored layers: its widths are its shape
+        layers["narrow"] = cfg["narrow"]["widths"]
     digest = hashlib.sha256(json.dumps(layers, sort_keys=True).encode()).hexdigest()[:16]
     return {"architecture": cfg["architecture"], "shapes": digest}
 

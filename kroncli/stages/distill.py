@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import families, sources
+from .. import families, narrow, sources
 from ..data.corpus import corpus_files, load_corpus, token_types
 from ..distill.capture import Capture
 from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights, fit_layer_map, layer_map
@@ -218,7 +218,7 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     causal = family.is_decoder
     block = family.require_block("causal" if causal else "pairs")
     opts.pairs = opts.pairs and not causal  # a decoder's blocks are running text
-    student = load_student(folder)
+    student = load_student(folder, projection=True)
     if opts.weights.get("mlm") and student.get_output_embeddings() is None:
         raise KronError(f"the mlm loss needs a student with a masked-LM head; {type(student).__name__} has "
                         "none (factorize a *ForMaskedLM model such as bert-base-uncased)")
@@ -226,7 +226,8 @@ def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress:
     log(f"loading the teacher {source.requested}")
     teacher, _ = sources.load_model(source)
     layers = student_layer_map(folder, opts.layer_map)
-    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers),
+                            narrower=narrow.projection_of(student) is not None)
     check_layer_map(layers, teacher.config, student.config)
     from transformers import AutoTokenizer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import families, sources
+from .. import families, narrow, sources
 from ..data.encode import Collate, encode
 from ..data.glue import Task, load_split
 from ..data.tasks import save_definition
@@ -291,7 +291,7 @@ def build_task_student(ws: Workspace, task: Task, teacher, folder: Path | None =
     """The general student (or `folder`'s: another task's student) + a task head initialised from the fine-tuned
     teacher's (pooler and classifier)."""
     folder = folder or ws.student_dir
-    general = load_student(folder)
+    general = load_student(folder, projection=True)
     base = general.base_model
     head = families.family_of(general.config).head_class(families.task_kind(task))
     model = head.from_config(_task_config(general.config, task))
@@ -303,9 +303,10 @@ def build_task_student(ws: Workspace, task: Task, teacher, folder: Path | None =
     # MLM-pretrained students have no pooler: take the task teacher's. A dense one is replaced by the task
     # teacher's (fine-tuned) pooler; a factored one (--targets with the pooler) stays, and learns in this stage.
     if getattr(t_base, "pooler", None) is not None and not _factored(getattr(base, "pooler", None)):
-        base.pooler = copy.deepcopy(t_base.pooler)
+        base.pooler = narrow.teacher_module(t_base.pooler, getattr(base, "pooler", None), folder)
     setattr(model, prefix, base)
-    own = {k: v for k, v in teacher.state_dict().items() if not k.startswith(prefix + ".")}
+    own = narrow.head_state({k: v for k, v in teacher.state_dict().items() if not k.startswith(prefix + ".")},
+                            folder)
     missing, unexpected = model.load_state_dict(own, strict=False)
     if unexpected:
         raise KronError(f"the task teacher's head does not fit the student: {unexpected[:3]}")
@@ -442,7 +443,8 @@ def finetune_student(ws: Workspace, opts: FinetuneOptions, cfg: TrainConfig, pro
     if init:
         log(f"{task.name}: starting from the {init['init_from']} student ({start})")
     layers = student_layer_map(ws.student_dir, opts.layer_map)
-    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers),
+                            narrower=narrow.projection_of(student) is not None)
     check_layer_map(layers, teacher.config, student.config)
     tokenizer = _load_tokenizer(ws.student_dir)
     augmenter = None

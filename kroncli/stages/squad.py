@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import families, metrics_csv, sources
+from .. import families, metrics_csv, narrow, sources
 from ..data.squad import SQUAD_TASKS, SquadCollate, SquadExample, SquadFeatures, load_squad, prepare_features, task_name
 from ..distill.capture import Capture
 from ..distill.losses import DistillLoss
@@ -222,7 +222,7 @@ def finetune_squad_teacher(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
 def build_squad_student(ws: Workspace, teacher) -> tuple[torch.nn.Module, list]:
     """General student + the fine-tuned teacher's span head (qa_outputs); the pooler is dropped (unused)."""
     folder = ws.student_dir
-    general = load_student(folder)
+    general = load_student(folder, projection=True)
     base = general.base_model
     head = families.family_of(general.config).head_class("question_answering")
     model = head.from_config(_qa_config(general.config))
@@ -230,7 +230,8 @@ def build_squad_student(ws: Workspace, teacher) -> tuple[torch.nn.Module, list]:
     if getattr(base, "pooler", None) is not None:
         base.pooler = None  # a span head reads token states only; the saved student must not carry it
     setattr(model, prefix, base)
-    own = {k: v for k, v in teacher.state_dict().items() if not k.startswith(prefix + ".")}
+    own = narrow.head_state({k: v for k, v in teacher.state_dict().items() if not k.startswith(prefix + ".")},
+                            folder)
     _, unexpected = model.load_state_dict(own, strict=False)
     if unexpected:
         raise KronError(f"the SQuAD teacher's head does not fit the student: {unexpected[:3]}")
@@ -261,7 +262,8 @@ def finetune_squad_student(ws: Workspace, opts: SquadOptions, cfg: TrainConfig, 
     teacher = AutoModelForQuestionAnswering.from_pretrained(teacher_path).eval().requires_grad_(False)
     student, choices = build_squad_student(ws, teacher)
     layers = student_layer_map(ws.student_dir, opts.layer_map)
-    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers))
+    check_same_architecture(teacher.config, student.config, allow_shallower=bool(layers),
+                            narrower=narrow.projection_of(student) is not None)
     check_layer_map(layers, teacher.config, student.config)
     _check_positions(student.config, opts.max_seq_len)
     tokenizer = _load_tokenizer(ws.student_dir)
