@@ -60,13 +60,7 @@ class KroneckerLinear(nn.Module):
         w = linear.weight
         layer = cls(m1, n1, out_f // m1, in_f // n1, rank, bias=linear.bias is not None,
                     dtype=w.dtype, device=w.device)
-        with torch.no_grad():
-            layer.a.copy_(fit.a)
-            layer.b.copy_(fit.b)
-            if linear.bias is not None:
-                layer.bias.copy_(linear.bias)
-        layer.init_rel_error = fit.rel_error
-        return layer
+        return _fitted(layer, fit, linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -123,13 +117,7 @@ class LowRankLinear(KroneckerLinear):
         w = linear.weight
         fit = nearest_kronecker(w, w.shape[0], 1, rank)  # a: (r, m, 1) = U sqrt(s), b: (r, 1, n) = sqrt(s) V
         layer = cls(w.shape[0], w.shape[1], rank, bias=linear.bias is not None, dtype=w.dtype, device=w.device)
-        with torch.no_grad():
-            layer.a.copy_(fit.a)
-            layer.b.copy_(fit.b)
-            if linear.bias is not None:
-                layer.bias.copy_(linear.bias)
-        layer.init_rel_error = fit.rel_error
-        return layer
+        return _fitted(layer, fit, linear)
 
     @property
     def u(self) -> torch.Tensor:
@@ -238,3 +226,14 @@ class KroneckerTiedDecoder(nn.Module):
         proj = torch.einsum("...pq,kq->...kp", h, emb.b).reshape(*hidden.shape[:-1], -1)
         logits = proj @ emb.a.t()
         return logits + self.bias if self.bias is not None else logits
+
+
+def _fitted(layer, fit, linear: nn.Linear):
+    """`layer` holding the nearest-Kronecker factors `fit` of `linear` (and its bias), with the fit's error kept."""
+    with torch.no_grad():
+        layer.a.copy_(fit.a)
+        layer.b.copy_(fit.b)
+        if linear.bias is not None:
+            layer.bias.copy_(linear.bias)
+    layer.init_rel_error = fit.rel_error
+    return layer
