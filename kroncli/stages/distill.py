@@ -10,7 +10,7 @@ import torch
 from .. import families, narrow, sources
 from ..data.corpus import corpus_files, load_corpus, token_types
 from ..distill.capture import Capture
-from ..distill.losses import INTERMEDIATE_LOSSES, DistillLoss, check_weights, fit_layer_map, layer_map
+from ..distill.losses import INTERMEDIATE_LOSSES, LOSSES, DistillLoss, check_weights, fit_layer_map, layer_map
 from ..errors import KronError
 from ..student import choices_from_config, load_student, read_kron_config, save_student
 from ..train import TrainConfig, budget_plan, checkpoints, train
@@ -206,8 +206,9 @@ def stage1_weights(family: families.Family, weights: dict) -> dict:
 
 
 def run_distill(ws: Workspace, opts: DistillOptions, cfg: TrainConfig, progress: bool, log) -> dict:
-    try:  # the values first, before the workspace; which names stage 1 takes depends on the student's family
-        check_weights(opts.weights)
+    try:  # the values first, before the workspace; which names stage 1 takes depends on the student's family,
+        # so an unknown name is left for check_stage1_weights, which lists stage 1's own
+        check_weights({k: v for k, v in opts.weights.items() if k in LOSSES})
     except ValueError as e:
         raise KronError(str(e)) from None
     folder = require_student(ws)
